@@ -1,0 +1,14 @@
+"""winit_jax: the weight-initialisation notebooks in JAX/Flax, with a PyTorch twin."""
+
+from winit_jax.initializers import compute_fans as compute_fans
+from winit_jax.initializers import he_normal as he_normal
+from winit_jax.initializers import he_uniform as he_uniform
+from winit_jax.initializers import lecun_normal as lecun_normal
+from winit_jax.initializers import standard_normal as standard_normal
+from winit_jax.initializers import symmetric_uniform as symmetric_uniform
+from winit_jax.initializers import variance_scaling as variance_scaling
+from winit_jax.registry import SCHEMES as SCHEMES
+from winit_jax.registry import Scheme as Scheme
+from winit_jax.registry import get_scheme as get_scheme
+
+__version__ = "0.1.0"
