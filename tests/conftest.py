@@ -1,6 +1,7 @@
 """Test-wide settings: strict dtype promotion, warnings as errors (pyproject)."""
 
 import os
+from pathlib import Path
 
 import jax
 import pytest
@@ -16,3 +17,24 @@ def require_torch():
         import torch  # noqa: F401  (an ImportError fails the test in CI)
         return torch
     return pytest.importorskip("torch")
+
+
+SHARED_DATA = Path(os.environ.get("WINIT_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` with the real MNIST test split; required in CI."""
+    if not (SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
+        if IN_CI:
+            pytest.fail(f"CI needs the real MNIST test split under {SHARED_DATA}")
+        pytest.skip(f"no MNIST test split under {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def test_digits(shared_data):
+    """The 10,000 real test digits (uint8 images, int64 labels)."""
+    from winit_jax.data import load_mnist
+    return load_mnist(shared_data, "test")
