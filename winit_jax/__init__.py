@@ -11,4 +11,9 @@ from winit_jax.registry import SCHEMES as SCHEMES
 from winit_jax.registry import Scheme as Scheme
 from winit_jax.registry import get_scheme as get_scheme
 
+from winit_jax.models import MLP as MLP
+from winit_jax.train import RunResult as RunResult
+from winit_jax.train import TrainConfig as TrainConfig
+from winit_jax.train import train_and_evaluate as train_and_evaluate
+
 __version__ = "0.1.0"

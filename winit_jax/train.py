@@ -1,0 +1,174 @@
+"""Notebook A's training, the JAX way: data on the device, one jitted epoch.
+
+An epoch is a ``lax.scan`` over shuffled batches (indices from an explicit PRNG
+key), plus one step on the final partial batch if the rows do not divide
+evenly, as ``DataLoader(drop_last=False)`` does. SGD with momentum is
+``optax.sgd(lr, momentum)``, which matches ``torch.optim.SGD`` (the buffer starts
+at the first gradient, then v = momentum v + g, p -= lr v).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from winit_jax.models import MLP, NOTEBOOK_A_SIZES
+from winit_jax.registry import get_scheme
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters; the defaults are notebook A's."""
+
+    scheme: str = "he_normal"
+    sizes: tuple[int, ...] = NOTEBOOK_A_SIZES
+    learning_rate: float = 0.01
+    momentum: float = 0.6
+    batch_size: int = 100
+    epochs: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        get_scheme(self.scheme)
+        for name in ("learning_rate", "batch_size", "epochs"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One training run: what both frameworks report, field for field."""
+
+    framework: str
+    scheme: str
+    seed: int
+    input_var: float
+    output_var: float
+    losses: list[float]
+    final_loss: float
+    train_acc: float
+    test_acc: float
+    wall_s: float
+    compile_s: float = 0.0
+    diverged_at: int | None = None  # first batch whose loss was not finite
+
+
+def loss_fn(model: MLP, x, y):
+    """Mean softmax cross-entropy: ``nn.CrossEntropyLoss()``."""
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+
+def make_optimizer(config: TrainConfig):
+    return optax.sgd(config.learning_rate, momentum=config.momentum)
+
+
+def train_step(graphdef, state, opt_state, tx, x, y):
+    """One SGD step on a batch; pure, for use under jit/scan/vmap."""
+    loss, grads = jax.value_and_grad(lambda s: loss_fn(nnx.merge(graphdef, s), x, y))(state)
+    updates, opt_state = tx.update(grads, opt_state, state)
+    return optax.apply_updates(state, updates), opt_state, loss
+
+
+def run_batches(graphdef, state, opt_state, x, y, idx, *, tx):
+    """SGD steps on the batches ``x[idx[i]]``, in order (a ``lax.scan``).
+
+    Returns ``(state, opt_state, losses)`` with one loss per row of ``idx``.
+    """
+    def body(carry, rows):
+        state, opt_state, loss = train_step(graphdef, *carry, tx, x[rows], y[rows])
+        return (state, opt_state), loss
+
+    (state, opt_state), losses = jax.lax.scan(body, (state, opt_state), idx)
+    return state, opt_state, losses
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "batch_size"))
+def train_epoch(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
+    """One shuffled epoch. Returns ``(state, opt_state, losses)``, a loss per batch.
+
+    Rows that do not fill a last batch form a smaller final batch (not dropped).
+    """
+    n = x.shape[0]
+    perm = jax.random.permutation(key, n)
+    n_full = n // batch_size
+    state, opt_state, losses = run_batches(
+        graphdef, state, opt_state, x, y, perm[: n_full * batch_size].reshape(n_full, batch_size),
+        tx=tx)
+    if n % batch_size:
+        state, opt_state, last = run_batches(graphdef, state, opt_state, x, y,
+                                             perm[None, n_full * batch_size:], tx=tx)
+        losses = jnp.concatenate([losses, last])
+    return state, opt_state, losses
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def accuracy(graphdef, state, x, y):
+    return jnp.mean(jnp.argmax(nnx.merge(graphdef, state)(x), -1) == y)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def output_variance(graphdef, state, x):
+    """Variance of the logits over a batch and the classes: the notebook's output variance."""
+    return jnp.var(nnx.merge(graphdef, state)(x))
+
+
+def init_model(config: TrainConfig, key=None) -> MLP:
+    key = jax.random.key(config.seed) if key is None else key
+    return MLP(config.sizes, kernel_init=get_scheme(config.scheme).jax_init(),
+               rngs=nnx.Rngs(params=key))
+
+
+def first_nonfinite(losses: np.ndarray) -> int | None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
+
+
+def train_and_evaluate(config: TrainConfig, data, workdir=None) -> RunResult:
+    """Trains notebook A's MLP on ``data = (x_train, y_train, x_test, y_test)``.
+
+    Inputs are already preprocessed (pixels / 256, flattened). The model is
+    initialised from ``fold_in(key(seed), 0)``, each epoch shuffled with
+    ``fold_in(key(seed), 1 + epoch)``. If ``workdir`` is given, the result is
+    written there as ``result.json``.
+    """
+    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in data)
+    root = jax.random.key(config.seed)
+    model = init_model(config, jax.random.fold_in(root, 0))
+    graphdef, state = nnx.split(model)
+    tx = make_optimizer(config)
+    opt_state = tx.init(state)
+    out_var = float(output_variance(graphdef, state, x_train))
+
+    start = time.perf_counter()
+    epoch = train_epoch.lower(graphdef, state, opt_state, root, x_train, y_train,
+                              tx=tx, batch_size=config.batch_size).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    losses = []
+    for e in range(config.epochs):
+        state, opt_state, epoch_losses = epoch(state, opt_state, jax.random.fold_in(root, 1 + e),
+                                               x_train, y_train)
+        losses.append(epoch_losses)
+    losses = np.asarray(jnp.concatenate(losses), np.float64)  # one host sync, at the end
+    train_acc = float(accuracy(graphdef, state, x_train, y_train))
+    test_acc = float(accuracy(graphdef, state, x_test, y_test))
+    wall_s = time.perf_counter() - start
+    per_epoch = len(losses) // config.epochs
+    result = RunResult(
+        framework="jax", scheme=config.scheme, seed=config.seed,
+        input_var=float(jnp.var(x_train)), output_var=out_var, losses=losses.tolist(),
+        final_loss=float(np.mean(losses[-per_epoch:])), train_acc=train_acc, test_acc=test_acc,
+        wall_s=wall_s, compile_s=compile_s, diverged_at=first_nonfinite(losses))
+    if workdir is not None:
+        from winit_jax.io import write_json
+        write_json(workdir, "result.json", dataclasses.asdict(result))
+    return result
