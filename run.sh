@@ -24,5 +24,5 @@ if [ "${1:-}" = "test" ]; then
   shift
   exec "$VENV/bin/python" -m pytest "$@"
 fi
-[ $# -gt 0 ] || set -- init-table
+[ $# -gt 0 ] || set -- compare
 exec "$VENV/bin/winit-jax" "$@"

@@ -1,0 +1,123 @@
+"""winit-jax compare end to end on a tiny config, and every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import require_torch
+from winit_jax.cli import main
+from winit_jax.experiment import load_dataset
+from winit_jax.train import TrainConfig, train_and_evaluate
+
+TINY = ["--schemes", "he_normal", "--epochs", "1", "--limit", "300", "--dataset", "sample",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_data):
+    require_torch()
+    out = tmp_path_factory.mktemp("run")
+    assert main(["compare", *TINY, "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_files_and_schema(tiny_run):
+    out, res = tiny_run
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "loss_curves.png",
+                                               "accuracy.png"}
+    assert set(res) == {"config", "dataset", "versions", "notices", "summary", "parity", "runs"}
+    assert res["dataset"]["name"] == "sample" and res["dataset"]["n_train"] == 300
+    assert res["dataset"]["n_test"] == 10_000  # the real test split under --data-dir
+    assert {"jax", "flax", "torch", "device"} <= set(res["versions"])
+    assert [(r["scheme"], r["framework"]) for r in res["runs"]] == [("he_normal", "jax"),
+                                                                    ("he_normal", "torch")]
+    for r in res["runs"]:
+        assert len(r["losses"]) == 3  # 300 rows / batch 100, one epoch
+    assert res["parity"]["he_normal"]["forward_rel_gap"] <= 1e-5
+    report = (out / "report.md").read_text()
+    assert "he_normal" in report and "![loss_curves.png](loss_curves.png)" in report
+
+
+def test_json_numbers_equal_the_library(tiny_run, shared_data):
+    _, res = tiny_run
+    data = load_dataset("sample", shared_data).head(300, 10_000)
+    lib = train_and_evaluate(TrainConfig(scheme="he_normal", epochs=1, seed=0), data.arrays())
+    run = res["runs"][0]
+    assert run["losses"] == lib.losses  # same key, same data: bit-identical on CPU
+    for field in ("train_acc", "test_acc", "output_var", "input_var", "final_loss"):
+        assert run[field] == getattr(lib, field), field
+    from reference_torch.train import train_and_evaluate as torch_train
+    ref = torch_train(TrainConfig(scheme="he_normal", epochs=1, seed=0), data.arrays())
+    assert res["runs"][1]["losses"] == ref.losses
+
+
+def test_plots_are_pngs_of_sensible_size(tiny_run):
+    import matplotlib.image as mpimg
+    out, _ = tiny_run
+    for name in ("loss_curves.png", "accuracy.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        h, w = mpimg.imread(out / name).shape[:2]
+        assert 300 <= w <= 2000 and 200 <= h <= 3000
+        assert np.ptp(mpimg.imread(out / name)) > 0  # not blank
+
+
+def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
+    out = tmp_path / "run"
+    main(["compare", "--schemes", "standard_normal,he_uniform", "--frameworks", "jax", "--epochs",
+          "1", "--limit", "500", "--dataset", "sample", "--quiet", "--lr", "0.5",
+          "--data-dir", str(shared_data), "--out", str(out)])
+    runs = {r["scheme"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["standard_normal"]["diverged_at"] is not None
+    assert runs["standard_normal"]["final_loss"] is None  # NaN is written as null
+    assert len(runs["he_uniform"]["losses"]) == 5
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--schemes", "glorot_banana"], "--schemes"),
+    (["--frameworks", "jax,mxnet"], "--frameworks"),
+    (["--dataset", "cifar"], "--dataset"),
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "-3"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--seeds", "0"], "--seeds"),
+    (["--data-dir", "/etc/hostname"], "--data-dir"),
+    (["--out", "/proc/version/run"], "--out"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
+    argv = ["compare", *args]
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], err
+
+
+def test_allowed_values_are_named(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["compare", "--schemes", "nope", "--out", str(tmp_path)])
+    assert "he_normal" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_unreadable_data_dir(tmp_path, capsys):
+    d = tmp_path / "locked"
+    d.mkdir(mode=0)
+    with pytest.raises(SystemExit):
+        main(["compare", "--data-dir", str(d), "--out", str(tmp_path / "o")])
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "winit_jax", "compare", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--schemes" in out and "--dataset" in out
