@@ -41,3 +41,13 @@ def assert_uniform_bounds(w, bound):
     t = 40.0 / x.size  # P(x < b (1 - t)) = 1 - t/2, so (1 - t/2)^n ~ exp(-20)
     assert np.abs(x).max() <= bound * (1 + 1e-6)
     assert x.max() >= bound * (1 - t) and x.min() <= -bound * (1 - t)
+
+
+def assert_matches_scheme(w, scheme, fan_in):
+    """Moments, and the bounds (uniform) or the tails (normal), of a registry scheme."""
+    var = scheme.var_w(fan_in)
+    assert_moments(w, var, scheme.distribution)
+    if scheme.distribution == "uniform":
+        assert_uniform_bounds(w, scheme.bound(fan_in))
+    else:
+        assert_untruncated_normal(w, var)

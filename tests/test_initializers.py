@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 import winit_jax as wj
-from tests._stats import assert_moments, assert_uniform_bounds, assert_untruncated_normal
+from tests._stats import (assert_matches_scheme, assert_moments, assert_uniform_bounds,
+                          assert_untruncated_normal)
 from winit_jax.registry import SCHEMES
 
 SHAPE = (784, 512)  # (in, out), Flax layout
@@ -28,12 +29,7 @@ def test_scheme_matches_its_theory(name):
     scheme = SCHEMES[name]
     w = sample(scheme)
     assert w.shape == SHAPE and w.dtype == jnp.float32
-    var = scheme.var_w(FAN_IN)
-    assert_moments(w, var, scheme.distribution)
-    if scheme.distribution == "uniform":
-        assert_uniform_bounds(w, scheme.bound(FAN_IN))
-    else:
-        assert_untruncated_normal(w, var)
+    assert_matches_scheme(w, scheme, FAN_IN)
 
 
 def test_truncated_normal_fails_the_untruncated_check():

@@ -9,7 +9,6 @@ import optax
 import pytest
 from flax import nnx
 
-import winit_jax as wj
 from tests.conftest import require_torch
 from winit_jax import data as D
 from winit_jax.parity import from_torch, to_torch

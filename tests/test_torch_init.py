@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 import winit_jax as wj
-from tests._stats import assert_moments, assert_uniform_bounds, assert_untruncated_normal
+from tests._stats import assert_matches_scheme
 from tests.conftest import require_torch
 from winit_jax.registry import SCHEMES
 
@@ -39,12 +39,7 @@ def jax_weight(init, seed):
 def test_torch_reference_matches_theory(name):
     scheme = SCHEMES[name]
     w = torch_weight(scheme, seed=0)
-    var = scheme.var_w(FAN_IN)
-    assert_moments(w, var, scheme.distribution)
-    if scheme.distribution == "uniform":
-        assert_uniform_bounds(w, scheme.bound(FAN_IN))
-    else:
-        assert_untruncated_normal(w, var)
+    assert_matches_scheme(w, scheme, FAN_IN)
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
