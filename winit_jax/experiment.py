@@ -37,7 +37,8 @@ class Dataset:
     def head(self, n_train: int, n_test: int) -> "Dataset":
         """A smaller copy, for quick runs (the sample is sorted by class: shuffled first)."""
         tr = np.random.default_rng(0).permutation(len(self.x_train))[:n_train]
-        return Dataset(self.name, f"{self.description} (first {n_train}/{n_test} rows)",
+        return Dataset(self.name, f"{self.description} ({n_train} train rows drawn with seed 0, "
+                       f"first {n_test} test rows)",
                        self.x_train[tr], self.y_train[tr], self.x_test[:n_test],
                        self.y_test[:n_test])
 

@@ -109,10 +109,11 @@ def plot_losses(out, results) -> str:
     import matplotlib.pyplot as plt
 
     schemes = list(dict.fromkeys(r.scheme for r in results))
+    first_seed = min(r.seed for r in results)  # one curve per framework: the first seed's
     fig, axes = plt.subplots(len(schemes), 1, figsize=(8, 2.6 * len(schemes)), squeeze=False)
     for ax, scheme in zip(axes[:, 0], schemes):
         for r in results:
-            if r.scheme == scheme and r.seed == min(q.seed for q in results):
+            if r.scheme == scheme and r.seed == first_seed:
                 losses = np.asarray(r.losses, np.float64)
                 ax.plot(np.where(np.isfinite(losses), losses, np.nan), lw=0.7, label=r.framework)
         finite = [v for r in results if r.scheme == scheme for v in r.losses
