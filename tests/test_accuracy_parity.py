@@ -12,8 +12,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import require_torch
-from winit_jax import data as D
-from winit_jax.experiment import Dataset, compare
+from winit_jax.experiment import compare, load_dataset
 from winit_jax.registry import SCHEMES
 from winit_jax.train import TrainConfig, init_model, output_variance
 
@@ -24,11 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def real(test_digits):
+def real(shared_data):
     """Train on the 5,000-digit sample, test on the 10,000 real test digits."""
-    images, labels = D.load_sample()
-    return Dataset("sample", "sample/test", D.notebook_a_inputs(images), labels,
-                   D.notebook_a_inputs(test_digits[0]), test_digits[1])
+    dataset = load_dataset("sample", shared_data)
+    assert len(dataset.x_train) == 5_000 and len(dataset.x_test) == 10_000
+    return dataset
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))

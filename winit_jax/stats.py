@@ -1,0 +1,137 @@
+"""Per-layer statistics of an MLP at init, and the closed forms they should follow.
+
+Notebook A's derivation: for ``y^l = x^l W^l + b^l`` with zero biases and i.i.d.
+zero-mean weights, ``Var[y^l] = n_l Var[w^l] E[(x^l)^2]`` (``n_l`` = fan_in);
+after a ReLU of a symmetric ``y``, ``E[(x^{l+1})^2] = Var[y^l] / 2``. So one step
+predicts each layer from its measured input, and the chain predicts the whole
+net from the data: ``Var[y^L] = Var[y^1] prod_{l=2..L} n_l Var[w^l] / 2``.
+
+Variances span hundreds of decades over 50 layers, so they are kept as natural
+logarithms, computed on activations divided by their largest magnitude (exact
+for float32 activations that are finite). A layer whose float32 activations
+overflowed (inf/NaN) or underflowed (products x w below the smallest normal float) is
+flagged in ``status`` rather than reported as a number.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from winit_jax.registry import get_scheme
+
+OK, UNDERFLOW, OVERFLOW = 0, 1, 2
+STATUS_NAMES = ("ok", "underflow", "overflow")
+RELU_SECOND_MOMENT = 0.5  # E[relu(y)^2] = Var[y] / 2 for y symmetric about 0 (notebook A)
+
+
+class LayerStats(NamedTuple):
+    """Statistics over the batch and the units, one entry per linear layer (last axis).
+
+    Attributes:
+      in_mean: mean of the layer's input x^l.
+      in_log_var: log Var[x^l].
+      in_log_sq: log E[(x^l)^2].
+      pre_mean: mean of the pre-activation y^l.
+      pre_log_var: log Var[y^l] (population variance, as ``jnp.var``).
+      pre_log_sq: log E[(y^l)^2]: what the closed forms predict (they take E[y] = 0, true
+        in expectation over the weights; one net's few output units have a mean of their own).
+      status: OK, UNDERFLOW or OVERFLOW of y^l in its dtype.
+    """
+
+    in_mean: jax.Array
+    in_log_var: jax.Array
+    in_log_sq: jax.Array
+    pre_mean: jax.Array
+    pre_log_var: jax.Array
+    pre_log_sq: jax.Array
+    status: jax.Array
+
+
+def _moments(a):
+    """(mean, log var, log E[a^2]) of ``a``, without squaring values near the float limits."""
+    scale = jnp.max(jnp.abs(a))
+    safe = jnp.where(scale > 0, scale, 1)
+    u = a / safe
+    log_scale = 2 * jnp.log(safe)
+    return (jnp.mean(u) * safe, jnp.log(jnp.var(u)) + log_scale,
+            jnp.log(jnp.mean(u * u)) + log_scale)
+
+
+def _status(y, log_sq, fan_in):
+    """OVERFLOW if any entry of y is inf/NaN; UNDERFLOW if the typical product x w in the
+    matmul, RMS(y) / sqrt(fan_in), is below the smallest normal float (CPUs flush it to 0)."""
+    tiny = 2 * math.log(jnp.finfo(y.dtype).tiny)
+    under = log_sq - math.log(fan_in) < tiny
+    return jnp.where(~jnp.all(jnp.isfinite(y)), OVERFLOW, jnp.where(under, UNDERFLOW, OK))
+
+
+def layer_row(x, y) -> tuple:
+    """One layer's entries of ``LayerStats`` from its input ``x`` and pre-activation ``y``."""
+    y_mean, y_log_var, y_log_sq = _moments(y)
+    return (*_moments(x), y_mean, y_log_var, y_log_sq, _status(y, y_log_sq, x.shape[-1]))
+
+
+def forward_stats(model, x) -> LayerStats:
+    """Runs ``model`` (an ``MLP``) on ``x`` and returns each linear layer's statistics.
+
+    Pure and traceable: use under ``jax.jit`` and ``jax.vmap`` (see ``layer_stats``).
+    """
+    rows = []
+    layers = list(model.layers)
+    for i, layer in enumerate(layers):
+        y = layer(x)
+        rows.append(layer_row(x, y))
+        if i < len(layers) - 1:
+            x = model.activation(y)
+    return LayerStats(*(jnp.stack(col) for col in zip(*rows)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _stats_jit(graphdef, state, x):
+    return forward_stats(nnx.merge(graphdef, state), x)
+
+
+def layer_stats(model, x) -> LayerStats:
+    """Jitted ``forward_stats`` of an ``MLP`` on a batch ``x`` of shape (N, sizes[0]).
+
+    Examples:
+      >>> import jax.numpy as jnp, winit_jax as wj
+      >>> from flax import nnx
+      >>> mlp = wj.MLP((784, 50, 1), kernel_init=wj.lecun_normal(), rngs=nnx.Rngs(0))
+      >>> layer_stats(mlp, jnp.ones((8, 784))).pre_mean.shape
+      (2,)
+    """
+    graphdef, state = nnx.split(model)
+    return _stats_jit(graphdef, state, x)
+
+
+def scheme_log_var_w(scheme: str, sizes: Sequence[int]) -> np.ndarray:
+    """log Var[w^l] of every layer of an MLP with ``sizes``, from the registry."""
+    s = get_scheme(scheme)
+    return np.log([s.var_w(n) for n in sizes[:-1]])
+
+
+def one_step_prediction(stats: LayerStats, scheme: str, sizes: Sequence[int]) -> np.ndarray:
+    """log E[(y^l)^2] predicted from each layer's own measured E[(x^l)^2]: n_l Var[w^l] E[x^2]."""
+    fan_in = np.log(np.asarray(sizes[:-1], np.float64))
+    return fan_in + scheme_log_var_w(scheme, sizes) + np.asarray(stats.in_log_sq, np.float64)
+
+
+def chained_prediction(log_sq_input: float, scheme: str, sizes: Sequence[int],
+                       *, second_moment: float = RELU_SECOND_MOMENT) -> np.ndarray:
+    """log E[(y^l)^2] for every layer, from the data's log E[x^2] alone.
+
+    ``Var[y^1] = n_1 Var[w^1] E[x^2]`` and ``Var[y^l] = n_l Var[w^l] second_moment Var[y^{l-1}]``
+    (``second_moment`` = E[f(y)^2] / Var[y]: 1/2 for ReLU).
+    """
+    step = np.log(np.asarray(sizes[:-1], np.float64)) + scheme_log_var_w(scheme, sizes)
+    step[1:] += math.log(second_moment)
+    return log_sq_input + np.cumsum(step)
