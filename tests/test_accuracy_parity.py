@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import require_torch
-from winit_jax.experiment import compare, load_dataset
+from winit_jax.experiment import compare
 from winit_jax.registry import SCHEMES
 from winit_jax.train import TrainConfig, init_model, output_variance
 
@@ -23,11 +23,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def real(shared_data):
+def real(sample_dataset):
     """Train on the 5,000-digit sample, test on the 10,000 real test digits."""
-    dataset = load_dataset("sample", shared_data)
-    assert len(dataset.x_train) == 5_000 and len(dataset.x_test) == 10_000
-    return dataset
+    assert len(sample_dataset.x_train) == 5_000 and len(sample_dataset.x_test) == 10_000
+    return sample_dataset
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))

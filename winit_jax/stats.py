@@ -56,13 +56,17 @@ class LayerStats(NamedTuple):
 
 
 def _moments(a):
-    """(mean, log var, log E[a^2]) of ``a``, without squaring values near the float limits."""
-    scale = jnp.max(jnp.abs(a))
-    safe = jnp.where(scale > 0, scale, 1)
-    u = a / safe
-    log_scale = 2 * jnp.log(safe)
-    return (jnp.mean(u) * safe, jnp.log(jnp.var(u)) + log_scale,
-            jnp.log(jnp.mean(u * u)) + log_scale)
+    """(mean, log var, log E[a^2]) of ``a``, without squaring values near the float limits.
+
+    ``a`` is scaled by an exact power of two, 2^-e with 2^e > max|a| (``ldexp``): dividing
+    by max|a| instead would let XLA multiply by its reciprocal, which is subnormal (and
+    flushed to zero) once max|a| > 2^126.
+    """
+    _, e = jnp.frexp(jnp.max(jnp.abs(a)))
+    u = jnp.ldexp(a, -e)
+    log_scale = 2 * math.log(2) * e.astype(u.dtype)
+    return (jnp.ldexp(jnp.mean(u), e),
+            jnp.log(jnp.var(u)) + log_scale, jnp.log(jnp.mean(u * u)) + log_scale)
 
 
 def _status(y, log_sq, fan_in):
