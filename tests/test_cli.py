@@ -14,7 +14,10 @@ from winit_jax.experiment import load_dataset
 from winit_jax.train import TrainConfig, train_and_evaluate
 
 TINY = ["--schemes", "he_normal", "--epochs", "1", "--limit", "300", "--dataset", "sample",
-        "--quiet"]
+        "--quiet", "--variance-seeds", "2"]
+TINY_VARIANCE = ["--schemes", "he_normal,standard_normal", "--seeds", "3", "--width", "16",
+                 "--depth", "4", "--rows", "100", "--product-seeds", "3", "--notebook-b-seeds", "2",
+                 "--dataset", "sample", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,12 @@ def tiny_run(tmp_path_factory, shared_data):
 def test_files_and_schema(tiny_run):
     out, res = tiny_run
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "loss_curves.png",
-                                               "accuracy.png"}
-    assert set(res) == {"config", "dataset", "versions", "notices", "summary", "parity", "runs"}
+                                               "accuracy.png", "variance_depth.png"}
+    assert set(res) == {"config", "dataset", "versions", "notices", "summary", "parity", "runs",
+                        "variance"}
+    assert [(s["scheme"], s["framework"], s["seeds"], s["layers"])
+            for s in res["variance"]["sweep"]] == [("he_normal", "jax", 2, 50),
+                                                   ("he_normal", "torch", 2, 50)]
     assert res["dataset"]["name"] == "sample" and res["dataset"]["n_train"] == 300
     assert res["dataset"]["n_test"] == 10_000  # the real test split under --data-dir
     assert {"jax", "flax", "torch", "device"} <= set(res["versions"])
@@ -58,11 +65,35 @@ def test_json_numbers_equal_the_library(tiny_run, shared_data):
 def test_plots_are_pngs_of_sensible_size(tiny_run):
     import matplotlib.image as mpimg
     out, _ = tiny_run
-    for name in ("loss_curves.png", "accuracy.png"):
+    for name in ("loss_curves.png", "accuracy.png", "variance_depth.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         h, w = mpimg.imread(out / name).shape[:2]
         assert 300 <= w <= 2000 and 200 <= h <= 3000
         assert np.ptp(mpimg.imread(out / name)) > 0  # not blank
+
+
+@pytest.fixture(scope="module")
+def variance_run(tmp_path_factory, shared_data):
+    require_torch()
+    out = tmp_path_factory.mktemp("variance")
+    assert main(["variance", *TINY_VARIANCE, "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_variance_files_and_numbers_equal_the_library(variance_run, sample_dataset):
+    from winit_jax import variance as V
+    out, res = variance_run
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "variance_depth.png"}
+    assert set(res) == {"config", "dataset", "versions", "notices", "variance"}
+    assert res["config"]["width"] == 16 and res["dataset"]["notebook_a_rows"] == 100
+    pick = np.random.default_rng(0).permutation(len(sample_dataset.x_train))[:100]
+    lib = V.run(["he_normal", "standard_normal"], ["jax", "torch"], sample_dataset.x_train[pick],
+                sample_dataset.x_b, seeds=3, width=16, depth=4, product_seeds=3,
+                notebook_b_seeds=2)
+    assert res["variance"] == json.loads(json.dumps(lib))  # JSON has no tuples
+    assert [len(res["variance"][k]) for k in ("sweep", "product", "notebook_b")] == [4, 4, 4]
+    report = (out / "report.md").read_text()
+    assert "Notebook B" in report and "![variance_depth.png](variance_depth.png)" in report
 
 
 def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
@@ -92,9 +123,23 @@ def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
     (["--out", "/proc/version/run"], "--out"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
-    argv = ["compare", *args]
+    _exits_2_naming(["compare", *args], needle, capsys, tmp_path)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--width", "0"], "--width"), (["--depth", "-1"], "--depth"), (["--rows", "x"], "--rows"),
+    (["--seeds", "0"], "--seeds"), (["--product-seeds", "0"], "--product-seeds"),
+    (["--schemes", "he_normal,nope"], "--schemes"), (["--frameworks", "tf"], "--frameworks"),
+    (["--out", "/proc/version/run"], "--out"),
+])
+def test_variance_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
+    _exits_2_naming(["variance", *args], needle, capsys, tmp_path)
+
+
+def _exits_2_naming(argv, needle, capsys, tmp_path):
+    args = list(argv)
     if "--out" not in args:
-        argv += ["--out", str(tmp_path / "o")]
+        argv = [*argv, "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2

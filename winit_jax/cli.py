@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 EXIT_USAGE = 2
 
 
@@ -55,30 +57,49 @@ def _csv(allowed, what):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(p, schemes):
     from winit_jax.experiment import DATASETS, FRAMEWORKS
+
+    p.add_argument("--schemes", type=_csv(list(schemes), "scheme"), default=list(schemes),
+                   help=f"comma-separated (default: all: {','.join(schemes)})")
+    p.add_argument("--frameworks", type=_csv(FRAMEWORKS, "framework"), default=list(FRAMEWORKS))
+    p.add_argument("--dataset", choices=DATASETS, default="auto")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="holds MNIST/raw/ (default: $WINIT_DATA_DIR, ../shared/data, ./data)")
+    p.add_argument("--out", type=Path, default=None, help="default: runs/<timestamp>")
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
     from winit_jax.registry import SCHEMES
 
     parser = _Parser(prog="winit-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("compare", help="train every scheme in JAX and torch; write a report")
-    p.add_argument("--schemes", type=_csv(list(SCHEMES), "scheme"), default=list(SCHEMES),
-                   help=f"comma-separated (default: all: {','.join(SCHEMES)})")
-    p.add_argument("--frameworks", type=_csv(FRAMEWORKS, "framework"), default=list(FRAMEWORKS))
+    _common(p, SCHEMES)
     p.add_argument("--seeds", type=_positive(int), default=1)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=_positive(int), default=10)
     p.add_argument("--lr", type=_positive(float), default=0.01)
     p.add_argument("--momentum", type=_momentum, default=0.6)
     p.add_argument("--batch-size", type=_positive(int), default=100)
-    p.add_argument("--dataset", choices=DATASETS, default="auto")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="holds MNIST/raw/ (default: $WINIT_DATA_DIR, ../shared/data, ./data)")
     p.add_argument("--limit", type=_positive(int), default=None,
                    help="train on this many rows only (quick runs)")
-    p.add_argument("--out", type=Path, default=None, help="default: runs/<timestamp>")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--variance-seeds", type=_positive(int), default=8,
+                   help="seeds of the depth sweep plotted in variance_depth.png")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("variance", help="variance through depth and notebook B's layer, "
+                                        "measured against the closed forms")
+    _common(p, SCHEMES)
+    p.add_argument("--seeds", type=_positive(int), default=16, help="seeds of the depth sweep")
+    p.add_argument("--width", type=_positive(int), default=256)
+    p.add_argument("--depth", type=_positive(int), default=50)
+    p.add_argument("--rows", type=_positive(int), default=500, help="digits per forward pass")
+    p.add_argument("--product-seeds", type=_positive(int), default=64,
+                   help="seeds for notebook A's end-to-end product formula")
+    p.add_argument("--notebook-b-seeds", type=_positive(int), default=32)
+    p.set_defaults(func=cmd_variance)
     return parser
 
 
@@ -98,13 +119,12 @@ def _check_dirs(parser, args):
         parser.error(f"argument --out: cannot write to {args.out} ({e.strerror or e})")
 
 
-def cmd_compare(args, parser) -> int:
+def _setup(args, parser):
+    """Checks the directories and torch, loads the data; returns (dataset, notices)."""
     from rich.console import Console
 
-    from winit_jax import report
     from winit_jax.data import DataError
-    from winit_jax.experiment import compare, load_dataset, summarise, torch_available
-    from winit_jax.train import TrainConfig
+    from winit_jax.experiment import load_dataset, torch_available
 
     _check_dirs(parser, args)
     err = Console(stderr=True, quiet=args.quiet)
@@ -112,7 +132,7 @@ def cmd_compare(args, parser) -> int:
 
     def notice(msg):
         notices.append(msg)
-        err.print(f"[yellow]note:[/] {msg}", highlight=False)
+        err.print(f"[yellow]note:[/] {msg}", highlight=False, markup=False)
 
     if "torch" in args.frameworks and not torch_available():
         args.frameworks.remove("torch")
@@ -123,6 +143,28 @@ def cmd_compare(args, parser) -> int:
         dataset = load_dataset(args.dataset, args.data_dir, notice=notice)
     except DataError as e:
         parser.error(f"argument --dataset {args.dataset}: {e}")
+    return dataset, notices
+
+
+def _variance(args, dataset, rows, **kw):
+    """``variance.run`` on ``rows`` training digits drawn with seed 0, with a progress bar."""
+    from winit_jax import variance as V
+
+    pick = np.random.default_rng(0).permutation(len(dataset.x_train))[:rows]
+    return _run_with_progress(
+        lambda cb: V.run(args.schemes, args.frameworks, dataset.x_train[pick], dataset.x_b,
+                         on_step=cb, **kw),
+        V.steps(args.schemes, args.frameworks, product_seeds=kw.get("product_seeds", 0),
+                notebook_b_seeds=kw.get("notebook_b_seeds", 0)),
+        quiet=args.quiet or not sys.stderr.isatty(), describe=str)
+
+
+def cmd_compare(args, parser) -> int:
+    from winit_jax import plots, report
+    from winit_jax.experiment import compare, summarise
+    from winit_jax.train import TrainConfig
+
+    dataset, notices = _setup(args, parser)
     if args.limit:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     config = TrainConfig(learning_rate=args.lr, momentum=args.momentum, batch_size=args.batch_size,
@@ -130,21 +172,55 @@ def cmd_compare(args, parser) -> int:
     total = len(args.schemes) * len(args.frameworks) * args.seeds
     results = _run_with_progress(
         lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb),
-        total, quiet=args.quiet or not sys.stderr.isatty())
+        total, quiet=args.quiet or not sys.stderr.isatty(),
+        describe=lambda r: f"{r.scheme} {r.framework} seed {r.seed}")
     rows = summarise(results)
     verdicts = report.parity_verdicts(rows, dataset.x_test[:1000]) if len(args.frameworks) == 2 else {}
-    plots = [report.plot_losses(args.out, results), report.plot_accuracy(args.out, rows)]
+    variance = _variance(args, dataset, min(500, len(dataset.x_train)), seeds=args.variance_seeds,
+                         product_seeds=0, notebook_b_seeds=0)
+    images = [plots.plot_losses(args.out, results), plots.plot_accuracy(args.out, rows),
+              plots.plot_variance(args.out, variance["sweep"])]
     config_dict = {**dataclasses.asdict(config), "schemes": args.schemes,
                    "frameworks": args.frameworks, "seeds": args.seeds, "dataset": args.dataset,
-                   "data_dir": str(args.data_dir)}
-    report.write_results(args.out, config_dict, dataset, results, rows, verdicts, notices)
-    report.write_markdown(args.out, dataset, rows, verdicts, notices, plots)
+                   "data_dir": str(args.data_dir), "variance_seeds": args.variance_seeds}
+    report.write_results(args.out, config_dict, dataset, results, rows, verdicts, notices,
+                         variance)
+    report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
+                          report.variance_markdown(variance, images[2:], _rows_note(dataset)))
     if not args.quiet:
         _print_table(rows, verdicts, dataset, args.out)
     return 0
 
 
-def _run_with_progress(run, total, quiet):
+def _rows_note(dataset):
+    return f"{min(500, len(dataset.x_train))} digits of {dataset.description}, pixels / 256"
+
+
+def cmd_variance(args, parser) -> int:
+    from winit_jax import plots, report
+    from winit_jax.io import write_atomic, write_json
+
+    dataset, notices = _setup(args, parser)
+    rows = min(args.rows, len(dataset.x_train))
+    result = _variance(args, dataset, rows, seeds=args.seeds, width=args.width, depth=args.depth,
+                       product_seeds=args.product_seeds, notebook_b_seeds=args.notebook_b_seeds)
+    images = [plots.plot_variance(args.out, result["sweep"])]
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("func", "command", "quiet")}
+    write_json(args.out, "results.json", {
+        "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
+                                      "notebook_a_rows": rows, "notebook_b": dataset.b_description},
+        "versions": report.versions(), "notices": notices, "variance": result})
+    lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + report.variance_markdown(
+        result, images, f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
+                        f"{dataset.b_description}")
+    write_atomic(args.out, "report.md", ("\n".join(lines) + "\n").encode())
+    if not args.quiet:
+        _print_variance_table(result, args.out)
+    return 0
+
+
+def _run_with_progress(run, total, quiet, describe):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -152,7 +228,7 @@ def _run_with_progress(run, total, quiet):
         task = progress.add_task("training", total=total)
 
         def on_result(r):
-            progress.update(task, advance=1, description=f"{r.scheme} {r.framework} seed {r.seed}")
+            progress.update(task, advance=1, description=describe(r))
         return run(on_result)
 
 
@@ -176,6 +252,38 @@ def _print_table(rows, verdicts, dataset, out):
                       st if st != "ok" else (v or "ok"))
     console.print(table)
     console.print(f"wrote {out}/results.json, report.md and plots")
+
+
+def _print_variance_table(result, out):
+    from rich.console import Console
+    from rich.table import Table
+
+    from winit_jax.report import fmt
+
+    console = Console(width=min(100, Console().width))
+    table = Table(title="winit-jax variance: E[y^2] per layer, measured (closed form)")
+    for col in ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"):
+        table.add_column(col, justify="left" if col in ("scheme", "fw", "float32") else "right")
+    for s in result["sweep"]:
+        med, th = s["log10_var_median"], s["theory_log10_var"]
+        cells = [f"1e{fmt(med[i], '.0f')} (1e{th[i]:.0f})" if i < s["layers"] else ""
+                 for i in (0, 9, s["layers"] - 1)]
+        ratios = [r for r in s["ratio_mean"] if r is not None]
+        worst = max(ratios, key=lambda r: abs(r - 1)) if ratios else None
+        fault = next((f"{k} from {s[k].index(True) + 1}" for k in ("overflow", "underflow")
+                      if any(s[k])), "ok")
+        table.add_row(s["scheme"], s["framework"], *cells, fmt(worst, ".3f"), fault)
+    console.print(table)
+    for b in result["notebook_b"]:
+        console.print(f"notebook B {b['scheme']:>15} {b['framework']:5}: std {b['std']['mean']:.3g} "
+                      f"(exact {b['std']['exact']:.3g}), ReLU mean {b['relu_mean']['mean']:.3g} "
+                      f"({b['relu_mean']['exact']:.3g}), std {b['relu_std']['mean']:.3g} "
+                      f"({b['relu_std']['exact']:.3g})", highlight=False, markup=False)
+    for p in result["product"]:
+        console.print(f"notebook A end to end {p['scheme']:>15} {p['framework']:5}: E[out^2] "
+                      f"{p['output_sq']:.3g} ± {p['output_sq_se']:.1g}, predicted "
+                      f"{p['predicted']:.3g} (ratio {p['ratio']:.3f})", highlight=False, markup=False)
+    console.print(f"wrote {out}/results.json, report.md and variance_depth.png")
 
 
 def main(argv=None) -> int:

@@ -65,8 +65,8 @@ def versions() -> dict:
     return v
 
 
-def write_results(out, config, dataset, results, rows, verdicts, notices) -> None:
-    write_json(out, "results.json", {
+def write_results(out, config, dataset, results, rows, verdicts, notices, variance) -> None:
+    write_json(out, "results.json", {"variance": variance,
         "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
                                       "n_train": len(dataset.x_train), "n_test": len(dataset.x_test)},
         "versions": versions(), "notices": notices, "summary": rows, "parity": verdicts,
@@ -81,7 +81,7 @@ def status(row) -> str:
     return "ok" if row["diverged_at"] is None else f"diverged at step {row['diverged_at']}"
 
 
-def write_markdown(out, dataset, rows, verdicts, notices, plots) -> None:
+def write_markdown(out, dataset, rows, verdicts, notices, plots, extra=()) -> None:
     lines = ["# winit-jax compare", "", f"Data: {dataset.description}.", ""]
     lines += [f"> {n}" for n in notices] + ([""] if notices else [])
     lines += ["| scheme | framework | seeds | Var[x] | Var[out] at init | final loss | train acc | "
@@ -99,65 +99,49 @@ def write_markdown(out, dataset, rows, verdicts, notices, plots) -> None:
         for s, v in verdicts.items():
             lines.append(f"| {s} | {v['forward_rel_gap']:.1e} (tol {v['forward_tol']:g}) | "
                          f"{v['test_acc_gap']:.2%} (tol {v['test_acc_tol']:.0%}) | {v['verdict']} |")
-    lines += [""] + [f"![{p}]({p})" for p in plots]
+    lines += [""] + [f"![{p}]({p})" for p in plots] + ["", *extra]
     write_atomic(out, "report.md", ("\n".join(lines) + "\n").encode())
 
 
-def plot_losses(out, results) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    schemes = list(dict.fromkeys(r.scheme for r in results))
-    first_seed = min(r.seed for r in results)  # one curve per framework: the first seed's
-    fig, axes = plt.subplots(len(schemes), 1, figsize=(8, 2.6 * len(schemes)), squeeze=False)
-    for ax, scheme in zip(axes[:, 0], schemes):
-        for r in results:
-            if r.scheme == scheme and r.seed == first_seed:
-                losses = np.asarray(r.losses, np.float64)
-                ax.plot(np.where(np.isfinite(losses), losses, np.nan), lw=0.7, label=r.framework)
-        finite = [v for r in results if r.scheme == scheme for v in r.losses
-                  if v is not None and math.isfinite(v) and v > 0]
-        if finite and max(finite) > 100 * max(min(finite), 1e-12):
-            ax.set_yscale("log")  # a diverging run spans many decades
-        diverged = sorted({r.diverged_at for r in results if r.scheme == scheme} - {None})
-        ax.set_title(scheme + (f" (diverged at step {diverged[0]})" if diverged else ""))
-        ax.set_ylabel("batch loss")
-        ax.axhline(math.log(10), color="grey", ls=":", lw=0.8)
-        ax.legend(loc="upper right")
-    axes[-1, 0].set_xlabel("batch")
-    fig.tight_layout()
-    return _save(fig, out, "loss_curves.png")
-
-
-def plot_accuracy(out, rows) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-    frameworks = list(dict.fromkeys(r["framework"] for r in rows))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    width = 0.8 / len(frameworks)
-    for i, fw in enumerate(frameworks):
-        acc = [next((r["test_acc_mean"] for r in rows if r["scheme"] == s and r["framework"] == fw),
-                    np.nan) for s in schemes]
-        ax.bar(np.arange(len(schemes)) + i * width, acc, width, label=fw)
-    ax.set_xticks(np.arange(len(schemes)) + width * (len(frameworks) - 1) / 2, schemes)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.axhline(0.1, color="grey", ls=":", lw=0.8)
-    ax.legend()
-    fig.tight_layout()
-    return _save(fig, out, "accuracy.png")
-
-
-def _save(fig, out, name) -> str:
-    import io
-
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_atomic(out, name, buf.getvalue())
-    return name
+def variance_markdown(result: dict, plots: list[str], description: str) -> list[str]:
+    """Sections of report.md for ``variance.run``'s result (both commands use it)."""
+    lines = ["## Variance through depth", "", f"Inputs: {description}. "
+             "`Var[y]` is E[y^2] of each layer's pre-activation over the batch and the units; "
+             "one step = n Var[w] E[x^2] from the layer's own measured input; chain = the closed "
+             "form from the data alone.", "",
+             "| scheme | fw | seeds | log10 Var[y] at layers 1 / 10 / last (median; chain) | "
+             "measured / one step, worst layer | float32 |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in result["sweep"]:
+        med, th = s["log10_var_median"], s["theory_log10_var"]
+        at = " / ".join(f"{fmt(med[i], '.1f')} ({th[i]:.1f})" for i in (0, 9, s["layers"] - 1)
+                        if i < s["layers"])
+        ratios = [r for r in s["ratio_mean"] if r is not None]
+        worst = max(ratios, key=lambda r: abs(r - 1)) if ratios else None
+        fault = next((f"{k} from layer {s[k].index(True) + 1}" for k in ("overflow", "underflow")
+                      if any(s[k])), "ok")
+        lines.append(f"| {s['scheme']} | {s['framework']} | {s['seeds']} | {at} | "
+                     f"{fmt(worst, '.3f')} | {fault} |")
+    if result["product"]:
+        lines += ["", "### Notebook A's net, end to end", "",
+                  "E[(y^5)^2] at init against E[(y^1)^2] prod_{l=2..5} n_l Var[w^l] / 2, means over "
+                  "seeds (± one standard error). Var[out] is the notebook's variance (mean "
+                  "removed), lower by the squared mean of 10 output units.", "",
+                  "| scheme | fw | seeds | E[(y^1)^2] | predicted | measured | ratio | Var[out] |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for p in result["product"]:
+            lines.append(f"| {p['scheme']} | {p['framework']} | {p['seeds']} | "
+                         f"{p['first_layer']:.4g} | {p['predicted']:.4g} | {p['output_sq']:.4g} "
+                         f"± {p['output_sq_se']:.2g} | {p['ratio']:.3f} | {p['output_var']:.4g} |")
+    if result["notebook_b"]:
+        lines += ["", "### Notebook B's layer (784-50), standardised digits", "",
+                  "Mean over seeds (seed-to-seed spread) | exact for Gaussian t "
+                  "(sqrt(784 Var[w] E[x^2]); ReLU: 0.399 and 0.584 times that) | bias | "
+                  "the notebook's single-seed print.", "",
+                  "| scheme | fw | seeds | std of t | ReLU mean | ReLU std |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for b in result["notebook_b"]:
+            cells = [f"{b[k]['mean']:.4g} ({b[k]['spread']:.2g}) / {b[k]['exact']:.4g} / "
+                     f"{b[k]['bias']:+.1%}" + (f" / nb {b[k]['notebook']}" if b[k]["notebook"]
+                                               else "") for k in ("std", "relu_mean", "relu_std")]
+            lines.append(f"| {b['scheme']} | {b['framework']} | {b['seeds']} | {' | '.join(cells)} |")
+    return lines + [""] + [f"![{p}]({p})" for p in plots]

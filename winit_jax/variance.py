@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax import stats as S
-from winit_jax.models import MLP, NOTEBOOK_B_SIZES
+from winit_jax.models import MLP, NOTEBOOK_A_SIZES, NOTEBOOK_B_SIZES
 from winit_jax.registry import get_scheme
 
 # For y ~ N(0, s^2): E[relu(y)] = s / sqrt(2 pi), Var[relu(y)] = s^2 (1/2 - 1/(2 pi)).
@@ -171,3 +171,42 @@ def product_formula(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> dict
             "output_sq_se": float(np.std(sq[:, -1], ddof=1) / math.sqrt(n)),
             "output_var": float(np.mean(var_out)),
             "ratio": float(np.mean(sq[:, -1]) / predicted)}
+
+
+def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b: np.ndarray,
+        *, seeds: int = 32, width: int = 256, depth: int = 50, product_seeds: int = 128,
+        notebook_b_seeds: int = 64, on_step=None) -> dict:
+    """Everything ``winit-jax variance`` reports, for every scheme and framework.
+
+    Args:
+      x_a: a batch of notebook A inputs (pixels / 256) for the depth sweep and the product.
+      x_b: notebook B's standardised inputs.
+      seeds, width, depth: the depth sweep.
+      product_seeds: seeds for notebook A's end-to-end product formula (0: skip).
+      notebook_b_seeds: seeds for notebook B's one layer (0: skip).
+      on_step: called with a description after each piece.
+
+    Returns:
+      ``{"sweep": [...], "product": [...], "notebook_b": [...]}``, each a list of dicts
+      with a ``framework`` entry.
+    """
+    sizes = depth_sizes(x_a.shape[-1], width, depth)
+    out = {"sweep": [], "product": [], "notebook_b": []}
+    jobs = [("sweep", sizes, seeds, summarise_sweep),
+            ("product", NOTEBOOK_A_SIZES, product_seeds, product_formula),
+            ("notebook_b", NOTEBOOK_B_SIZES, notebook_b_seeds, lambda st, sc, _: notebook_b(st, sc))]
+    for kind, net, n_seeds, summarise in jobs:
+        for scheme in schemes if n_seeds else ():
+            for framework in frameworks:
+                x = x_b if kind == "notebook_b" else x_a
+                st = seeded_stats(framework, scheme, x, net, range(n_seeds))
+                out[kind].append({**summarise(st, scheme, net), "framework": framework,
+                                  "width": width if kind == "sweep" else None})
+                if on_step is not None:
+                    on_step(f"{kind} {scheme} {framework}")
+    return out
+
+
+def steps(schemes, frameworks, *, product_seeds: int, notebook_b_seeds: int) -> int:
+    """How many times ``run`` calls ``on_step``."""
+    return len(schemes) * len(frameworks) * (1 + bool(product_seeds) + bool(notebook_b_seeds))
