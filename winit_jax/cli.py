@@ -132,7 +132,8 @@ def _setup(args, parser):
 
     def notice(msg):
         notices.append(msg)
-        err.print(f"[yellow]note:[/] {msg}", highlight=False, markup=False)
+        from rich.text import Text
+        err.print(Text.assemble(("note: ", "yellow"), msg))
 
     if "torch" in args.frameworks and not torch_available():
         args.frameworks.remove("torch")
@@ -261,12 +262,13 @@ def _print_variance_table(result, out):
     from winit_jax.report import fmt
 
     console = Console(width=min(100, Console().width))
-    table = Table(title="winit-jax variance: E[y^2] per layer, measured (closed form)")
+    table = Table(title="winit-jax variance: log10 E(y^2) per layer, median over seeds "
+                        "(closed form)")
     for col in ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"):
         table.add_column(col, justify="left" if col in ("scheme", "fw", "float32") else "right")
     for s in result["sweep"]:
         med, th = s["log10_var_median"], s["theory_log10_var"]
-        cells = [f"1e{fmt(med[i], '.0f')} (1e{th[i]:.0f})" if i < s["layers"] else ""
+        cells = [f"{fmt(med[i], '.1f')} ({th[i]:.1f})" if i < s["layers"] else ""
                  for i in (0, 9, s["layers"] - 1)]
         ratios = [r for r in s["ratio_mean"] if r is not None]
         worst = max(ratios, key=lambda r: abs(r - 1)) if ratios else None
@@ -274,15 +276,22 @@ def _print_variance_table(result, out):
                       if any(s[k])), "ok")
         table.add_row(s["scheme"], s["framework"], *cells, fmt(worst, ".3f"), fault)
     console.print(table)
-    for b in result["notebook_b"]:
-        console.print(f"notebook B {b['scheme']:>15} {b['framework']:5}: std {b['std']['mean']:.3g} "
-                      f"(exact {b['std']['exact']:.3g}), ReLU mean {b['relu_mean']['mean']:.3g} "
-                      f"({b['relu_mean']['exact']:.3g}), std {b['relu_std']['mean']:.3g} "
-                      f"({b['relu_std']['exact']:.3g})", highlight=False, markup=False)
-    for p in result["product"]:
-        console.print(f"notebook A end to end {p['scheme']:>15} {p['framework']:5}: E[out^2] "
-                      f"{p['output_sq']:.3g} ± {p['output_sq_se']:.1g}, predicted "
-                      f"{p['predicted']:.3g} (ratio {p['ratio']:.3f})", highlight=False, markup=False)
+    if result["notebook_b"]:
+        nb = Table(title="notebook B, 784-50: measured mean over seeds (exact)")
+        for col in ("scheme", "fw", "std of t", "ReLU mean", "ReLU std"):
+            nb.add_column(col, justify="left" if col in ("scheme", "fw") else "right")
+        for r in result["notebook_b"]:
+            nb.add_row(r["scheme"], r["framework"], *(
+                f"{r[k]['mean']:.3g} ({r[k]['exact']:.3g})" for k in ("std", "relu_mean", "relu_std")))
+        console.print(nb)
+    if result["product"]:
+        pa = Table(title="notebook A's net end to end: E(out^2) at init, mean over seeds")
+        for col in ("scheme", "fw", "measured", "predicted", "ratio"):
+            pa.add_column(col, justify="left" if col in ("scheme", "fw") else "right")
+        for r in result["product"]:
+            pa.add_row(r["scheme"], r["framework"], f"{r['output_sq']:.3g} ± {r['output_sq_se']:.1g}",
+                       f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")
+        console.print(pa)
     console.print(f"wrote {out}/results.json, report.md and variance_depth.png")
 
 
