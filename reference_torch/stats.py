@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from reference_torch.train import make_model
 from winit_jax.registry import get_scheme
-from winit_jax.stats import OK, OVERFLOW, UNDERFLOW, LayerStats
+from winit_jax.stats import OK, OVERFLOW, UNDERFLOW, LayerStats, log_sq_floor
 
 
 def _moments(a):
@@ -27,7 +27,7 @@ def _log(v):
 def _status(y, log_sq, fan_in):
     if not torch.isfinite(y).all():
         return OVERFLOW
-    return UNDERFLOW if log_sq - math.log(fan_in) < 2 * math.log(torch.finfo(y.dtype).tiny) else OK
+    return UNDERFLOW if log_sq < log_sq_floor(torch.finfo(y.dtype).tiny, fan_in) else OK
 
 
 @torch.no_grad()

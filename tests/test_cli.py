@@ -137,8 +137,7 @@ def test_variance_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path
 
 
 def _exits_2_naming(argv, needle, capsys, tmp_path):
-    args = list(argv)
-    if "--out" not in args:
+    if "--out" not in argv:
         argv = [*argv, "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -122,6 +122,7 @@ def _check_dirs(parser, args):
 def _setup(args, parser):
     """Checks the directories and torch, loads the data; returns (dataset, notices)."""
     from rich.console import Console
+    from rich.text import Text
 
     from winit_jax.data import DataError
     from winit_jax.experiment import load_dataset, torch_available
@@ -132,7 +133,6 @@ def _setup(args, parser):
 
     def notice(msg):
         notices.append(msg)
-        from rich.text import Text
         err.print(Text.assemble(("note: ", "yellow"), msg))
 
     if "torch" in args.frameworks and not torch_available():
@@ -177,8 +177,9 @@ def cmd_compare(args, parser) -> int:
         describe=lambda r: f"{r.scheme} {r.framework} seed {r.seed}")
     rows = summarise(results)
     verdicts = report.parity_verdicts(rows, dataset.x_test[:1000]) if len(args.frameworks) == 2 else {}
-    variance = _variance(args, dataset, min(500, len(dataset.x_train)), seeds=args.variance_seeds,
-                         product_seeds=0, notebook_b_seeds=0)
+    n_rows = min(500, len(dataset.x_train))
+    variance = _variance(args, dataset, n_rows, seeds=args.variance_seeds, product_seeds=0,
+                         notebook_b_seeds=0)
     images = [plots.plot_losses(args.out, results), plots.plot_accuracy(args.out, rows),
               plots.plot_variance(args.out, variance["sweep"])]
     config_dict = {**dataclasses.asdict(config), "schemes": args.schemes,
@@ -187,14 +188,11 @@ def cmd_compare(args, parser) -> int:
     report.write_results(args.out, config_dict, dataset, results, rows, verdicts, notices,
                          variance)
     report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
-                          report.variance_markdown(variance, images[2:], _rows_note(dataset)))
+                          report.variance_markdown(variance, images[2:], f"{n_rows} digits of "
+                                                   f"{dataset.description}, pixels / 256"))
     if not args.quiet:
         _print_table(rows, verdicts, dataset, args.out)
     return 0
-
-
-def _rows_note(dataset):
-    return f"{min(500, len(dataset.x_train))} digits of {dataset.description}, pixels / 256"
 
 
 def cmd_variance(args, parser) -> int:
@@ -235,15 +233,14 @@ def _run_with_progress(run, total, quiet, describe):
 
 def _print_table(rows, verdicts, dataset, out):
     from rich.console import Console
-    from rich.table import Table
 
     from winit_jax.report import fmt, status
 
     console = Console(width=min(100, Console().width))
-    table = Table(title=f"winit-jax compare: {dataset.name}, "
-                        f"{len(dataset.x_train)} train / {len(dataset.x_test)} test")
-    for col in ("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "parity / status"):
-        table.add_column(col, justify="left" if col in ("scheme", "fw", "parity / status") else "right")
+    table = _table(f"winit-jax compare: {dataset.name}, "
+                   f"{len(dataset.x_train)} train / {len(dataset.x_test)} test",
+                   ("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "parity / status"),
+                   left=("scheme", "fw", "parity / status"))
     for r in rows:
         v = verdicts.get(r["scheme"], {}).get("verdict", "")
         st = status(r)
@@ -255,39 +252,43 @@ def _print_table(rows, verdicts, dataset, out):
     console.print(f"wrote {out}/results.json, report.md and plots")
 
 
-def _print_variance_table(result, out):
-    from rich.console import Console
+def _table(title, columns, left=("scheme", "fw")):
+    """A rich Table with ``columns``; those in ``left`` left-aligned, numbers right-aligned."""
     from rich.table import Table
 
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+def _print_variance_table(result, out):
+    from rich.console import Console
+
     from winit_jax.report import fmt
+    from winit_jax.variance import first_fault, worst_ratio
 
     console = Console(width=min(100, Console().width))
-    table = Table(title="winit-jax variance: log10 E(y^2) per layer, median over seeds "
-                        "(closed form)")
-    for col in ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"):
-        table.add_column(col, justify="left" if col in ("scheme", "fw", "float32") else "right")
+    table = _table("winit-jax variance: log10 E(y^2) per layer, median over seeds (closed form)",
+                   ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"),
+                   left=("scheme", "fw", "float32"))
     for s in result["sweep"]:
         med, th = s["log10_var_median"], s["theory_log10_var"]
         cells = [f"{fmt(med[i], '.1f')} ({th[i]:.1f})" if i < s["layers"] else ""
                  for i in (0, 9, s["layers"] - 1)]
-        ratios = [r for r in s["ratio_mean"] if r is not None]
-        worst = max(ratios, key=lambda r: abs(r - 1)) if ratios else None
-        fault = next((f"{k} from {s[k].index(True) + 1}" for k in ("overflow", "underflow")
-                      if any(s[k])), "ok")
-        table.add_row(s["scheme"], s["framework"], *cells, fmt(worst, ".3f"), fault)
+        table.add_row(s["scheme"], s["framework"], *cells, fmt(worst_ratio(s), ".3f"),
+                      first_fault(s) or "ok")
     console.print(table)
     if result["notebook_b"]:
-        nb = Table(title="notebook B, 784-50: measured mean over seeds (exact)")
-        for col in ("scheme", "fw", "std of t", "ReLU mean", "ReLU std"):
-            nb.add_column(col, justify="left" if col in ("scheme", "fw") else "right")
+        nb = _table("notebook B, 784-50: measured mean over seeds (exact)",
+                    ("scheme", "fw", "std of t", "ReLU mean", "ReLU std"))
         for r in result["notebook_b"]:
             nb.add_row(r["scheme"], r["framework"], *(
                 f"{r[k]['mean']:.3g} ({r[k]['exact']:.3g})" for k in ("std", "relu_mean", "relu_std")))
         console.print(nb)
     if result["product"]:
-        pa = Table(title="notebook A's net end to end: E(out^2) at init, mean over seeds")
-        for col in ("scheme", "fw", "measured", "predicted", "ratio"):
-            pa.add_column(col, justify="left" if col in ("scheme", "fw") else "right")
+        pa = _table("notebook A's net end to end: E(out^2) at init, mean over seeds",
+                    ("scheme", "fw", "measured", "predicted", "ratio"))
         for r in result["product"]:
             pa.add_row(r["scheme"], r["framework"], f"{r['output_sq']:.3g} ± {r['output_sq_se']:.1g}",
                        f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from winit_jax.io import write_atomic
+from winit_jax.variance import first_fault
 
 
 def _pyplot():
@@ -90,9 +91,8 @@ def plot_variance(out, sweep: list[dict]) -> str:
         med = _arr(s["log10_var_median"])
         style = "-" if s["framework"] == "jax" else "--"
         label = f"{s['scheme']} ({s['framework']})"
-        fault = next((k for k in ("overflow", "underflow") if any(s[k])), None)
-        if fault:
-            label += f": float32 {fault} from layer {s[fault].index(True) + 1}"
+        if first_fault(s):
+            label += f": float32 {first_fault(s)}"
         top.plot(layers, 10 ** med, style, color=colour, lw=1.2, label=label)
         mid.plot(layers, 10 ** (med - theory), style, color=colour, lw=1)
         bottom.plot(layers, _arr(s["ratio_mean"]), style, color=colour, lw=1)
@@ -101,7 +101,7 @@ def plot_variance(out, sweep: list[dict]) -> str:
             mid.fill_between(layers, 10 ** (_arr(s["log10_var_p10"]) - theory),
                              10 ** (_arr(s["log10_var_p90"]) - theory), color=colour, alpha=0.12,
                              lw=0)
-    width = sweep[0].get("width") or 1
+    width = sweep[0]["width"]
     layers = np.arange(1, sweep[0]["layers"] + 1)
     # log E[y^2] ~ N(log theory - v/2, v), v = 5 l / width: the median sits v/2 below the
     # mean (which the closed form gives), and 10-90% is +-1.28 sd around the median.

@@ -9,6 +9,7 @@ import platform
 import numpy as np
 
 from winit_jax.io import write_atomic, write_json
+from winit_jax.variance import first_fault, worst_ratio
 
 FORWARD_TOL = 1e-5  # max |logit diff| / max |logit|, HF transformers' PT<->Flax tolerance
 ACC_TOL = 0.01      # |mean test accuracy JAX - torch|, independent seeds
@@ -66,10 +67,11 @@ def versions() -> dict:
 
 
 def write_results(out, config, dataset, results, rows, verdicts, notices, variance) -> None:
-    write_json(out, "results.json", {"variance": variance,
+    write_json(out, "results.json", {
         "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
                                       "n_train": len(dataset.x_train), "n_test": len(dataset.x_test)},
         "versions": versions(), "notices": notices, "summary": rows, "parity": verdicts,
+        "variance": variance,
         "runs": [dataclasses.asdict(r) for r in results]})
 
 
@@ -115,12 +117,8 @@ def variance_markdown(result: dict, plots: list[str], description: str) -> list[
         med, th = s["log10_var_median"], s["theory_log10_var"]
         at = " / ".join(f"{fmt(med[i], '.1f')} ({th[i]:.1f})" for i in (0, 9, s["layers"] - 1)
                         if i < s["layers"])
-        ratios = [r for r in s["ratio_mean"] if r is not None]
-        worst = max(ratios, key=lambda r: abs(r - 1)) if ratios else None
-        fault = next((f"{k} from layer {s[k].index(True) + 1}" for k in ("overflow", "underflow")
-                      if any(s[k])), "ok")
         lines.append(f"| {s['scheme']} | {s['framework']} | {s['seeds']} | {at} | "
-                     f"{fmt(worst, '.3f')} | {fault} |")
+                     f"{fmt(worst_ratio(s), '.3f')} | {first_fault(s) or 'ok'} |")
     if result["product"]:
         lines += ["", "### Notebook A's net, end to end", "",
                   "E[(y^5)^2] at init against E[(y^1)^2] prod_{l=2..5} n_l Var[w^l] / 2, means over "

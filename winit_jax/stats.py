@@ -7,8 +7,8 @@ predicts each layer from its measured input, and the chain predicts the whole
 net from the data: ``Var[y^L] = Var[y^1] prod_{l=2..L} n_l Var[w^l] / 2``.
 
 Variances span hundreds of decades over 50 layers, so they are kept as natural
-logarithms, computed on activations divided by their largest magnitude (exact
-for float32 activations that are finite). A layer whose float32 activations
+logarithms, computed on activations scaled by an exact power of two (so finite
+float32 activations never overflow when squared). A layer whose float32 activations
 overflowed (inf/NaN) or underflowed (products x w below the smallest normal float) is
 flagged in ``status`` rather than reported as a number.
 """
@@ -28,7 +28,6 @@ from flax import nnx
 from winit_jax.registry import get_scheme
 
 OK, UNDERFLOW, OVERFLOW = 0, 1, 2
-STATUS_NAMES = ("ok", "underflow", "overflow")
 RELU_SECOND_MOMENT = 0.5  # E[relu(y)^2] = Var[y] / 2 for y symmetric about 0 (notebook A)
 
 
@@ -69,11 +68,16 @@ def _moments(a):
             jnp.log(jnp.var(u)) + log_scale, jnp.log(jnp.mean(u * u)) + log_scale)
 
 
+def log_sq_floor(tiny: float, fan_in: int) -> float:
+    """The log E[y^2] below which a layer is UNDERFLOW: there the typical product x w in the
+    matmul, RMS(y) / sqrt(fan_in), is below ``tiny``, the smallest normal float (CPUs flush
+    such products to 0). The torch twin applies the same rule."""
+    return 2 * math.log(tiny) + math.log(fan_in)
+
+
 def _status(y, log_sq, fan_in):
-    """OVERFLOW if any entry of y is inf/NaN; UNDERFLOW if the typical product x w in the
-    matmul, RMS(y) / sqrt(fan_in), is below the smallest normal float (CPUs flush it to 0)."""
-    tiny = 2 * math.log(jnp.finfo(y.dtype).tiny)
-    under = log_sq - math.log(fan_in) < tiny
+    """OVERFLOW if any entry of y is inf/NaN; UNDERFLOW below ``log_sq_floor``."""
+    under = log_sq < log_sq_floor(float(jnp.finfo(y.dtype).tiny), fan_in)
     return jnp.where(~jnp.all(jnp.isfinite(y)), OVERFLOW, jnp.where(under, UNDERFLOW, OK))
 
 

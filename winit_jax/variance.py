@@ -116,6 +116,7 @@ def _summarise(st, scheme, sizes):
     chained = S.chained_prediction(float(np.asarray(st.in_log_sq)[0, 0]), scheme, sizes)
     return {
         "scheme": scheme, "seeds": int(ok.shape[0]), "layers": int(ok.shape[1]),
+        "width": int(sizes[1]),
         "log10_var_median": per_layer(np.median(log10, axis=0)),
         "log10_var_p10": per_layer(np.percentile(log10, 10, axis=0)),
         "log10_var_p90": per_layer(np.percentile(log10, 90, axis=0)),
@@ -134,6 +135,12 @@ def first_fault(summary: dict) -> str:
         if any(summary[kind]):
             return f"{kind} from layer {summary[kind].index(True) + 1}"
     return ""
+
+
+def worst_ratio(summary: dict) -> float | None:
+    """The finite layer's measured / one-step ratio farthest from 1, or None if there is none."""
+    ratios = [r for r in summary["ratio_mean"] if r is not None]
+    return max(ratios, key=lambda r: abs(r - 1)) if ratios else None
 
 
 def notebook_b(st: S.LayerStats, scheme: str) -> dict:
@@ -200,8 +207,7 @@ def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b:
             for framework in frameworks:
                 x = x_b if kind == "notebook_b" else x_a
                 st = seeded_stats(framework, scheme, x, net, range(n_seeds))
-                out[kind].append({**summarise(st, scheme, net), "framework": framework,
-                                  "width": width if kind == "sweep" else None})
+                out[kind].append({**summarise(st, scheme, net), "framework": framework})
                 if on_step is not None:
                     on_step(f"{kind} {scheme} {framework}")
     return out
