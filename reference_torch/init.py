@@ -62,3 +62,60 @@ def init_layer_simplified_kaiming():
             m.weight.data.normal_(0, 1 / np.sqrt(m_in))
             m.bias.data.fill_(0)
     return init_layer
+
+
+def init_layer_xavier_normal():
+    """Glorot normal, N(0, sqrt(2 / (fan_in + fan_out))): ``nn.init.xavier_normal_``."""
+    def init_layer(m):
+        if type(m) == nn.Linear:
+            nn.init.xavier_normal_(m.weight)
+            m.bias.data.fill_(0)
+    return init_layer
+
+
+def init_layer_xavier_uniform():
+    """Glorot uniform, U(+-sqrt(6 / (fan_in + fan_out))): ``nn.init.xavier_uniform_``."""
+    def init_layer(m):
+        if type(m) == nn.Linear:
+            nn.init.xavier_uniform_(m.weight)
+            m.bias.data.fill_(0)
+    return init_layer
+
+
+def init_layer_orthogonal(gain):
+    """Orthogonal weights times ``gain``: ``nn.init.orthogonal_``."""
+    gain = check_sigma(gain, "gain")
+
+    def init_layer(m):
+        if type(m) == nn.Linear:
+            nn.init.orthogonal_(m.weight, gain=gain)
+            m.bias.data.fill_(0)
+    return init_layer
+
+
+def init_layer_torch_default():
+    """What ``nn.Linear`` does when built: weight and bias U(+-1 / sqrt(fan_in))."""
+    def init_layer(m):
+        if type(m) == nn.Linear:
+            m.reset_parameters()
+    return init_layer
+
+
+def init_layer_gain(activation, distribution):
+    """Exact gain of ``activation`` (``reference_torch.gain``): Var[w] = gain^2 / fan_in,
+    ``distribution`` "normal" or "uniform"; the bias is zeroed."""
+    from reference_torch.gain import gain as exact_gain
+
+    g = exact_gain(activation)
+    if distribution not in ("normal", "uniform"):
+        raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
+
+    def init_layer(m):
+        if type(m) == nn.Linear:
+            std = g / np.sqrt(m.weight.size(1))
+            if distribution == "normal":
+                m.weight.data.normal_(0, std)
+            else:
+                m.weight.data.uniform_(-np.sqrt(3) * std, np.sqrt(3) * std)
+            m.bias.data.fill_(0)
+    return init_layer

@@ -10,7 +10,9 @@ import numpy as np
 from scipy import stats
 
 Z = 5.0
-KURTOSIS = {"normal": 3.0, "uniform": 1.8}  # E[x^4] / Var[x]^2
+# E[x^4] / Var[x]^2; a Haar orthogonal matrix's entries are normal as n grows (and
+# their sum of squares is fixed, so the variance check is conservative for them).
+KURTOSIS = {"normal": 3.0, "uniform": 1.8, "orthogonal": 3.0}
 
 
 def assert_moments(w, var, distribution):
@@ -43,11 +45,26 @@ def assert_uniform_bounds(w, bound):
     assert x.max() >= bound * (1 - t) and x.min() <= -bound * (1 - t)
 
 
-def assert_matches_scheme(w, scheme, fan_in):
-    """Moments, and the bounds (uniform) or the tails (normal), of a registry scheme."""
-    var = scheme.var_w(fan_in)
+def assert_orthogonal(w, gain):
+    """Flax layout (in, out): the smaller side's vectors are orthonormal times ``gain``."""
+    w = np.asarray(w, np.float64)
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    # float32 QR: each Gram entry is a dot product of ~max(shape) roundings of 2^-24.
+    tol = 50 * np.finfo(np.float32).eps * gain * gain
+    assert np.abs(gram - gain * gain * np.eye(len(gram))).max() <= tol
+
+
+def assert_matches_scheme(w, scheme, fan_in, fan_out):
+    """Moments, and the bounds (uniform), the tails (normal) or the Gram matrix
+    (orthogonal) of a registry scheme; ``w`` in Flax layout (fan_in, fan_out)."""
+    var = scheme.var_w(fan_in, fan_out)
+    if scheme.distribution == "orthogonal":
+        # Entries of a Haar column are not independent: check the Gram matrix, and the
+        # total sum of squares, which is exact: gain^2 min(fan_in, fan_out).
+        assert_orthogonal(np.reshape(w, (fan_in, fan_out)), math.sqrt(var * max(fan_in, fan_out)))
+        return
     assert_moments(w, var, scheme.distribution)
     if scheme.distribution == "uniform":
-        assert_uniform_bounds(w, scheme.bound(fan_in))
+        assert_uniform_bounds(w, scheme.bound(fan_in, fan_out))
     else:
         assert_untruncated_normal(w, var)

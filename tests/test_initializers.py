@@ -16,7 +16,7 @@ from tests._stats import (assert_matches_scheme, assert_moments, assert_uniform_
 from winit_jax.registry import SCHEMES
 
 SHAPE = (784, 512)  # (in, out), Flax layout
-FAN_IN = 784
+FAN_IN, FAN_OUT = SHAPE
 FLOATS = [jnp.float32, jnp.float16, jnp.bfloat16]
 
 
@@ -29,7 +29,7 @@ def test_scheme_matches_its_theory(name):
     scheme = SCHEMES[name]
     w = sample(scheme)
     assert w.shape == SHAPE and w.dtype == jnp.float32
-    assert_matches_scheme(w, scheme, FAN_IN)
+    assert_matches_scheme(w, scheme, FAN_IN, FAN_OUT)
 
 
 def test_truncated_normal_fails_the_untruncated_check():
@@ -42,11 +42,16 @@ def test_truncated_normal_fails_the_untruncated_check():
 
 def test_named_schemes_match_the_notebook_formulas():
     # The registry's theory, written independently of the core.
-    n = 784
-    assert SCHEMES["he_normal"].var_w(n) == pytest.approx(math.sqrt(2 / n) ** 2)
-    assert SCHEMES["he_uniform"].bound(n) == pytest.approx(math.sqrt(6 / n))
-    assert SCHEMES["uniform"].bound(n) == pytest.approx(0.01)
-    assert SCHEMES["lecun_normal"].var_w(n) == pytest.approx((1 / math.sqrt(n)) ** 2)
+    n, m = 784, 512
+    assert SCHEMES["he_normal"].var_w(n, m) == pytest.approx(math.sqrt(2 / n) ** 2)
+    assert SCHEMES["he_uniform"].bound(n, m) == pytest.approx(math.sqrt(6 / n))
+    assert SCHEMES["uniform"].bound(n, m) == pytest.approx(0.01)
+    assert SCHEMES["lecun_normal"].var_w(n, m) == pytest.approx((1 / math.sqrt(n)) ** 2)
+    # Glorot & Bengio (2010) eq. 16: U(+-sqrt(6) / sqrt(n_j + n_{j+1})).
+    assert SCHEMES["glorot_uniform"].bound(n, m) == pytest.approx(math.sqrt(6) / math.sqrt(n + m))
+    # torch.nn.Linear: bound 1 / sqrt(fan_in) for the weight and the bias.
+    assert SCHEMES["torch_default"].bound(n, m) == pytest.approx(1 / math.sqrt(n))
+    assert math.sqrt(3 * SCHEMES["torch_default"].var_b(n)) == pytest.approx(1 / math.sqrt(n))
 
 
 @pytest.mark.parametrize("shape,axes,fan_in", [
@@ -82,7 +87,7 @@ def test_low_precision_dtypes(name, dtype):
     assert bool(jnp.all(jnp.isfinite(w)))
     # Rounding to 8 (bfloat16) or 11 (float16) mantissa bits moves the variance
     # by at most (2^-8)^2 relative: far below the 5-standard-error band.
-    assert_moments(w, scheme.var_w(FAN_IN), scheme.distribution)
+    assert_moments(w, scheme.var_w(FAN_IN, FAN_OUT), scheme.distribution)
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
@@ -91,7 +96,7 @@ def test_float64_with_x64(name):
     with jax.enable_x64(True):
         w = sample(scheme, seed=4, dtype=jnp.float64)
         assert w.dtype == jnp.float64
-        assert_moments(w, scheme.var_w(FAN_IN), scheme.distribution)
+        assert_moments(w, scheme.var_w(FAN_IN, FAN_OUT), scheme.distribution)
 
 
 def test_float64_without_x64_is_refused():
@@ -185,3 +190,68 @@ def test_bad_core_arguments():
 def test_unknown_scheme_names_the_known_ones():
     with pytest.raises(ValueError, match="he_normal"):
         wj.get_scheme("glorot_banana")
+
+
+# --- orthogonal, torch defaults, exact gains --------------------------------------
+
+@pytest.mark.parametrize("shape,column_axis,gain", [
+    ((784, 512), -1, 1.0),       # Flax kernel, in > out: orthonormal columns
+    ((256, 512), -1, 2.0),       # in < out: orthonormal rows
+    ((512, 784), -2, 1.5),       # torch (out, in) weight, columns = out
+    ((3, 3, 16, 32), -1, 1.0),   # HWIO conv kernel: rows = 3*3*16 = 144
+])
+def test_orthogonal_gram_matrix(shape, column_axis, gain):
+    w = np.asarray(wj.orthogonal(gain, column_axis=column_axis)(jax.random.key(0), shape))
+    assert w.shape == shape
+    m = np.moveaxis(w, column_axis, -1).reshape(-1, shape[column_axis]).astype(np.float64)
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    np.testing.assert_allclose(gram, gain ** 2 * np.eye(len(gram)), atol=50 * 1.2e-7 * gain ** 2)
+
+
+def test_orthogonal_is_haar_not_just_orthogonal():
+    # Without the sign fix, QR's Q has a biased first row; with it, the (0, 0) entry of a
+    # 2x2 Haar rotation is cos(theta), theta uniform: mean 0, E[cos^2] = 1/2.
+    keys = jax.random.split(jax.random.key(1), 4000)
+    w00 = np.asarray(jax.vmap(lambda k: wj.orthogonal()(k, (2, 2))[0, 0])(keys), np.float64)
+    se = math.sqrt(0.5 / len(w00))
+    assert abs(w00.mean()) < 5 * se
+    assert abs(np.mean(w00 ** 2) - 0.5) < 5 * math.sqrt(0.125 / len(w00))  # Var[cos^2] = 1/8
+
+
+@pytest.mark.parametrize("gain", [0, -1.0, float("nan"), "1"])
+def test_orthogonal_bad_gain(gain):
+    with pytest.raises(ValueError, match="gain"):
+        wj.orthogonal(gain)
+
+
+def test_orthogonal_bad_shape_and_axis():
+    with pytest.raises(ValueError, match="rank >= 2"):
+        wj.orthogonal()(jax.random.key(0), (5,))
+    with pytest.raises(ValueError, match="column_axis"):
+        wj.orthogonal(column_axis=2)(jax.random.key(0), SHAPE)
+
+
+def test_torch_linear_pair_in_nnx():
+    layer = nnx.Linear(784, 512, kernel_init=wj.torch_linear_kernel(),
+                       bias_init=wj.torch_linear_bias(784), rngs=nnx.Rngs(0))
+    bound = 1 / math.sqrt(784)
+    assert_uniform_bounds(layer.kernel[...], bound)
+    bias = np.asarray(layer.bias[...], np.float64)
+    assert np.abs(bias).max() <= bound and bias.std() > bound / 3  # U(-b, b): std b / sqrt(3)
+
+
+@pytest.mark.parametrize("fan_in", [0, -3, 2.5, "784", True, None])
+def test_torch_linear_bias_bad_fan_in(fan_in):
+    with pytest.raises(ValueError, match="fan_in"):
+        wj.torch_linear_bias(fan_in)
+
+
+@pytest.mark.parametrize("activation,var_fan_in", [
+    ("relu", 2.0), ("identity", 1.0), ("tanh", 1 / 0.39429449039784),
+    (jax.nn.relu, 2.0),  # a callable: Gauss-Hermite
+])
+@pytest.mark.parametrize("factory,distribution", [(wj.gain_normal, "normal"),
+                                                  (wj.gain_uniform, "uniform")])
+def test_gain_schemes(activation, var_fan_in, factory, distribution):
+    w = factory(activation)(jax.random.key(6), SHAPE)
+    assert_moments(w, var_fan_in / FAN_IN, distribution)

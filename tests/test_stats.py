@@ -71,15 +71,20 @@ def test_status_flags_overflow_and_underflow():
         assert int(st.status[0]) == S.OK and int(st.status[1]) == status, scale
 
 
-def test_scan_sweep_equals_the_mlp_with_the_same_kernels():
+@pytest.mark.parametrize("scheme", ["he_uniform", "torch_default"])
+def test_scan_sweep_equals_the_mlp_with_the_same_kernels(scheme):
     x = jnp.asarray(np.random.default_rng(1).random((50, 30), np.float32))
     key = jax.random.key(3)
-    scan = V.deep_relu_stats(key, x, scheme="he_uniform", width=16, depth=5)
-    init = get_scheme("he_uniform").jax_init()
+    scan = V.deep_relu_stats(key, x, scheme=scheme, width=16, depth=5)
+    s = get_scheme(scheme)
+    init = s.jax_init()
     first, rest = jax.random.split(key)
     model = MLP(V.depth_sizes(30, 16, 5), kernel_init=init, rngs=nnx.Rngs(0))
     for layer, k in zip(model.layers, [first, *jax.random.split(rest, 4)]):
-        layer.kernel.set_value(init(k, layer.kernel.shape))
+        k_kernel, k_bias = jax.random.split(k)
+        layer.kernel.set_value(init(k_kernel, layer.kernel.shape))
+        if s.jax_bias_init is not None:
+            layer.bias.set_value(s.jax_bias_init(layer.kernel.shape[0])(k_bias, layer.bias.shape))
     for a, b in zip(scan, S.layer_stats(model, x)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 

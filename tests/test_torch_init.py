@@ -21,14 +21,19 @@ FAN_IN, FAN_OUT = 784, 512
 ALPHA = 1e-4
 
 
-def torch_weight(scheme, seed):
+def torch_layer(scheme, seed):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(FAN_IN, FAN_OUT), nn.ReLU())
     model.apply(scheme.torch_init())
     w, b = model[0].weight.detach(), model[0].bias.detach()
     assert w.shape == (FAN_OUT, FAN_IN)  # torch layout (out, in)
-    assert not b.any()  # biases zeroed
-    return w.numpy().ravel()
+    return w.numpy(), b.numpy()
+
+
+def torch_weight(scheme, seed):
+    w, b = torch_layer(scheme, seed)
+    assert (scheme.var_b(FAN_IN) == 0) == (not b.any())  # biases zeroed unless the scheme has them
+    return w.ravel()
 
 
 def jax_weight(init, seed):
@@ -39,7 +44,7 @@ def jax_weight(init, seed):
 def test_torch_reference_matches_theory(name):
     scheme = SCHEMES[name]
     w = torch_weight(scheme, seed=0)
-    assert_matches_scheme(w, scheme, FAN_IN)
+    assert_matches_scheme(w.reshape(FAN_OUT, FAN_IN).T, scheme, FAN_IN, FAN_OUT)
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
@@ -90,3 +95,78 @@ def test_torch_bad_sigma(sigma):
     from reference_torch.init import init_layer_uniform
     with pytest.raises(ValueError, match="sigma"):
         init_layer_uniform(sigma)
+
+
+@pytest.mark.parametrize("name,torch_fn", [
+    ("glorot_normal", nn.init.xavier_normal_),
+    ("glorot_uniform", nn.init.xavier_uniform_),
+    ("orthogonal", lambda w: nn.init.orthogonal_(w, gain=math.sqrt(2))),
+])
+def test_new_schemes_coincide_with_torch_nn_init(name, torch_fn):
+    torch.manual_seed(15)
+    w = torch.empty(FAN_OUT, FAN_IN)
+    torch_fn(w)
+    ours = jax_weight(SCHEMES[name].jax_init(), 16)
+    assert stats.ks_2samp(ours, w.numpy().ravel()).pvalue > ALPHA
+
+
+def test_orthogonal_twin_layouts():
+    # torch: (out, in) with out < in has orthonormal rows; the Flax kernel is its transpose.
+    torch.manual_seed(17)
+    w = torch.empty(FAN_OUT, FAN_IN)
+    nn.init.orthogonal_(w, gain=1.5)
+    gram_torch = (w.double() @ w.double().T).numpy()
+    k = np.asarray(wj.orthogonal(1.5)(jax.random.key(18), (FAN_IN, FAN_OUT)), np.float64)
+    np.testing.assert_allclose(gram_torch, 2.25 * np.eye(FAN_OUT), atol=1e-4)
+    np.testing.assert_allclose(k.T @ k, 2.25 * np.eye(FAN_OUT), atol=1e-4)
+
+
+def test_torch_default_matches_a_freshly_built_linear():
+    """Weight and bias of ``torch_default`` (JAX) against ``nn.Linear``'s own constructor."""
+    torch.manual_seed(19)
+    fresh = nn.Linear(FAN_IN, FAN_OUT)
+    k = jax.random.split(jax.random.key(20))
+    kernel = wj.torch_linear_kernel()(k[0], (FAN_IN, FAN_OUT))
+    bias = wj.torch_linear_bias(FAN_IN)(k[1], (FAN_OUT,))
+    assert stats.ks_2samp(np.asarray(kernel).ravel(),
+                          fresh.weight.detach().numpy().ravel()).pvalue > ALPHA
+    assert stats.ks_2samp(np.asarray(bias), fresh.bias.detach().numpy()).pvalue > ALPHA
+    # And in the MLP through the registry, the bias is drawn with each layer's fan_in.
+    from flax import nnx
+
+    mlp = wj.MLP((FAN_IN, FAN_OUT, 10), **SCHEMES["torch_default"].mlp_kwargs(), rngs=nnx.Rngs(0))
+    fresh_last = nn.Linear(FAN_OUT, 10)
+    for ours, theirs in ((mlp.layers[1].bias[...], fresh_last.bias.detach().numpy()),):
+        bound = 1 / math.sqrt(FAN_OUT)
+        assert np.abs(ours).max() <= bound and np.abs(theirs).max() <= bound
+        assert np.abs(ours).max() > bound / 2  # not the first layer's narrower bound
+
+
+def test_torch_twin_gain_uses_the_same_quadrature():
+    from reference_torch.gain import gain as torch_gain
+    from reference_torch.gain import torch_calculate_gain
+    from winit_jax.activations import ACTIVATIONS, gain
+
+    for name in ACTIVATIONS:
+        assert torch_gain(name) == pytest.approx(gain(name, closed_form=False), rel=1e-12)
+    # Where torch's calculate_gain agrees and where it does not (documented in activations).
+    assert torch_calculate_gain("relu") == pytest.approx(gain("relu"), rel=1e-15)
+    assert torch_calculate_gain("leaky_relu") == pytest.approx(gain("leaky_relu"), rel=1e-15)
+    assert torch_calculate_gain("tanh") == pytest.approx(5 / 3)
+    assert gain("tanh") == pytest.approx(1.5925, abs=1e-4)
+    assert torch_calculate_gain("selu") == pytest.approx(3 / 4)
+    assert gain("selu") == pytest.approx(1.0, abs=1e-9)
+    assert torch_calculate_gain("gelu") is None
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_torch_gain_init_matches_jax(activation, distribution):
+    from reference_torch.init import init_layer_gain
+
+    torch.manual_seed(21)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    layer.apply(init_layer_gain(activation, distribution))
+    factory = wj.gain_normal if distribution == "normal" else wj.gain_uniform
+    ours = jax_weight(factory(activation), 22)
+    assert stats.ks_2samp(ours, layer.weight.detach().numpy().ravel()).pvalue > ALPHA

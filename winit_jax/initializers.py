@@ -191,3 +191,112 @@ def lecun_normal(**axes):
 def standard_normal():
     """N(0, 1), whatever the shape: notebook B's first attempt, ``randn(m, nh)``."""
     return variance_scaling(1.0, "none", "normal")
+
+
+def glorot_normal(**axes):
+    """N(0, sqrt(2 / (fan_in + fan_out))), untruncated: ``torch.nn.init.xavier_normal_``.
+
+    Glorot & Bengio (2010), eq. 12: the compromise between keeping the forward
+    (1 / fan_in) and the backward (1 / fan_out) variance. ``jax.nn.initializers.glorot_normal``
+    is truncated at two standard deviations.
+    """
+    return variance_scaling(1.0, "fan_avg", "normal", **axes)
+
+
+def glorot_uniform(**axes):
+    """U(+-sqrt(6 / (fan_in + fan_out))): ``torch.nn.init.xavier_uniform_``."""
+    return variance_scaling(1.0, "fan_avg", "uniform", **axes)
+
+
+def gain_normal(activation, **axes):
+    """N(0, gain / sqrt(fan_in)) with the exact gain of ``activation`` (see ``activations``).
+
+    ``Var[w] = 1 / (fan_in E[f(z)^2])`` keeps unit pre-activation variance through
+    ``activation`` at infinite width; for ReLU it is :func:`he_normal`.
+    """
+    from winit_jax.activations import second_moment
+
+    return variance_scaling(1.0 / second_moment(activation), "fan_in", "normal", **axes)
+
+
+def gain_uniform(activation, **axes):
+    """U(+-gain sqrt(3 / fan_in)): :func:`gain_normal`'s variance, uniformly."""
+    from winit_jax.activations import second_moment
+
+    return variance_scaling(1.0 / second_moment(activation), "fan_in", "uniform", **axes)
+
+
+def orthogonal(gain: float = 1.0, *, column_axis: int = -1):
+    """A (semi-)orthogonal kernel times ``gain``: ``torch.nn.init.orthogonal_``.
+
+    The kernel is viewed as a matrix with ``shape[column_axis]`` columns and the
+    product of the other axes as rows (Flax's (in, out) kernel: rows = in, columns = out;
+    pass ``column_axis=-2`` for a torch (out, in) weight). Its rows are orthonormal when
+    there are fewer rows than columns, else its columns: W^T W = gain^2 I for a Flax
+    kernel with in >= out. Haar-distributed: the QR of a Gaussian matrix with the signs
+    of R's diagonal moved into Q (Mezzadri 2007), as torch does. Each entry has variance
+    gain^2 / max(rows, columns).
+
+    Raises:
+      ValueError: for a non-positive or non-finite gain, a rank < 2 shape, or a column
+        axis out of range.
+    """
+    gain = check_sigma(gain, "gain")
+
+    def init(key, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        dtype = _check_dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal needs a kernel of rank >= 2, got shape {shape}")
+        (col,) = _axes(column_axis, len(shape), "column_axis", shape)
+        if math.prod(shape) == 0:
+            return jnp.zeros(shape, dtype)
+        n_cols = shape[col]
+        n_rows = math.prod(shape) // n_cols
+        work = dtype if dtype.itemsize >= 4 else np.dtype(jnp.float32)
+        a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), work)
+        q, r = jnp.linalg.qr(a)
+        q = q * jnp.sign(jnp.diagonal(r))
+        if n_rows < n_cols:
+            q = q.T
+        rest = shape[:col] + shape[col + 1:]
+        w = jnp.moveaxis(q.reshape(rest + (n_cols,)), -1, col)
+        return (w * jnp.asarray(gain, work)).astype(dtype)
+
+    return init
+
+
+# torch.nn.Linear.reset_parameters: kaiming_uniform_(w, a=sqrt(5)) has gain
+# sqrt(2 / (1 + a^2)) = sqrt(1/3) and bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in),
+# i.e. Var[w] = 1 / (3 fan_in); the bias is U(+-1 / sqrt(fan_in)) with the weight's fan_in.
+def torch_linear_kernel(**axes):
+    """U(+-1 / sqrt(fan_in)): the weights of a freshly constructed ``torch.nn.Linear``.
+
+    Pair it with :func:`torch_linear_bias` for torch's bias; for example
+    ``nnx.Linear(n_in, n_out, kernel_init=torch_linear_kernel(),
+    bias_init=torch_linear_bias(n_in), rngs=rngs)``.
+    """
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform", **axes)
+
+
+def torch_linear_bias(fan_in: int):
+    """U(+-1 / sqrt(fan_in)) for a bias of any shape: ``torch.nn.Linear``'s default bias.
+
+    A bias init sees only the bias shape, so the kernel's ``fan_in`` (the layer's number
+    of inputs) is an argument. torch uses a bound of 0 for ``fan_in = 0``; here that is an
+    error, as it is almost surely a mistake.
+
+    Raises:
+      ValueError: if ``fan_in`` is not a positive integer.
+    """
+    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 1:
+        raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
+    bound = 1.0 / math.sqrt(int(fan_in))
+
+    def init(key, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        dtype = _check_dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        work = dtype if dtype.itemsize >= 4 else np.dtype(jnp.float32)
+        return jax.random.uniform(key, shape, work, -bound, bound).astype(dtype)
+
+    return init

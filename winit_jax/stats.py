@@ -124,22 +124,40 @@ def layer_stats(model, x) -> LayerStats:
 def scheme_log_var_w(scheme: str, sizes: Sequence[int]) -> np.ndarray:
     """log Var[w^l] of every layer of an MLP with ``sizes``, from the registry."""
     s = get_scheme(scheme)
-    return np.log([s.var_w(n) for n in sizes[:-1]])
+    return np.log([s.var_w(n, m) for n, m in zip(sizes[:-1], sizes[1:])])
+
+
+def scheme_log_var_b(scheme: str, sizes: Sequence[int]) -> np.ndarray:
+    """log Var[b^l] of every layer (-inf for zero biases), from the registry."""
+    s = get_scheme(scheme)
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray([s.var_b(n) for n in sizes[:-1]], np.float64))
 
 
 def one_step_prediction(stats: LayerStats, scheme: str, sizes: Sequence[int]) -> np.ndarray:
-    """log E[(y^l)^2] predicted from each layer's own measured E[(x^l)^2]: n_l Var[w^l] E[x^2]."""
+    """log E[(y^l)^2] predicted from each layer's own measured E[(x^l)^2]:
+    n_l Var[w^l] E[x^2] + Var[b^l]."""
     fan_in = np.log(np.asarray(sizes[:-1], np.float64))
-    return fan_in + scheme_log_var_w(scheme, sizes) + np.asarray(stats.in_log_sq, np.float64)
+    weights = fan_in + scheme_log_var_w(scheme, sizes) + np.asarray(stats.in_log_sq, np.float64)
+    return np.logaddexp(weights, scheme_log_var_b(scheme, sizes))
 
 
 def chained_prediction(log_sq_input: float, scheme: str, sizes: Sequence[int],
-                       *, second_moment: float = RELU_SECOND_MOMENT) -> np.ndarray:
+                       *, second_moment: float = RELU_SECOND_MOMENT,
+                       log_sq_first: float | None = None) -> np.ndarray:
     """log E[(y^l)^2] for every layer, from the data's log E[x^2] alone.
 
-    ``Var[y^1] = n_1 Var[w^1] E[x^2]`` and ``Var[y^l] = n_l Var[w^l] second_moment Var[y^{l-1}]``
+    ``Var[y^1] = n_1 Var[w^1] E[x^2] + Var[b^1]`` (or ``log_sq_first``, a measured
+    value) and ``Var[y^l] = n_l Var[w^l] second_moment Var[y^{l-1}] + Var[b^l]``
     (``second_moment`` = E[f(y)^2] / Var[y]: 1/2 for ReLU).
     """
-    step = np.log(np.asarray(sizes[:-1], np.float64)) + scheme_log_var_w(scheme, sizes)
-    step[1:] += math.log(second_moment)
-    return log_sq_input + np.cumsum(step)
+    gain = np.log(np.asarray(sizes[:-1], np.float64)) + scheme_log_var_w(scheme, sizes)
+    log_var_b = scheme_log_var_b(scheme, sizes)
+    out = []
+    for layer, (g, b) in enumerate(zip(gain, log_var_b)):
+        if layer == 0:
+            y = np.logaddexp(g + log_sq_input, b) if log_sq_first is None else log_sq_first
+        else:
+            y = np.logaddexp(g + math.log(second_moment) + y, b)
+        out.append(float(y))
+    return np.asarray(out)

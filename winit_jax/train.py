@@ -123,8 +123,7 @@ def output_variance(graphdef, state, x):
 
 def init_model(config: TrainConfig, key=None) -> MLP:
     key = jax.random.key(config.seed) if key is None else key
-    return MLP(config.sizes, kernel_init=get_scheme(config.scheme).jax_init(),
-               rngs=nnx.Rngs(params=key))
+    return MLP(config.sizes, **get_scheme(config.scheme).mlp_kwargs(), rngs=nnx.Rngs(params=key))
 
 
 def first_nonfinite(losses: np.ndarray) -> int | None:

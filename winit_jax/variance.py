@@ -43,13 +43,22 @@ def deep_relu_stats(key, x, *, scheme: str, width: int, depth: int,
     are a ``lax.scan`` whose kernels are drawn inside the loop: it compiles once per
     layer shape and never holds more than one kernel.
     """
-    init = get_scheme(scheme).jax_init()
+    s = get_scheme(scheme)
+    init = s.jax_init()
+
+    def linear(h, k):
+        kernel, bias = jax.random.split(k)
+        y = h @ init(kernel, (h.shape[-1], width), x.dtype)
+        if s.jax_bias_init is not None:
+            y = y + s.jax_bias_init(h.shape[-1])(bias, (width,), x.dtype)
+        return y
+
     first, rest = jax.random.split(key)
-    y = x @ init(first, (x.shape[-1], width), x.dtype)
+    y = linear(x, first)
 
     def layer(y, k):
         h = activation(y)
-        y_next = h @ init(k, (width, width), x.dtype)
+        y_next = linear(h, k)
         return y_next, S.layer_row(h, y_next)
 
     _, rows = jax.lax.scan(layer, y, jax.random.split(rest, depth - 1))
@@ -63,10 +72,10 @@ def _jax_stats(keys, x, *, scheme, sizes, chunk):
         fn = functools.partial(deep_relu_stats, x=x, scheme=scheme, width=sizes[1],
                                depth=len(sizes) - 1)
     else:
-        init = get_scheme(scheme).jax_init()
+        kwargs = get_scheme(scheme).mlp_kwargs()
 
         def fn(key):
-            return S.forward_stats(MLP(sizes, kernel_init=init, rngs=nnx.Rngs(params=key)), x)
+            return S.forward_stats(MLP(sizes, **kwargs, rngs=nnx.Rngs(params=key)), x)
     return jax.lax.map(fn, keys, batch_size=chunk)  # vmap over `chunk` models at a time
 
 
@@ -151,7 +160,8 @@ def notebook_b(st: S.LayerStats, scheme: str) -> dict:
     """
     n_in = NOTEBOOK_B_SIZES[0]
     e_x2 = float(np.exp(np.asarray(st.in_log_sq)[0, 0]))
-    sd = math.sqrt(n_in * get_scheme(scheme).var_w(n_in) * e_x2)
+    s = get_scheme(scheme)
+    sd = math.sqrt(n_in * s.var_w(n_in, NOTEBOOK_B_SIZES[1]) * e_x2 + s.var_b(n_in))
     measured = {"std": np.exp(0.5 * np.asarray(st.pre_log_var)[:, 0]),
                 "relu_mean": np.asarray(st.in_mean)[:, 1],
                 "relu_std": np.exp(0.5 * np.asarray(st.in_log_var)[:, 1])}
@@ -167,11 +177,12 @@ def notebook_b(st: S.LayerStats, scheme: str) -> dict:
 
 def product_formula(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> dict:
     """Notebook A's end-to-end check, over seeds: mean E[(y^L)^2] against
-    mean E[(y^1)^2] * prod_{l=2..L} n_l Var[w^l] / 2, with the standard error of the mean."""
-    chain = S.chained_prediction(0.0, scheme, sizes)
+    mean E[(y^1)^2] * prod_{l=2..L} n_l Var[w^l] / 2 (plus the biases' variance where they
+    are not zero), with the standard error of the mean."""
     sq = np.exp(np.asarray(st.pre_log_sq, np.float64))
     var_out = np.exp(np.asarray(st.pre_log_var, np.float64)[:, -1])
-    predicted = float(np.mean(sq[:, 0]) * np.exp(chain[-1] - chain[0]))
+    chain = S.chained_prediction(0.0, scheme, sizes, log_sq_first=math.log(np.mean(sq[:, 0])))
+    predicted = float(np.exp(chain[-1]))
     n = sq.shape[0]
     return {"scheme": scheme, "seeds": n, "first_layer": float(np.mean(sq[:, 0])),
             "predicted": predicted, "output_sq": float(np.mean(sq[:, -1])),
