@@ -27,9 +27,26 @@ def gain(activation, **kwargs) -> float:
     return 1.0 / math.sqrt(second_moment(activation, **kwargs))
 
 
-def torch_calculate_gain(activation: str):
-    """``torch.nn.init.calculate_gain`` for a registered name, or None where torch has no entry."""
-    args = get_activation(activation).torch_gain
-    return None if args is None else torch.nn.init.calculate_gain(*args)
+@torch.no_grad()
+def seeded_sweep(activations, z, seeds, *, depth):
+    """The twin of ``winit_jax.gain_sweep.seeded_sweep``: per seed one ``torch.randn``
+    matrix per layer, shared by every (activation, gain) net; moments in float64."""
+    from winit_jax.gain_sweep import configs, gain_sq
 
-
+    cfgs = configs(activations)
+    fns = [get_activation(a).torch_fn() for a, _ in cfgs]
+    width = z.shape[1]
+    scale = torch.tensor([math.sqrt(gain_sq(a, g) / width) for a, g in cfgs])[:, None, None]
+    log_var = np.empty((len(seeds), len(cfgs), depth))
+    log_sq = np.empty_like(log_var)
+    for i, seed in enumerate(seeds):
+        torch.manual_seed(seed)
+        y = torch.from_numpy(z).expand(len(cfgs), *z.shape)
+        for layer in range(depth):
+            w = torch.randn(width, width)
+            h = torch.stack([f(yc) for f, yc in zip(fns, y)])
+            y = (h @ w) * scale
+            yd = y.double().flatten(1)
+            log_var[i, :, layer] = torch.log(yd.var(dim=1, unbiased=False)).numpy()
+            log_sq[i, :, layer] = torch.log((yd * yd).mean(dim=1)).numpy()
+    return log_var, log_sq

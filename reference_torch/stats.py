@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from reference_torch.lsuv import lsuv
 from reference_torch.train import make_model
 from winit_jax.registry import get_scheme
 from winit_jax.stats import OK, OVERFLOW, UNDERFLOW, LayerStats, log_sq_floor
@@ -52,11 +53,14 @@ def layer_stats(model: nn.Module, x) -> LayerStats:
 
 def seeded_stats(scheme: str, x, sizes, seeds) -> LayerStats:
     """``layer_stats`` of a fresh ``make_model(sizes)`` with ``scheme`` per seed; arrays (seeds, L)."""
-    init = get_scheme(scheme).torch_init()
+    s = get_scheme(scheme)
+    init = s.torch_init()
     per_seed = []
     for seed in seeds:
         torch.manual_seed(seed)
         model = make_model(sizes)
         model.apply(init)
+        if s.lsuv:
+            lsuv(model, x)
         per_seed.append(layer_stats(model, x))
     return LayerStats(*(np.stack(col) for col in zip(*per_seed)))

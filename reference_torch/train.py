@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 from reference_torch.data import notebook_a_loader
+from reference_torch.lsuv import lsuv
 from winit_jax.models import NOTEBOOK_A_SIZES
 from winit_jax.registry import get_scheme
 from winit_jax.train import RunResult, TrainConfig, first_nonfinite
@@ -47,7 +48,10 @@ def train_and_evaluate(config: TrainConfig, data) -> RunResult:
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
     torch.manual_seed(config.seed)
     model = make_model(config.sizes)
-    model.apply(get_scheme(config.scheme).torch_init())
+    scheme = get_scheme(config.scheme)
+    model.apply(scheme.torch_init())
+    if scheme.lsuv:  # calibrated on the first batch_size rows, as winit_jax.train
+        lsuv(model, x_train[:config.batch_size])
     with torch.no_grad():
         output_var = model(x_train).var(unbiased=False).item()
     loader = notebook_a_loader(x_train, y_train, batch_size=config.batch_size, shuffle=True)

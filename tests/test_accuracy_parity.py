@@ -17,6 +17,7 @@ from winit_jax.registry import SCHEMES
 from winit_jax.train import TrainConfig, init_model, output_variance
 
 torch = require_torch()
+from reference_torch.lsuv import lsuv as torch_lsuv  # noqa: E402
 from reference_torch.train import make_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -35,11 +36,13 @@ def test_output_variance_at_init(scheme, real):
     seeds = 24
     ours, theirs = [], []
     for seed in range(seeds):
-        model = init_model(TrainConfig(scheme=scheme), jax.random.key(seed))
+        model = init_model(TrainConfig(scheme=scheme), jax.random.key(seed), x)
         ours.append(float(output_variance(*nnx.split(model), x)))
         torch.manual_seed(seed)
         net = make_model()
         net.apply(SCHEMES[scheme].torch_init())
+        if SCHEMES[scheme].lsuv:  # calibrated on the same first 100 rows
+            torch_lsuv(net, x[:100])
         with torch.no_grad():
             theirs.append(net(torch.from_numpy(x)).var(unbiased=False).item())
     # The variance of a product of layers is log-normal-ish: compare log-variances.

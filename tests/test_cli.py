@@ -17,7 +17,8 @@ TINY = ["--schemes", "he_normal", "--epochs", "1", "--limit", "300", "--dataset"
         "--quiet", "--variance-seeds", "2"]
 TINY_VARIANCE = ["--schemes", "he_normal,standard_normal", "--seeds", "3", "--width", "16",
                  "--depth", "4", "--rows", "100", "--product-seeds", "3", "--notebook-b-seeds", "2",
-                 "--dataset", "sample", "--quiet"]
+                 "--activations", "gelu,tanh", "--gain-seeds", "2", "--gain-width", "16",
+                 "--gain-rows", "4", "--dataset", "sample", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +84,23 @@ def variance_run(tmp_path_factory, shared_data):
 def test_variance_files_and_numbers_equal_the_library(variance_run, sample_dataset):
     from winit_jax import variance as V
     out, res = variance_run
-    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "variance_depth.png"}
+    from winit_jax import gain_sweep
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "variance_depth.png",
+                                               "gain_depth.png"}
     assert set(res) == {"config", "dataset", "versions", "notices", "variance"}
     assert res["config"]["width"] == 16 and res["dataset"]["notebook_a_rows"] == 100
     pick = np.random.default_rng(0).permutation(len(sample_dataset.x_train))[:100]
     lib = V.run(["he_normal", "standard_normal"], ["jax", "torch"], sample_dataset.x_train[pick],
                 sample_dataset.x_b, seeds=3, width=16, depth=4, product_seeds=3,
                 notebook_b_seeds=2)
+    lib["gain_sweep"] = gain_sweep.run(["gelu", "tanh"], ["jax", "torch"], seeds=2, width=16,
+                                       depth=4, rows=4)
     assert res["variance"] == json.loads(json.dumps(lib))  # JSON has no tuples
-    assert [len(res["variance"][k]) for k in ("sweep", "product", "notebook_b")] == [4, 4, 4]
+    assert [len(res["variance"][k]) for k in ("sweep", "product", "notebook_b", "gain_sweep")] \
+        == [4, 4, 4, 8]  # gain sweep: 2 activations x 2 gains x 2 frameworks
     report = (out / "report.md").read_text()
     assert "Notebook B" in report and "![variance_depth.png](variance_depth.png)" in report
+    assert "Exact gains through depth" in report and "![gain_depth.png](gain_depth.png)" in report
 
 
 def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
@@ -130,6 +137,8 @@ def test_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
     (["--width", "0"], "--width"), (["--depth", "-1"], "--depth"), (["--rows", "x"], "--rows"),
     (["--seeds", "0"], "--seeds"), (["--product-seeds", "0"], "--product-seeds"),
     (["--schemes", "he_normal,nope"], "--schemes"), (["--frameworks", "tf"], "--frameworks"),
+    (["--activations", "swish"], "--activations"), (["--gain-seeds", "0"], "--gain-seeds"),
+    (["--gain-width", "-2"], "--gain-width"), (["--gain-rows", "1.5"], "--gain-rows"),
     (["--out", "/proc/version/run"], "--out"),
 ])
 def test_variance_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):

@@ -228,7 +228,7 @@ def test_notebook_b_one_layer(scheme, framework, sample_dataset):
     st = V.seeded_stats(framework, scheme, sample_dataset.x_b, NOTEBOOK_B_SIZES, range(64))
     b = V.notebook_b(st, scheme)
     assert abs(b["input_mean_sq"] - 1) < 0.05  # standardised with a similar set's mean and std
-    exact_sd = math.sqrt(784 * get_scheme(scheme).var_w(784) * b["input_mean_sq"])
+    exact_sd = math.sqrt(784 * get_scheme(scheme).var_w(784, 50) * b["input_mean_sq"])
     assert b["std"]["exact"] == pytest.approx(exact_sd)
     assert abs(b["std"]["bias"]) < 0.05
     assert b["relu_mean"]["exact"] == pytest.approx(exact_sd / math.sqrt(2 * math.pi))

@@ -144,19 +144,26 @@ def test_torch_default_matches_a_freshly_built_linear():
 
 def test_torch_twin_gain_uses_the_same_quadrature():
     from reference_torch.gain import gain as torch_gain
-    from reference_torch.gain import torch_calculate_gain
-    from winit_jax.activations import ACTIVATIONS, gain
+    from winit_jax.activations import ACTIVATIONS, LEAKY_SLOPE, gain
 
     for name in ACTIVATIONS:
         assert torch_gain(name) == pytest.approx(gain(name, closed_form=False), rel=1e-12)
-    # Where torch's calculate_gain agrees and where it does not (documented in activations).
-    assert torch_calculate_gain("relu") == pytest.approx(gain("relu"), rel=1e-15)
-    assert torch_calculate_gain("leaky_relu") == pytest.approx(gain("leaky_relu"), rel=1e-15)
-    assert torch_calculate_gain("tanh") == pytest.approx(5 / 3)
-    assert gain("tanh") == pytest.approx(1.5925, abs=1e-4)
-    assert torch_calculate_gain("selu") == pytest.approx(3 / 4)
-    assert gain("selu") == pytest.approx(1.0, abs=1e-9)
-    assert torch_calculate_gain("gelu") is None
+    # The registry's copy of torch's calculate_gain, against torch itself.
+    torch_args = {"identity": ("linear",), "relu": ("relu",), "tanh": ("tanh",),
+                  "selu": ("selu",), "leaky_relu": ("leaky_relu", LEAKY_SLOPE)}
+    for name, act in ACTIVATIONS.items():
+        if name in torch_args:
+            assert act.torch_gain == pytest.approx(nn.init.calculate_gain(*torch_args[name]),
+                                                   rel=1e-15)
+        else:  # torch has no entry for gelu, silu, mish, elu
+            assert act.torch_gain is None
+            with pytest.raises(ValueError):
+                nn.init.calculate_gain(name)
+    # Where torch agrees with the exact gain and where not (documented in activations).
+    assert ACTIVATIONS["relu"].torch_gain == pytest.approx(gain("relu"), rel=1e-15)
+    assert ACTIVATIONS["leaky_relu"].torch_gain == pytest.approx(gain("leaky_relu"), rel=1e-15)
+    assert gain("tanh") == pytest.approx(1.5925, abs=1e-4)   # torch: 5/3
+    assert gain("selu") == pytest.approx(1.0, abs=1e-9)      # torch: 3/4
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])

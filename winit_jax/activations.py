@@ -39,15 +39,20 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+def _erfcx(u: float) -> float:
+    """exp(u^2) erfc(u) for u >= 0, without overflow (asymptotic series beyond u = 25,
+    where its first omitted term is below 1e-12)."""
+    if u < 25:
+        return math.exp(u * u) * math.erfc(u)
+    v = 1 / (2 * u * u)
+    return (1 - v + 3 * v * v - 15 * v ** 3) / (u * math.sqrt(math.pi))
 
 
 def _elu_moment(q: float, alpha: float) -> float:
     """E[elu(s z)^2], s = sqrt(q): s^2/2 + alpha^2 E[(e^{sz} - 1)^2; z < 0], using
-    E[e^{tz}; z < 0] = e^{t^2/2} Phi(-t)."""
+    E[e^{tz}; z < 0] = e^{t^2/2} Phi(-t) = erfcx(t / sqrt(2)) / 2."""
     s = math.sqrt(q)
-    neg = (math.exp(2 * q) * _normal_cdf(-2 * s) - 2 * math.exp(q / 2) * _normal_cdf(-s) + 0.5)
+    neg = 0.5 * _erfcx(math.sqrt(2) * s) - _erfcx(s / math.sqrt(2)) + 0.5
     return q / 2 + alpha * alpha * neg
 
 
@@ -61,7 +66,8 @@ class Activation:
       torch_name: its name in ``torch.nn.functional`` ("identity": none needed).
       torch_kwargs: keyword arguments for it, as (name, value) pairs.
       closed_form: E[f(sqrt(q) z)^2] as a function of q, where one exists.
-      torch_gain: arguments of ``torch.nn.init.calculate_gain``, or None if torch has no entry.
+      torch_gain: what ``torch.nn.init.calculate_gain`` returns for it (None: no entry);
+        checked against torch in the tests.
     """
 
     name: str
@@ -69,7 +75,7 @@ class Activation:
     torch_name: str
     torch_kwargs: tuple = ()
     closed_form: Callable[[float], float] | None = None
-    torch_gain: tuple | None = None
+    torch_gain: float | None = None
 
     def torch_fn(self):
         """The torch function (imports torch)."""
@@ -81,17 +87,18 @@ class Activation:
 
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
-    Activation("identity", lambda x: x, "identity", closed_form=lambda q: q, torch_gain=("linear",)),
-    Activation("relu", jax.nn.relu, "relu", closed_form=lambda q: q / 2, torch_gain=("relu",)),
+    Activation("identity", lambda x: x, "identity", closed_form=lambda q: q, torch_gain=1.0),
+    Activation("relu", jax.nn.relu, "relu", closed_form=lambda q: q / 2,
+               torch_gain=math.sqrt(2.0)),
     Activation("leaky_relu", functools.partial(jax.nn.leaky_relu, negative_slope=LEAKY_SLOPE),
                "leaky_relu", (("negative_slope", LEAKY_SLOPE),),
                closed_form=lambda q: q * (1 + LEAKY_SLOPE ** 2) / 2,
-               torch_gain=("leaky_relu", LEAKY_SLOPE)),
+               torch_gain=math.sqrt(2.0 / (1 + LEAKY_SLOPE ** 2))),
     Activation("elu", jax.nn.elu, "elu", closed_form=lambda q: _elu_moment(q, 1.0)),
     Activation("selu", jax.nn.selu, "selu",
                closed_form=lambda q: SELU_SCALE ** 2 * _elu_moment(q, SELU_ALPHA),
-               torch_gain=("selu",)),
-    Activation("tanh", jnp.tanh, "tanh", torch_gain=("tanh",)),
+               torch_gain=3 / 4),
+    Activation("tanh", jnp.tanh, "tanh", torch_gain=5 / 3),
     # torch's F.gelu is the erf form by default; jax.nn.gelu defaults to the tanh form.
     Activation("gelu", functools.partial(jax.nn.gelu, approximate=False), "gelu"),
     Activation("silu", jax.nn.silu, "silu"),

@@ -71,6 +71,7 @@ def _common(p, schemes):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from winit_jax.activations import ACTIVATIONS
     from winit_jax.registry import SCHEMES
 
     parser = _Parser(prog="winit-jax", description=__doc__)
@@ -99,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--product-seeds", type=_positive(int), default=64,
                    help="seeds for notebook A's end-to-end product formula")
     p.add_argument("--notebook-b-seeds", type=_positive(int), default=32)
+    p.add_argument("--activations", type=_csv(list(ACTIVATIONS), "activation"),
+                   default=list(ACTIVATIONS), help="exact-gain sweep (default: all)")
+    p.add_argument("--gain-seeds", type=_positive(int), default=32)
+    p.add_argument("--gain-width", type=_positive(int), default=512)
+    p.add_argument("--gain-rows", type=_positive(int), default=32,
+                   help="N(0, 1) input rows of the exact-gain sweep")
     p.set_defaults(func=cmd_variance)
     return parser
 
@@ -196,14 +203,20 @@ def cmd_compare(args, parser) -> int:
 
 
 def cmd_variance(args, parser) -> int:
-    from winit_jax import plots, report
+    from winit_jax import gain_sweep, plots, report
     from winit_jax.io import write_atomic, write_json
 
     dataset, notices = _setup(args, parser)
     rows = min(args.rows, len(dataset.x_train))
     result = _variance(args, dataset, rows, seeds=args.seeds, width=args.width, depth=args.depth,
                        product_seeds=args.product_seeds, notebook_b_seeds=args.notebook_b_seeds)
-    images = [plots.plot_variance(args.out, result["sweep"])]
+    result["gain_sweep"] = _run_with_progress(
+        lambda cb: gain_sweep.run(args.activations, args.frameworks, seeds=args.gain_seeds,
+                                  width=args.gain_width, depth=args.depth, rows=args.gain_rows,
+                                  on_step=cb),
+        len(args.frameworks), quiet=args.quiet or not sys.stderr.isatty(), describe=str)
+    images = [plots.plot_variance(args.out, result["sweep"]),
+              plots.plot_gain_sweep(args.out, result["gain_sweep"])]
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("func", "command", "quiet")}
     write_json(args.out, "results.json", {
@@ -211,8 +224,9 @@ def cmd_variance(args, parser) -> int:
                                       "notebook_a_rows": rows, "notebook_b": dataset.b_description},
         "versions": report.versions(), "notices": notices, "variance": result})
     lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + report.variance_markdown(
-        result, images, f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
-                        f"{dataset.b_description}")
+        result, images[:1], f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
+                            f"{dataset.b_description}") + [""] + report.gain_markdown(
+        result["gain_sweep"], images[1:])
     write_atomic(args.out, "report.md", ("\n".join(lines) + "\n").encode())
     if not args.quiet:
         _print_variance_table(result, args.out)
@@ -293,7 +307,21 @@ def _print_variance_table(result, out):
             pa.add_row(r["scheme"], r["framework"], f"{r['output_sq']:.3g} ± {r['output_sq_se']:.1g}",
                        f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")
         console.print(pa)
-    console.print(f"wrote {out}/results.json, report.md and variance_depth.png")
+    if result.get("gain_sweep"):
+        from winit_jax.gain_sweep import worst_factor
+
+        gs = _table("exact gain vs He's 2/n through depth: mean Var[y] over seeds",
+                    ("activation", "fw", "g^2", "slope", "exact worst", "exact last",
+                     "He last (theory)"), left=("activation", "fw"))
+        by = {(r["activation"], r["framework"], r["gain"]): r for r in result["gain_sweep"]}
+        for (act, fw, gain), r in by.items():
+            if gain == "exact":
+                he = by[act, fw, "he"]
+                gs.add_row(act, fw, f"{r['gain_sq']:.3f}", f"{r['map_slope']:.3f}",
+                           f"{worst_factor(r):.3g}", f"{r['mean_var'][-1]:.3g}",
+                           f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})")
+        console.print(gs)
+    console.print(f"wrote {out}/results.json, report.md, variance_depth.png and gain_depth.png")
 
 
 def main(argv=None) -> int:

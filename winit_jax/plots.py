@@ -128,3 +128,35 @@ def plot_variance(out, sweep: list[dict]) -> str:
 
 def _arr(values):
     return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def plot_gain_sweep(out, rows: list[dict]) -> str:
+    """One panel per activation: mean Var[y^l] over seeds, exact gain (solid) and He's
+    ReLU gain (dashed), JAX in C0 and torch in C1; the infinite-width map dotted."""
+    plt = _pyplot()
+    acts = list(dict.fromkeys(r["activation"] for r in rows))
+    cols = 3
+    fig, axes = plt.subplots(math.ceil(len(acts) / cols), cols, squeeze=False, sharex=True,
+                             figsize=(11, 2.7 * math.ceil(len(acts) / cols)))
+    fw_colour = {"jax": "C0", "torch": "C1"}
+    for ax, act in zip(axes.ravel(), acts):
+        for r in (r for r in rows if r["activation"] == act):
+            layers = np.arange(1, len(r["mean_var"]) + 1)
+            ls = "-" if r["gain"] == "exact" else "--"
+            ax.plot(layers, r["mean_var"], ls, color=fw_colour.get(r["framework"], "C2"), lw=1.1,
+                    label=f"{r['gain']} ({r['framework']})")
+            if r["framework"] == rows[0]["framework"]:
+                ax.plot(layers, r["theory"], ":", color="k", lw=0.9)
+        slope = next(r["map_slope"] for r in rows if r["activation"] == act)
+        ax.set_yscale("log")
+        ax.axhspan(0.5, 2, color="grey", alpha=0.12, lw=0)
+        ax.set_title(f"{act} (map slope {slope:.3f})", fontsize=9)
+    for ax in axes.ravel()[len(acts):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    r0 = rows[0]
+    fig.suptitle(f"mean Var[y^l] over {r0['seeds']} seeds, width {r0['width']}, N(0,1) inputs; "
+                 "solid: exact gain, dashed: He's 2/n, dotted: infinite width; band: factor 2",
+                 fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, "gain_depth.png")

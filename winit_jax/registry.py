@@ -31,7 +31,8 @@ class Scheme:
       torch_args: positional arguments of that function.
       var_b: theoretical Var[b] as a function of fan_in (0: zero biases).
       jax_bias_init: ``fan_in -> init`` for the bias; None for zeros.
-      lsuv: data-dependent: after ``jax_init``, LSUV rescales each layer on a batch.
+      lsuv: data-dependent: after ``jax_init``, LSUV rescales each layer on a batch
+        (``winit_jax.lsuv``); the theory is then its target, Var(y^l) = 1.
     """
 
     name: str
@@ -97,6 +98,10 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            var_w=lambda n, m: 1.0 / (3 * n), jax_init=initializers.torch_linear_kernel,
            torch_name="init_layer_torch_default",
            var_b=lambda n: 1.0 / (3 * n), jax_bias_init=initializers.torch_linear_bias),
+    # var_w is the orthogonal start's; after LSUV each layer's Var(y) is 1 on its batch.
+    Scheme("lsuv", "orthogonal, then LSUV: Var(y)=1", "Mishkin & Matas 2016", "orthogonal",
+           var_w=lambda n, m: 1.0 / max(n, m), jax_init=lambda: initializers.orthogonal(1.0),
+           torch_name="init_layer_orthogonal", torch_args=(1.0,), lsuv=True),
 )}
 
 NOTEBOOK_A = ("uniform", "he_normal", "he_uniform")

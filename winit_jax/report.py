@@ -143,3 +143,35 @@ def variance_markdown(result: dict, plots: list[str], description: str) -> list[
                                                else "") for k in ("std", "relu_mean", "relu_std")]
             lines.append(f"| {b['scheme']} | {b['framework']} | {b['seeds']} | {' | '.join(cells)} |")
     return lines + [""] + [f"![{p}]({p})" for p in plots]
+
+
+def gain_markdown(rows: list[dict], plots: list[str]) -> list[str]:
+    """report.md's section for ``gain_sweep.run``."""
+    from winit_jax.activations import get_activation
+    from winit_jax.gain_sweep import noise_horizon, worst_factor
+
+    if not rows:
+        return []
+    r0 = rows[0]
+    lines = ["## Exact gains through depth", "",
+             f"Width {r0['width']}, {len(r0['mean_var'])} layers, N(0, 1) inputs, "
+             f"{r0['seeds']} seeds; Var[w] = g^2 / n with the exact g^2 = 1 / E[f(z)^2] "
+             "or He's 2. Worst factor: max over layers of the mean Var[y^l] or its inverse. "
+             "Map slope > 1: the exact gain's fixed point is unstable, and finite-width noise "
+             "grows after about the noise horizon's layers.", "",
+             "| activation | fw | exact g^2 | torch gain^2 | map slope | horizon | "
+             "exact: worst factor | exact: last layer | He: last layer (infinite width) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    by = {(r["activation"], r["framework"], r["gain"]): r for r in rows}
+    for (act, fw, gain), r in by.items():
+        if gain != "exact":
+            continue
+        he = by.get((act, fw, "he"))
+        tg = get_activation(act).torch_gain
+        torch_g2 = "none" if tg is None else f"{tg * tg:.4f}"
+        lines.append(
+            f"| {act} | {fw} | {r['gain_sq']:.4f} | {torch_g2} | {r['map_slope']:.3f} | "
+            f"{min(noise_horizon(r['map_slope'], r['width']), len(r['mean_var']))} | "
+            f"{worst_factor(r):.3g} | {r['mean_var'][-1]:.3g} | "
+            + (f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})" if he else "") + " |")
+    return lines + [""] + [f"![{p}]({p})" for p in plots]

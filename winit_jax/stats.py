@@ -137,6 +137,8 @@ def scheme_log_var_b(scheme: str, sizes: Sequence[int]) -> np.ndarray:
 def one_step_prediction(stats: LayerStats, scheme: str, sizes: Sequence[int]) -> np.ndarray:
     """log E[(y^l)^2] predicted from each layer's own measured E[(x^l)^2]:
     n_l Var[w^l] E[x^2] + Var[b^l]."""
+    if get_scheme(scheme).lsuv:  # LSUV's target: Var(y^l) = 1 on its batch
+        return np.zeros_like(np.asarray(stats.in_log_sq, np.float64))
     fan_in = np.log(np.asarray(sizes[:-1], np.float64))
     weights = fan_in + scheme_log_var_w(scheme, sizes) + np.asarray(stats.in_log_sq, np.float64)
     return np.logaddexp(weights, scheme_log_var_b(scheme, sizes))
@@ -151,6 +153,8 @@ def chained_prediction(log_sq_input: float, scheme: str, sizes: Sequence[int],
     value) and ``Var[y^l] = n_l Var[w^l] second_moment Var[y^{l-1}] + Var[b^l]``
     (``second_moment`` = E[f(y)^2] / Var[y]: 1/2 for ReLU).
     """
+    if get_scheme(scheme).lsuv:
+        return np.zeros(len(sizes) - 1)
     gain = np.log(np.asarray(sizes[:-1], np.float64)) + scheme_log_var_w(scheme, sizes)
     log_var_b = scheme_log_var_b(scheme, sizes)
     out = []

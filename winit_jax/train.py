@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from winit_jax.lsuv import lsuv
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES
 from winit_jax.registry import get_scheme
 
@@ -121,9 +122,17 @@ def output_variance(graphdef, state, x):
     return jnp.var(nnx.merge(graphdef, state)(x))
 
 
-def init_model(config: TrainConfig, key=None) -> MLP:
+def init_model(config: TrainConfig, key=None, x_train=None) -> MLP:
+    """The scheme's MLP; a data-dependent scheme (LSUV) calibrates on the first
+    ``batch_size`` rows of ``x_train``, as the torch reference does."""
     key = jax.random.key(config.seed) if key is None else key
-    return MLP(config.sizes, **get_scheme(config.scheme).mlp_kwargs(), rngs=nnx.Rngs(params=key))
+    scheme = get_scheme(config.scheme)
+    model = MLP(config.sizes, **scheme.mlp_kwargs(), rngs=nnx.Rngs(params=key))
+    if scheme.lsuv:
+        if x_train is None:
+            raise ValueError(f"scheme {config.scheme!r} is data-dependent: pass x_train")
+        lsuv(model, x_train[:config.batch_size])
+    return model
 
 
 def first_nonfinite(losses: np.ndarray) -> int | None:
@@ -141,7 +150,7 @@ def train_and_evaluate(config: TrainConfig, data, workdir=None) -> RunResult:
     """
     x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in data)
     root = jax.random.key(config.seed)
-    model = init_model(config, jax.random.fold_in(root, 0))
+    model = init_model(config, jax.random.fold_in(root, 0), x_train)
     graphdef, state = nnx.split(model)
     tx = make_optimizer(config)
     opt_state = tx.init(state)

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax import stats as S
+from winit_jax.lsuv import apply_lsuv, lsuv_layer
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES, NOTEBOOK_B_SIZES
 from winit_jax.registry import get_scheme
 
@@ -47,11 +48,13 @@ def deep_relu_stats(key, x, *, scheme: str, width: int, depth: int,
     init = s.jax_init()
 
     def linear(h, k):
-        kernel, bias = jax.random.split(k)
-        y = h @ init(kernel, (h.shape[-1], width), x.dtype)
-        if s.jax_bias_init is not None:
-            y = y + s.jax_bias_init(h.shape[-1])(bias, (width,), x.dtype)
-        return y
+        k_kernel, k_bias = jax.random.split(k)
+        w = init(k_kernel, (h.shape[-1], width), x.dtype)
+        b = (jnp.zeros((width,), x.dtype) if s.jax_bias_init is None
+             else s.jax_bias_init(h.shape[-1])(k_bias, (width,), x.dtype))
+        if s.lsuv:  # calibrated on this batch, layer by layer, as the nets go
+            w, b, _ = lsuv_layer(h, w, b)
+        return h @ w + b
 
     first, rest = jax.random.split(key)
     y = linear(x, first)
@@ -72,10 +75,14 @@ def _jax_stats(keys, x, *, scheme, sizes, chunk):
         fn = functools.partial(deep_relu_stats, x=x, scheme=scheme, width=sizes[1],
                                depth=len(sizes) - 1)
     else:
-        kwargs = get_scheme(scheme).mlp_kwargs()
+        s = get_scheme(scheme)
+        kwargs = s.mlp_kwargs()
 
         def fn(key):
-            return S.forward_stats(MLP(sizes, **kwargs, rngs=nnx.Rngs(params=key)), x)
+            model = MLP(sizes, **kwargs, rngs=nnx.Rngs(params=key))
+            if s.lsuv:
+                apply_lsuv(model, x)
+            return S.forward_stats(model, x)
     return jax.lax.map(fn, keys, batch_size=chunk)  # vmap over `chunk` models at a time
 
 
@@ -161,7 +168,8 @@ def notebook_b(st: S.LayerStats, scheme: str) -> dict:
     n_in = NOTEBOOK_B_SIZES[0]
     e_x2 = float(np.exp(np.asarray(st.in_log_sq)[0, 0]))
     s = get_scheme(scheme)
-    sd = math.sqrt(n_in * s.var_w(n_in, NOTEBOOK_B_SIZES[1]) * e_x2 + s.var_b(n_in))
+    sd = 1.0 if s.lsuv else math.sqrt(n_in * s.var_w(n_in, NOTEBOOK_B_SIZES[1]) * e_x2
+                                      + s.var_b(n_in))
     measured = {"std": np.exp(0.5 * np.asarray(st.pre_log_var)[:, 0]),
                 "relu_mean": np.asarray(st.in_mean)[:, 1],
                 "relu_std": np.exp(0.5 * np.asarray(st.in_log_var)[:, 1])}
