@@ -64,20 +64,14 @@ def init_layer_simplified_kaiming():
     return init_layer
 
 
-def init_layer_xavier_normal():
-    """Glorot normal, N(0, sqrt(2 / (fan_in + fan_out))): ``nn.init.xavier_normal_``."""
+def init_layer_xavier(distribution):
+    """Glorot: ``nn.init.xavier_normal_`` (N(0, sqrt(2 / (fan_in + fan_out)))) or
+    ``nn.init.xavier_uniform_`` (U(+-sqrt(6 / (fan_in + fan_out)))); the bias is zeroed."""
+    fill = {"normal": nn.init.xavier_normal_, "uniform": nn.init.xavier_uniform_}[distribution]
+
     def init_layer(m):
         if type(m) == nn.Linear:
-            nn.init.xavier_normal_(m.weight)
-            m.bias.data.fill_(0)
-    return init_layer
-
-
-def init_layer_xavier_uniform():
-    """Glorot uniform, U(+-sqrt(6 / (fan_in + fan_out))): ``nn.init.xavier_uniform_``."""
-    def init_layer(m):
-        if type(m) == nn.Linear:
-            nn.init.xavier_uniform_(m.weight)
+            fill(m.weight)
             m.bias.data.fill_(0)
     return init_layer
 

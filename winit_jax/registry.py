@@ -85,10 +85,10 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            torch_name="init_layer_standard_normal"),
     Scheme("glorot_normal", "N(0, sqrt(2/(fan_in+fan_out)))", "Glorot & Bengio 2010", "normal",
            var_w=lambda n, m: 2.0 / (n + m), jax_init=initializers.glorot_normal,
-           torch_name="init_layer_xavier_normal"),
+           torch_name="init_layer_xavier", torch_args=("normal",)),
     Scheme("glorot_uniform", "U(+-sqrt(6/(fan_in+fan_out)))", "Glorot & Bengio 2010", "uniform",
            var_w=lambda n, m: 2.0 / (n + m), jax_init=initializers.glorot_uniform,
-           torch_name="init_layer_xavier_uniform"),
+           torch_name="init_layer_xavier", torch_args=("uniform",)),
     # Each entry of a semi-orthogonal matrix has variance 1 / max(rows, columns).
     Scheme("orthogonal", "orthogonal, gain sqrt(2)", "Saxe et al. 2014", "orthogonal",
            var_w=lambda n, m: RELU_GAIN_SQ / max(n, m),
