@@ -308,18 +308,16 @@ def _print_variance_table(result, out):
                        f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")
         console.print(pa)
     if result.get("gain_sweep"):
-        from winit_jax.gain_sweep import worst_factor
+        from winit_jax.gain_sweep import exact_and_he, worst_factor
 
         gs = _table("exact gain vs He's 2/n through depth: mean Var[y] over seeds",
                     ("activation", "fw", "g^2", "slope", "exact worst", "exact last",
                      "He last (theory)"), left=("activation", "fw"))
-        by = {(r["activation"], r["framework"], r["gain"]): r for r in result["gain_sweep"]}
-        for (act, fw, gain), r in by.items():
-            if gain == "exact":
-                he = by[act, fw, "he"]
-                gs.add_row(act, fw, f"{r['gain_sq']:.3f}", f"{r['map_slope']:.3f}",
-                           f"{worst_factor(r):.3g}", f"{r['mean_var'][-1]:.3g}",
-                           f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})")
+        for r, he in exact_and_he(result["gain_sweep"]):
+            gs.add_row(r["activation"], r["framework"], f"{r['gain_sq']:.3f}",
+                       f"{r['map_slope']:.3f}", f"{worst_factor(r):.3g}",
+                       f"{r['mean_var'][-1]:.3g}",
+                       f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})")
         console.print(gs)
     console.print(f"wrote {out}/results.json, report.md, variance_depth.png and gain_depth.png")
 

@@ -130,6 +130,14 @@ def noise_horizon(map_slope: float, width: int, *, max_log_std: float = 0.5) -> 
     return layer
 
 
+def exact_and_he(rows: list[dict]):
+    """Yields (exact, he) row pairs of the same activation and framework, in ``rows``' order."""
+    by = {(r["activation"], r["framework"], r["gain"]): r for r in rows}
+    for (act, fw, gain), r in by.items():
+        if gain == "exact":
+            yield r, by.get((act, fw, "he"))
+
+
 def worst_factor(row: dict) -> float:
     """max over layers of max(v, 1/v) for the mean variance v: 1 is perfect."""
     v = np.asarray(row["mean_var"])

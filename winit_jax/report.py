@@ -148,7 +148,7 @@ def variance_markdown(result: dict, plots: list[str], description: str) -> list[
 def gain_markdown(rows: list[dict], plots: list[str]) -> list[str]:
     """report.md's section for ``gain_sweep.run``."""
     from winit_jax.activations import get_activation
-    from winit_jax.gain_sweep import noise_horizon, worst_factor
+    from winit_jax.gain_sweep import exact_and_he, noise_horizon, worst_factor
 
     if not rows:
         return []
@@ -162,11 +162,8 @@ def gain_markdown(rows: list[dict], plots: list[str]) -> list[str]:
              "| activation | fw | exact g^2 | torch gain^2 | map slope | horizon | "
              "exact: worst factor | exact: last layer | He: last layer (infinite width) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    by = {(r["activation"], r["framework"], r["gain"]): r for r in rows}
-    for (act, fw, gain), r in by.items():
-        if gain != "exact":
-            continue
-        he = by.get((act, fw, "he"))
+    for r, he in exact_and_he(rows):
+        act, fw = r["activation"], r["framework"]
         tg = get_activation(act).torch_gain
         torch_g2 = "none" if tg is None else f"{tg * tg:.4f}"
         lines.append(
