@@ -6,7 +6,9 @@ for the seed counts used, so a pass is not luck and a wrong Var[w] (a factor 2)
 fails by many standard errors.
 """
 
+import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -236,3 +238,23 @@ def test_notebook_b_one_layer(scheme, framework, sample_dataset):
     for key in ("std", "relu_mean", "relu_std"):  # 64 seeds: each bound is >= 4 SE wide
         se = b[key]["spread"] / math.sqrt(b["seeds"])
         assert (0.05 if key == "std" else 0.10) * b[key]["exact"] > 4 * se
+
+
+@pytest.mark.slow
+def test_orthogonal_notebook_a_nets_do_not_hang(tmp_path):
+    # jaxlib 0.10.2's CPU runtime deadlocked (no error, every thread asleep) on 8 orthogonal
+    # notebook A nets vmapped inside lax.map; seeded_stats steps one model at a time for it.
+    # A subprocess, so that a hang fails with a timeout instead of stalling the suite.
+    import subprocess
+    import sys
+    code = ("import json, numpy as np; from winit_jax import variance as V; "
+            "from winit_jax.models import NOTEBOOK_A_SIZES as A; "
+            "x = np.random.default_rng(0).random((100, 784), dtype=np.float32) / 2; "
+            "st = V.seeded_stats('jax', 'orthogonal', x, A, range(64)); "
+            "print(json.dumps(V.product_formula(st, 'orthogonal', A)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    p = json.loads(proc.stdout.splitlines()[-1])
+    # Orthogonal rows with gain sqrt(2) where fan_in >= fan_out: Var[w] = 2 / fan_in, as He.
+    assert abs(p["output_sq"] - p["predicted"]) <= 5 * p["output_sq_se"]

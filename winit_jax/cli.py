@@ -107,7 +107,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gain-rows", type=_positive(int), default=32,
                    help="N(0, 1) input rows of the exact-gain sweep")
     p.set_defaults(func=cmd_variance)
+
+    p = sub.add_parser("sweep", help="many JAX models in one program (schemes x seeds x learning "
+                                     "rates), sharded over every device of every host")
+    _common(p, SCHEMES)
+    p.add_argument("--seeds", type=_positive(int), default=8)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--lrs", type=_floats, default=[0.01], help="comma-separated learning rates")
+    p.add_argument("--momentum", type=_momentum, default=0.6)
+    p.add_argument("--epochs", type=_positive(int), default=10)
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--limit", type=_positive(int), default=None, help="train on this many rows only")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--save-params", action="store_true", help="also write params.npz")
+    p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                   help="HOST:PORT of process 0 for a multi-host run "
+                        "(default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=_positive(int),
+                   default=os.environ.get("WINIT_NUM_PROCESSES"), help="$WINIT_NUM_PROCESSES")
+    p.add_argument("--process-id", type=int, default=os.environ.get("WINIT_PROCESS_ID"),
+                   help="$WINIT_PROCESS_ID")
+    p.set_defaults(func=cmd_sweep, frameworks=["jax"])
     return parser
+
+
+def _floats(text):
+    parse = _positive(float)
+    values = [parse(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return list(dict.fromkeys(values))
 
 
 def _check_dirs(parser, args):
@@ -231,6 +260,95 @@ def cmd_variance(args, parser) -> int:
     if not args.quiet:
         _print_variance_table(result, args.out)
     return 0
+
+
+def _init_distributed(args, parser):
+    """``jax.distributed.initialize`` when a multi-host run is asked for."""
+    import jax
+
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return
+    if any(v is None for v in given):
+        parser.error("argument --coordinator: a multi-host run needs --coordinator, "
+                     "--num-processes and --process-id (or their environment variables)")
+    n, i = int(args.num_processes), int(args.process_id)
+    if not 0 <= i < n:
+        parser.error(f"argument --process-id: {i} is not in [0, {n})")
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=n,
+                               process_id=i, initialization_timeout=120)
+
+
+def cmd_sweep(args, parser) -> int:
+    import io as _io
+
+    import jax
+
+    from winit_jax import report
+    from winit_jax.experiment import summarise
+    from winit_jax.io import write_atomic, write_json
+    from winit_jax.sweep import fit_many
+    from winit_jax.train import TrainConfig
+
+    args.frameworks = ["jax"]
+    _init_distributed(args, parser)
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dataset, notices = _setup(args, parser)
+    if args.limit:
+        dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
+    configs = [TrainConfig(scheme=s, learning_rate=lr, momentum=args.momentum,
+                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed + k,
+                           dtype=args.dtype)
+               for s in args.schemes for lr in args.lrs for k in range(args.seeds)]
+    fitted = fit_many(configs, dataset.arrays())
+    if jax.process_index() != 0:
+        return 0  # process 0 writes for the whole cluster
+    runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **dataclasses.asdict(r)}
+            for c, r in zip(configs, fitted.results)]
+    summary = [{**row, "learning_rate": lr} for lr in args.lrs
+               for row in summarise([r for c, r in zip(configs, fitted.results)
+                                     if c.learning_rate == lr])]
+    if args.save_params:
+        buf = _io.BytesIO()
+        np.savez(buf, **{f"{i}/{'/'.join(map(str, path))}": np.asarray(leaf)
+                         for i, st in enumerate(fitted.states)
+                         for path, leaf in nnx_leaves(st)})
+        write_atomic(args.out, "params.npz", buf.getvalue())
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("func", "command", "quiet")}
+    write_json(args.out, "results.json", {
+        "config": config, "dataset": dataset.description, "notices": notices,
+        "devices": jax.device_count(), "processes": jax.process_count(),
+        "versions": report.versions(), "runs": runs, "summary": summary})
+    if not args.quiet:
+        _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
+    return 0
+
+
+def nnx_leaves(state):
+    """``(path, array)`` for every leaf of an ``nnx.State``, e.g. ``(('layers', 0, 'kernel'), w)``."""
+    from flax import nnx
+    return [(path, v[...] if isinstance(v, nnx.Variable) else v)
+            for path, v in nnx.to_flat_state(state)]
+
+
+def _print_sweep_table(summary, out, devices, processes):
+    from rich.console import Console
+
+    from winit_jax.report import fmt, status
+
+    console = Console(width=min(100, Console().width))
+    table = _table(f"winit-jax sweep: {devices} device(s), {processes} process(es)",
+                   ("scheme", "lr", "seeds", "loss", "train", "test", "status"),
+                   left=("scheme", "status"))
+    for r in summary:
+        table.add_row(r["scheme"], f"{r['learning_rate']:g}", str(r["seeds"]),
+                      fmt(r["final_loss_mean"], ".3f"), fmt(r["train_acc_mean"], ".1%"),
+                      f"{fmt(r['test_acc_mean'], '.1%')} ± {fmt(r['test_acc_std'], '.1%')}",
+                      status(r))
+    console.print(table)
+    console.print(f"wrote {out}/results.json")
 
 
 def _run_with_progress(run, total, quiet, describe):

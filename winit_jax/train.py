@@ -35,9 +35,12 @@ class TrainConfig:
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
+    dtype: str = "float32"  # or "float64" (needs jax_enable_x64)
 
     def __post_init__(self):
         get_scheme(self.scheme)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         for name in ("learning_rate", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -92,11 +95,11 @@ def run_batches(graphdef, state, opt_state, x, y, idx, *, tx):
     return state, opt_state, losses
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "batch_size"))
-def train_epoch(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
+def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
     """One shuffled epoch. Returns ``(state, opt_state, losses)``, a loss per batch.
 
     Rows that do not fill a last batch form a smaller final batch (not dropped).
+    Pure: ``train_epoch`` jits it, ``winit_jax.sweep`` vmaps it over models.
     """
     n = x.shape[0]
     perm = jax.random.permutation(key, n)
@@ -109,6 +112,9 @@ def train_epoch(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
                                              perm[None, n_full * batch_size:], tx=tx)
         losses = jnp.concatenate([losses, last])
     return state, opt_state, losses
+
+
+train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size"))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -127,11 +133,12 @@ def init_model(config: TrainConfig, key=None, x_train=None) -> MLP:
     ``batch_size`` rows of ``x_train``, as the torch reference does."""
     key = jax.random.key(config.seed) if key is None else key
     scheme = get_scheme(config.scheme)
-    model = MLP(config.sizes, **scheme.mlp_kwargs(), rngs=nnx.Rngs(params=key))
+    model = MLP(config.sizes, **scheme.mlp_kwargs(), param_dtype=jnp.dtype(config.dtype),
+                rngs=nnx.Rngs(params=key))
     if scheme.lsuv:
         if x_train is None:
             raise ValueError(f"scheme {config.scheme!r} is data-dependent: pass x_train")
-        lsuv(model, x_train[:config.batch_size])
+        lsuv(model, jnp.asarray(x_train[:config.batch_size], config.dtype))
     return model
 
 
@@ -140,15 +147,36 @@ def first_nonfinite(losses: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def train_and_evaluate(config: TrainConfig, data, workdir=None) -> RunResult:
+def as_arrays(config: TrainConfig, data):
+    """``(x_train, y_train, x_test, y_test)`` as device arrays, inputs in ``config.dtype``."""
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64=True")
+    x_train, y_train, x_test, y_test = data
+    return (jnp.asarray(x_train, config.dtype), jnp.asarray(y_train),
+            jnp.asarray(x_test, config.dtype), jnp.asarray(y_test))
+
+
+def make_result(config: TrainConfig, input_var, output_var, losses: np.ndarray, train_acc,
+                test_acc, *, wall_s, compile_s) -> RunResult:
+    """A JAX ``RunResult``; the final loss is the mean over the last epoch's batches."""
+    per_epoch = len(losses) // config.epochs
+    return RunResult(
+        framework="jax", scheme=config.scheme, seed=config.seed, input_var=float(input_var),
+        output_var=float(output_var), losses=losses.tolist(),
+        final_loss=float(np.mean(losses[-per_epoch:])), train_acc=float(train_acc),
+        test_acc=float(test_acc), wall_s=wall_s, compile_s=compile_s,
+        diverged_at=first_nonfinite(losses))
+
+
+def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
     """Trains notebook A's MLP on ``data = (x_train, y_train, x_test, y_test)``.
 
     Inputs are already preprocessed (pixels / 256, flattened). The model is
     initialised from ``fold_in(key(seed), 0)``, each epoch shuffled with
     ``fold_in(key(seed), 1 + epoch)``. If ``workdir`` is given, the result is
-    written there as ``result.json``.
+    written there as ``result.json``. Returns the result and the trained model.
     """
-    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in data)
+    x_train, y_train, x_test, y_test = as_arrays(config, data)
     root = jax.random.key(config.seed)
     model = init_model(config, jax.random.fold_in(root, 0), x_train)
     graphdef, state = nnx.split(model)
@@ -169,14 +197,14 @@ def train_and_evaluate(config: TrainConfig, data, workdir=None) -> RunResult:
     losses = np.asarray(jnp.concatenate(losses), np.float64)  # one host sync, at the end
     train_acc = float(accuracy(graphdef, state, x_train, y_train))
     test_acc = float(accuracy(graphdef, state, x_test, y_test))
-    wall_s = time.perf_counter() - start
-    per_epoch = len(losses) // config.epochs
-    result = RunResult(
-        framework="jax", scheme=config.scheme, seed=config.seed,
-        input_var=float(jnp.var(x_train)), output_var=out_var, losses=losses.tolist(),
-        final_loss=float(np.mean(losses[-per_epoch:])), train_acc=train_acc, test_acc=test_acc,
-        wall_s=wall_s, compile_s=compile_s, diverged_at=first_nonfinite(losses))
+    result = make_result(config, float(jnp.var(x_train)), out_var, losses, train_acc, test_acc,
+                         wall_s=time.perf_counter() - start, compile_s=compile_s)
     if workdir is not None:
         from winit_jax.io import write_json
         write_json(workdir, "result.json", dataclasses.asdict(result))
-    return result
+    return result, nnx.merge(graphdef, state)
+
+
+def train_and_evaluate(config: TrainConfig, data, workdir=None) -> RunResult:
+    """``fit(config, data, workdir)``'s ``RunResult``: see ``fit``."""
+    return fit(config, data, workdir)[0]
