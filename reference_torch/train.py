@@ -45,9 +45,11 @@ def accuracy(model, x, y):
 
 def train_and_evaluate(config: TrainConfig, data) -> RunResult:
     """The reference run of ``config`` on ``data = (x_train, y_train, x_test, y_test)``."""
+    dtype = getattr(torch, config.dtype)
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
+    x_train, x_test = x_train.to(dtype), x_test.to(dtype)
     torch.manual_seed(config.seed)
-    model = make_model(config.sizes)
+    model = make_model(config.sizes).to(dtype)
     scheme = get_scheme(config.scheme)
     model.apply(scheme.torch_init())
     if scheme.lsuv:  # calibrated on the first batch_size rows, as winit_jax.train

@@ -122,7 +122,7 @@ def both_trajectories(scheme, digits, dtype, steps=STEPS):
     tx = optax.sgd(0.01, momentum=0.6)
     graphdef, state = nnx.split(mlp)
     step = jax.jit(functools.partial(run_batches, graphdef, tx=tx))
-    state, _, losses_j = step(state, tx.init(state), jnp.asarray(x, dtype), jnp.asarray(y),
+    state, _, losses_j, _ = step(state, tx.init(state), jnp.asarray(x, dtype), jnp.asarray(y),
                               jnp.asarray(idx))
     return model, nnx.merge(graphdef, state), np.asarray(losses_t), np.asarray(losses_j)
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from winit_jax import data as D
 from winit_jax.cli import nnx_leaves
-from winit_jax.sweep import fit_many
+from winit_jax.sweep import fit_many, train_many
 from winit_jax.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +174,20 @@ def test_bad_sweep_flags_exit_2_with_one_line(argv, needle, tmp_path, capsys):
         main(["sweep", "--out", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_a_diverging_model_does_not_touch_the_others(digits):
+    # Model 1 takes its weights to inf in step 0 (inputs x 1e6, lr 3e38: see test_train);
+    # the vmapped program reports that step for it and trains the others as if alone.
+    x = digits[0] * np.float32(1e6)
+    data = (x, digits[1], x, digits[3])
+    configs = [TrainConfig(scheme="he_normal", seed=0, epochs=1, learning_rate=1e-9),
+               TrainConfig(scheme="he_normal", seed=1, epochs=1, learning_rate=3e38),
+               TrainConfig(scheme="lecun_normal", seed=2, epochs=1, learning_rate=1e-9)]
+    many = train_many(configs, data)
+    assert [r.diverged_at for r in many] == [None, 0, None]
+    for config, ours in zip(configs, many):
+        ref = fit(config, data)[0]
+        assert ours.diverged_at == ref.diverged_at
+        if ref.diverged_at is None:
+            assert np.abs(np.subtract(ours.losses, ref.losses)).max() <= 1e-2 * max(ref.losses)

@@ -28,7 +28,7 @@ def test_partial_batch_is_a_step_of_its_own(small):
     graphdef, state = nnx.split(init_model(config))
     tx = make_optimizer(config)
     key = jax.random.key(7)
-    _, _, losses = train_epoch(graphdef, state, tx.init(state), key, x, y, tx=tx, batch_size=100)
+    _, _, losses, _ = train_epoch(graphdef, state, tx.init(state), key, x, y, tx=tx, batch_size=100)
     assert losses.shape == (3,)  # 100 + 100 + 50: the last 50 rows are not dropped
     perm = np.asarray(jax.random.permutation(key, 250))
     model = nnx.merge(graphdef, state)
@@ -70,3 +70,14 @@ def test_mlp_shapes_and_bad_sizes():
     assert mlp(jnp.ones((3, 784))).shape == (3, 1)
     with pytest.raises(ValueError, match="sizes"):
         MLP((784,), kernel_init=jax.nn.initializers.lecun_normal(), rngs=nnx.Rngs(0))
+
+
+def test_parameters_going_nonfinite_are_caught_at_their_step(small):
+    # Inputs x 1e6 keep the first loss finite (~1e6) but make first-layer gradients ~1e5;
+    # lr 3e38 takes weights past float32's 3.4e38 in step 0 (any |g| > 1.2 does). The loss only turns
+    # non-finite at step 1: the on-device parameter check must say 0.
+    x, y = small[0] * np.float32(1e6), small[1]
+    r = train_and_evaluate(TrainConfig(scheme="he_normal", learning_rate=3e38, epochs=1),
+                           (x, y, x, y))
+    assert math.isfinite(r.losses[0]) and not math.isfinite(r.losses[1])
+    assert r.diverged_at == 0

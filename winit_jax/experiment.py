@@ -14,7 +14,6 @@ import numpy as np
 
 from winit_jax import data as D
 from winit_jax.train import RunResult, TrainConfig
-from winit_jax.train import train_and_evaluate as jax_train
 
 FRAMEWORKS = ("jax", "torch")
 DATASETS = ("auto", "mnist", "sample")
@@ -106,17 +105,26 @@ def torch_available() -> bool:
 
 def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Dataset,
             on_result=None) -> list[RunResult]:
-    """Trains every (scheme, framework, seed); returns the results in that order."""
+    """Trains every (scheme, framework, seed); returns the results in that order.
+
+    The JAX runs train together: every scheme and seed in one vmapped program
+    (``winit_jax.sweep``), each equal to its run alone; torch loops, as the notebook.
+    """
+    configs = {(scheme, seed): dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
+               for scheme in schemes for seed in range(seeds)}
+    jax_runs = {}
+    if "jax" in frameworks:
+        from winit_jax.sweep import train_many
+        jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays())))
     results = []
     for scheme in schemes:
         for framework in frameworks:
             for seed in range(seeds):
-                cfg = dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
                 if framework == "jax":
-                    result = jax_train(cfg, dataset.arrays())
+                    result = jax_runs[scheme, seed]
                 else:
                     from reference_torch.train import train_and_evaluate as torch_train
-                    result = torch_train(cfg, dataset.arrays())
+                    result = torch_train(configs[scheme, seed], dataset.arrays())
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

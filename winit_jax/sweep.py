@@ -123,16 +123,18 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh):
                                   batch_size=configs[0].batch_size).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    losses = []
+    losses, finite = [], []
     for e in range(configs[0].epochs):
-        state, opt_state, epoch_losses = epoch(state, opt_state, _put(epoch_keys[e], mesh, shard),
-                                               lrs, momenta, *data_g[:2])
+        state, opt_state, epoch_losses, epoch_finite = epoch(
+            state, opt_state, _put(epoch_keys[e], mesh, shard), lrs, momenta, *data_g[:2])
         losses.append(epoch_losses)
+        finite.append(epoch_finite)
     losses = _gather(jnp.concatenate(losses, axis=1)).astype(np.float64)
+    finite = _gather(jnp.concatenate(finite, axis=1))
     acc = _gather(_many_eval_jit(graphdef, state, *data_g))
     wall_s = (time.perf_counter() - start) / len(padded)  # each model's share of the program
     input_var = float(jnp.var(x_train))
-    results = [make_result(c, input_var, out_var[i], losses[i], acc[i, 0], acc[i, 1],
+    results = [make_result(c, input_var, out_var[i], losses[i], finite[i], acc[i, 0], acc[i, 1],
                            wall_s=wall_s, compile_s=compile_s) for i, c in enumerate(configs)]
     host = jax.tree.map(_gather, state)
     return results, graphdef, [jax.tree.map(lambda a, i=i: a[i], host)

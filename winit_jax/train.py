@@ -63,7 +63,7 @@ class RunResult:
     test_acc: float
     wall_s: float
     compile_s: float = 0.0
-    diverged_at: int | None = None  # first batch whose loss was not finite
+    diverged_at: int | None = None  # first step whose loss (or, in JAX, parameters) was not finite
 
 
 def loss_fn(model: MLP, x, y):
@@ -76,27 +76,36 @@ def make_optimizer(config: TrainConfig):
 
 
 def train_step(graphdef, state, opt_state, tx, x, y):
-    """One SGD step on a batch; pure, for use under jit/scan/vmap."""
+    """One SGD step on a batch; pure, for use under jit/scan/vmap.
+
+    Returns ``(state, opt_state, loss, finite)``: ``finite`` is False when the loss or
+    any updated parameter is NaN or inf, found on the device (no host sync).
+    """
     loss, grads = jax.value_and_grad(lambda s: loss_fn(nnx.merge(graphdef, s), x, y))(state)
     updates, opt_state = tx.update(grads, opt_state, state)
-    return optax.apply_updates(state, updates), opt_state, loss
+    state = optax.apply_updates(state, updates)
+    finite = jnp.isfinite(loss)
+    for leaf in jax.tree.leaves(state):
+        finite &= jnp.isfinite(leaf).all()
+    return state, opt_state, loss, finite
 
 
 def run_batches(graphdef, state, opt_state, x, y, idx, *, tx):
     """SGD steps on the batches ``x[idx[i]]``, in order (a ``lax.scan``).
 
-    Returns ``(state, opt_state, losses)`` with one loss per row of ``idx``.
+    Returns ``(state, opt_state, losses, finite)`` with one loss and one finite flag
+    (``train_step``'s) per row of ``idx``.
     """
     def body(carry, rows):
-        state, opt_state, loss = train_step(graphdef, *carry, tx, x[rows], y[rows])
-        return (state, opt_state), loss
+        state, opt_state, loss, finite = train_step(graphdef, *carry, tx, x[rows], y[rows])
+        return (state, opt_state), (loss, finite)
 
-    (state, opt_state), losses = jax.lax.scan(body, (state, opt_state), idx)
-    return state, opt_state, losses
+    (state, opt_state), (losses, finite) = jax.lax.scan(body, (state, opt_state), idx)
+    return state, opt_state, losses, finite
 
 
 def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
-    """One shuffled epoch. Returns ``(state, opt_state, losses)``, a loss per batch.
+    """One shuffled epoch. Returns ``(state, opt_state, losses, finite)``, per batch.
 
     Rows that do not fill a last batch form a smaller final batch (not dropped).
     Pure: ``train_epoch`` jits it, ``winit_jax.sweep`` vmaps it over models.
@@ -104,14 +113,12 @@ def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
     n = x.shape[0]
     perm = jax.random.permutation(key, n)
     n_full = n // batch_size
-    state, opt_state, losses = run_batches(
-        graphdef, state, opt_state, x, y, perm[: n_full * batch_size].reshape(n_full, batch_size),
-        tx=tx)
+    out = run_batches(graphdef, state, opt_state, x, y,
+                      perm[: n_full * batch_size].reshape(n_full, batch_size), tx=tx)
     if n % batch_size:
-        state, opt_state, last = run_batches(graphdef, state, opt_state, x, y,
-                                             perm[None, n_full * batch_size:], tx=tx)
-        losses = jnp.concatenate([losses, last])
-    return state, opt_state, losses
+        last = run_batches(graphdef, *out[:2], x, y, perm[None, n_full * batch_size:], tx=tx)
+        out = last[:2] + tuple(jnp.concatenate([a, b]) for a, b in zip(out[2:], last[2:]))
+    return out
 
 
 train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size"))
@@ -156,16 +163,17 @@ def as_arrays(config: TrainConfig, data):
             jnp.asarray(x_test, config.dtype), jnp.asarray(y_test))
 
 
-def make_result(config: TrainConfig, input_var, output_var, losses: np.ndarray, train_acc,
-                test_acc, *, wall_s, compile_s) -> RunResult:
-    """A JAX ``RunResult``; the final loss is the mean over the last epoch's batches."""
+def make_result(config: TrainConfig, input_var, output_var, losses: np.ndarray,
+                finite: np.ndarray, train_acc, test_acc, *, wall_s, compile_s) -> RunResult:
+    """A JAX ``RunResult``; the final loss is the mean over the last epoch's batches, and
+    ``diverged_at`` the first step whose loss or updated parameters were not finite."""
     per_epoch = len(losses) // config.epochs
     return RunResult(
         framework="jax", scheme=config.scheme, seed=config.seed, input_var=float(input_var),
         output_var=float(output_var), losses=losses.tolist(),
         final_loss=float(np.mean(losses[-per_epoch:])), train_acc=float(train_acc),
         test_acc=float(test_acc), wall_s=wall_s, compile_s=compile_s,
-        diverged_at=first_nonfinite(losses))
+        diverged_at=first_nonfinite(np.where(finite, losses, np.nan)))
 
 
 def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
@@ -189,16 +197,18 @@ def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
                               tx=tx, batch_size=config.batch_size).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    losses = []
+    losses, finite = [], []
     for e in range(config.epochs):
-        state, opt_state, epoch_losses = epoch(state, opt_state, jax.random.fold_in(root, 1 + e),
-                                               x_train, y_train)
+        state, opt_state, epoch_losses, epoch_finite = epoch(
+            state, opt_state, jax.random.fold_in(root, 1 + e), x_train, y_train)
         losses.append(epoch_losses)
+        finite.append(epoch_finite)
     losses = np.asarray(jnp.concatenate(losses), np.float64)  # one host sync, at the end
+    finite = np.asarray(jnp.concatenate(finite))
     train_acc = float(accuracy(graphdef, state, x_train, y_train))
     test_acc = float(accuracy(graphdef, state, x_test, y_test))
-    result = make_result(config, float(jnp.var(x_train)), out_var, losses, train_acc, test_acc,
-                         wall_s=time.perf_counter() - start, compile_s=compile_s)
+    result = make_result(config, float(jnp.var(x_train)), out_var, losses, finite, train_acc,
+                         test_acc, wall_s=time.perf_counter() - start, compile_s=compile_s)
     if workdir is not None:
         from winit_jax.io import write_json
         write_json(workdir, "result.json", dataclasses.asdict(result))
