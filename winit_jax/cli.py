@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on this many rows only (quick runs)")
     p.add_argument("--variance-seeds", type=_positive(int), default=8,
                    help="seeds of the depth sweep plotted in variance_depth.png")
+    _resume_flag(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("variance", help="variance through depth and notebook B's layer, "
@@ -127,8 +128,78 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("WINIT_NUM_PROCESSES"), help="$WINIT_NUM_PROCESSES")
     p.add_argument("--process-id", type=int, default=os.environ.get("WINIT_PROCESS_ID"),
                    help="$WINIT_PROCESS_ID")
+    _resume_flag(p)
     p.set_defaults(func=cmd_sweep, frameworks=["jax"])
     return parser
+
+
+def _resume_flag(p):
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run whose --out was DIR, with its config")
+
+
+# Flags that do not change what a run computes: not recorded, free to differ on --resume.
+_NOT_CONFIG = {"func", "command", "quiet", "out", "resume", "coordinator", "num_processes",
+               "process_id"}
+
+
+def _jsonable(v):
+    return str(v) if isinstance(v, Path) else v
+
+
+def run_config(args) -> dict:
+    """What a run computes from: recorded in ``checkpoints/config.json``."""
+    return {"command": args.command, **{k: _jsonable(v) for k, v in vars(args).items()
+                                        if k not in _NOT_CONFIG}}
+
+
+def _apply_resume(args, parser):
+    """``--resume DIR``: the recorded config becomes this run's; a flag given with another
+    value than the recorded one is an error."""
+    import json
+
+    if args.resume is None:
+        return
+    if args.out is not None and args.out != args.resume:
+        parser.error(f"argument --resume: conflicts with --out {args.out} (the run's directory "
+                     f"is {args.resume})")
+    path = args.resume / "checkpoints" / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        parser.error(f"argument --resume: {args.resume} holds no interrupted run "
+                     "(no readable checkpoints/config.json)")
+    if stored.get("command") != args.command:
+        parser.error(f"argument --resume: {args.resume} is a {stored.get('command')!r} run, "
+                     f"not {args.command!r}")
+    defaults = vars(parser.parse_args([args.command]))
+    for k, v in stored.items():
+        if k == "command":
+            continue
+        given = _jsonable(getattr(args, k, None))
+        if given != _jsonable(defaults.get(k)) and given != v:
+            parser.error(f"argument --resume: {args.resume} was made with --{k.replace('_', '-')} "
+                         f"{v!r}, not {given!r}")
+        setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
+    args.out = args.resume
+
+
+def _checkpoint(args, parser):
+    """The run's ``RunCheckpoint`` under ``<out>/checkpoints`` (claimed or checked)."""
+    from winit_jax.checkpoint import ResumeError, RunCheckpoint
+
+    ckpt = RunCheckpoint(args.out / "checkpoints")
+    try:
+        ckpt.claim(run_config(args), resume=args.resume is not None)
+    except ResumeError as e:
+        parser.error(f"argument {'--resume' if args.resume else '--out'}: {e}")
+    return ckpt
+
+
+def _done(ckpt):
+    """The results are written: the checkpoints have served their purpose."""
+    import shutil
+    shutil.rmtree(ckpt.directory)
 
 
 def _floats(text):
@@ -201,14 +272,17 @@ def cmd_compare(args, parser) -> int:
     from winit_jax.experiment import compare, summarise
     from winit_jax.train import TrainConfig
 
+    _apply_resume(args, parser)
     dataset, notices = _setup(args, parser)
+    ckpt = _checkpoint(args, parser)
     if args.limit:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     config = TrainConfig(learning_rate=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed)
     total = len(args.schemes) * len(args.frameworks) * args.seeds
     results = _run_with_progress(
-        lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb),
+        lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb,
+                           checkpoint=ckpt),
         total, quiet=args.quiet or not sys.stderr.isatty(),
         describe=lambda r: f"{r.scheme} {r.framework} seed {r.seed}")
     rows = summarise(results)
@@ -226,6 +300,7 @@ def cmd_compare(args, parser) -> int:
     report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
                           report.variance_markdown(variance, images[2:], f"{n_rows} digits of "
                                                    f"{dataset.description}, pixels / 256"))
+    _done(ckpt)
     if not args.quiet:
         _print_table(rows, verdicts, dataset, args.out)
     return 0
@@ -291,17 +366,20 @@ def cmd_sweep(args, parser) -> int:
     from winit_jax.train import TrainConfig
 
     args.frameworks = ["jax"]
+    _apply_resume(args, parser)
     _init_distributed(args, parser)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dataset, notices = _setup(args, parser)
+    # Several processes would each claim the directory: multi-host runs are not checkpointed.
+    ckpt = _checkpoint(args, parser) if jax.process_count() == 1 else None
     if args.limit:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     configs = [TrainConfig(scheme=s, learning_rate=lr, momentum=args.momentum,
                            batch_size=args.batch_size, epochs=args.epochs, seed=args.seed + k,
                            dtype=args.dtype)
                for s in args.schemes for lr in args.lrs for k in range(args.seeds)]
-    fitted = fit_many(configs, dataset.arrays())
+    fitted = fit_many(configs, dataset.arrays(), checkpoint=ckpt)
     if jax.process_index() != 0:
         return 0  # process 0 writes for the whole cluster
     runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **dataclasses.asdict(r)}
@@ -315,12 +393,12 @@ def cmd_sweep(args, parser) -> int:
                          for i, st in enumerate(fitted.states)
                          for path, leaf in nnx_leaves(st)})
         write_atomic(args.out, "params.npz", buf.getvalue())
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if k not in ("func", "command", "quiet")}
     write_json(args.out, "results.json", {
-        "config": config, "dataset": dataset.description, "notices": notices,
+        "config": {**run_config(args), "out": str(args.out)}, "dataset": dataset.description, "notices": notices,
         "devices": jax.device_count(), "processes": jax.process_count(),
         "versions": report.versions(), "runs": runs, "summary": summary})
+    if ckpt is not None:
+        _done(ckpt)
     if not args.quiet:
         _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
     return 0

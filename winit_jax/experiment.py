@@ -104,18 +104,21 @@ def torch_available() -> bool:
 
 
 def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Dataset,
-            on_result=None) -> list[RunResult]:
+            on_result=None, checkpoint=None) -> list[RunResult]:
     """Trains every (scheme, framework, seed); returns the results in that order.
 
     The JAX runs train together: every scheme and seed in one vmapped program
     (``winit_jax.sweep``), each equal to its run alone; torch loops, as the notebook.
+    With a ``winit_jax.checkpoint.RunCheckpoint`` the JAX program checkpoints every
+    epoch and each finished torch run is kept, so an interrupted compare resumes.
     """
     configs = {(scheme, seed): dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
                for scheme in schemes for seed in range(seeds)}
     jax_runs = {}
     if "jax" in frameworks:
         from winit_jax.sweep import train_many
-        jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays())))
+        jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays(),
+                                                checkpoint=checkpoint)))
     results = []
     for scheme in schemes:
         for framework in frameworks:
@@ -123,12 +126,24 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
                 if framework == "jax":
                     result = jax_runs[scheme, seed]
                 else:
-                    from reference_torch.train import train_and_evaluate as torch_train
-                    result = torch_train(configs[scheme, seed], dataset.arrays())
+                    result = _torch_run(configs[scheme, seed], dataset, checkpoint)
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
     return results
+
+
+def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint) -> RunResult:
+    """A torch reference run, or its result kept by an interrupted compare."""
+    name = f"torch-{config.scheme}-{config.seed}"
+    saved = None if checkpoint is None else checkpoint.load_result(name)
+    if saved is not None:
+        return RunResult(**saved)
+    from reference_torch.train import train_and_evaluate as torch_train
+    result = torch_train(config, dataset.arrays())
+    if checkpoint is not None:
+        checkpoint.save_result(name, dataclasses.asdict(result))
+    return result
 
 
 def summarise(results: list[RunResult]) -> list[dict]:

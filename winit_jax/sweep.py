@@ -92,7 +92,7 @@ _output_var_jit = jax.jit(
     static_argnames=("graphdef",))
 
 
-def _fit_group(configs: list[TrainConfig], data, mesh: Mesh):
+def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     x_train, y_train, x_test, y_test = as_arrays(configs[0], data)
     n_dev = mesh.devices.size
     padded = configs + [configs[-1]] * (-len(configs) % n_dev)  # whole shards; extras dropped
@@ -115,33 +115,46 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh):
     lrs, momenta = _put(hyper, mesh, shard)
     data_g = _put((np.asarray(x_train), np.asarray(y_train), np.asarray(x_test),
                    np.asarray(y_test)), mesh, rep)
-    out_var = _gather(_output_var_jit(graphdef, state, data_g[0]))
+    n_batches = -(-len(x_train) // configs[0].batch_size)
+    run = {"state": state, "opt_state": opt_state,
+           "output_var": _gather(_output_var_jit(graphdef, state, data_g[0])),
+           "losses": np.full((len(padded), configs[0].epochs * n_batches), np.nan),
+           "finite": np.zeros((len(padded), configs[0].epochs * n_batches), np.uint8),
+           "epoch_keys": epoch_keys}  # the PRNG state: every epoch's shuffle key
+    first = 0
+    if ckpt is not None:
+        first, run = ckpt.restore_latest(run)
+        run = {**run, "losses": np.array(run["losses"]), "finite": np.array(run["finite"])}
 
     start = time.perf_counter()
-    keys0 = _put(epoch_keys[0], mesh, shard)
-    epoch = _many_epoch_jit.lower(graphdef, state, opt_state, keys0, lrs, momenta, *data_g[:2],
-                                  batch_size=configs[0].batch_size).compile()
+    epoch_keys = np.asarray(run["epoch_keys"])
+    if first < configs[0].epochs:
+        keys0 = _put(epoch_keys[0], mesh, shard)
+        epoch = _many_epoch_jit.lower(graphdef, run["state"], run["opt_state"], keys0, lrs, momenta,
+                                      *data_g[:2], batch_size=configs[0].batch_size).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    losses, finite = [], []
-    for e in range(configs[0].epochs):
-        state, opt_state, epoch_losses, epoch_finite = epoch(
-            state, opt_state, _put(epoch_keys[e], mesh, shard), lrs, momenta, *data_g[:2])
-        losses.append(epoch_losses)
-        finite.append(epoch_finite)
-    losses = _gather(jnp.concatenate(losses, axis=1)).astype(np.float64)
-    finite = _gather(jnp.concatenate(finite, axis=1))
-    acc = _gather(_many_eval_jit(graphdef, state, *data_g))
+    for e in range(first, configs[0].epochs):
+        state, opt_state, losses, finite = epoch(
+            run["state"], run["opt_state"], _put(epoch_keys[e], mesh, shard), lrs, momenta,
+            *data_g[:2])
+        cols = slice(e * n_batches, (e + 1) * n_batches)
+        run["losses"][:, cols], run["finite"][:, cols] = _gather(losses), _gather(finite)
+        run["state"], run["opt_state"] = state, opt_state
+        if ckpt is not None:
+            ckpt.save(e + 1, run)
+    acc = _gather(_many_eval_jit(graphdef, run["state"], *data_g))
     wall_s = (time.perf_counter() - start) / len(padded)  # each model's share of the program
     input_var = float(jnp.var(x_train))
-    results = [make_result(c, input_var, out_var[i], losses[i], finite[i], acc[i, 0], acc[i, 1],
-                           wall_s=wall_s, compile_s=compile_s) for i, c in enumerate(configs)]
-    host = jax.tree.map(_gather, state)
+    results = [make_result(c, input_var, run["output_var"][i], run["losses"][i],
+                           run["finite"][i].astype(bool), acc[i, 0], acc[i, 1], wall_s=wall_s,
+                           compile_s=compile_s) for i, c in enumerate(configs)]
+    host = jax.tree.map(_gather, run["state"])
     return results, graphdef, [jax.tree.map(lambda a, i=i: a[i], host)
                                for i in range(len(configs))]
 
 
-def fit_many(configs: Sequence[TrainConfig], data, *, devices=None) -> Fitted:
+def fit_many(configs: Sequence[TrainConfig], data, *, devices=None, checkpoint=None) -> Fitted:
     """Trains every config; models that share sizes, batch size, epochs and dtype train
     together in one vmapped program sharded over ``devices`` (default: all devices).
 
@@ -150,6 +163,8 @@ def fit_many(configs: Sequence[TrainConfig], data, *, devices=None) -> Fitted:
       data: ``(x_train, y_train, x_test, y_test)`` as for ``train_and_evaluate``.
       devices: the devices of the model axis; default ``jax.devices()``, which after
         ``jax.distributed.initialize`` spans every process.
+      checkpoint: a ``winit_jax.checkpoint.RunCheckpoint``: each group saves after every
+        epoch and starts from its newest checkpoint, so a killed run resumes exactly.
 
     Returns:
       ``Fitted``: a ``RunResult`` per config, in order, equal to training each alone
@@ -173,13 +188,19 @@ def fit_many(configs: Sequence[TrainConfig], data, *, devices=None) -> Fitted:
     for i, c in enumerate(configs):
         groups.setdefault(_group_key(c), []).append(i)
     out = Fitted([None] * len(configs), [None] * len(configs), [None] * len(configs))
-    for idx in groups.values():
-        res, graphdef, states = _fit_group([configs[i] for i in idx], data, mesh)
+    for g, idx in enumerate(groups.values()):
+        ckpt = None if checkpoint is None else checkpoint.group(g)
+        try:
+            res, graphdef, states = _fit_group([configs[i] for i in idx], data, mesh, ckpt)
+        finally:
+            if ckpt is not None:
+                ckpt.close()
         for i, r, s in zip(idx, res, states):
             out.results[i], out.graphdefs[i], out.states[i] = r, graphdef, s
     return out
 
 
-def train_many(configs: Sequence[TrainConfig], data, *, devices=None) -> list[RunResult]:
+def train_many(configs: Sequence[TrainConfig], data, *, devices=None,
+               checkpoint=None) -> list[RunResult]:
     """``fit_many(...).results``: one ``RunResult`` per config, in order."""
-    return fit_many(configs, data, devices=devices).results
+    return fit_many(configs, data, devices=devices, checkpoint=checkpoint).results

@@ -1,0 +1,139 @@
+"""Checkpoints and resume: SIGKILL at random moments (one of them inside a checkpoint
+write), resume each time, and the final parameters and results JSON are bit-identical
+to an uninterrupted run. Also: the same seed twice gives the same JSON, and --resume
+refuses what is not an interrupted run of the same config."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS = ("wall_s", "compile_s", "wall_s_mean")
+
+
+def argv(out, shared_data, *extra):
+    # 4 models x 8 epochs x 50 steps on the 5,000-digit sample: a few seconds of training,
+    # with an 18 MB checkpoint after every epoch.
+    return [sys.executable, "-m", "winit_jax", "sweep", "--schemes", "he_normal,lsuv",
+            "--seeds", "2", "--epochs", "8", "--dataset", "sample", "--data-dir", str(shared_data),
+            "--save-params", "--quiet", *(["--out", str(out)] if out else []), *extra]
+
+
+def env():
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "WINIT_", "XLA_"))},
+            "PYTHONPATH": str(ROOT)}
+
+
+def comparable(path: Path) -> dict:
+    """results.json without timings and without the run's own directory."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in TIMINGS + ("out",)}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+    return strip(json.loads(path.read_text()))
+
+
+def assert_same_params(a: Path, b: Path):
+    pa, pb = np.load(a / "params.npz"), np.load(b / "params.npz")
+    assert sorted(pa) == sorted(pb)
+    for k in pa:
+        assert pa[k].dtype == pb[k].dtype and np.array_equal(pa[k], pb[k]), k
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(argv(out, shared_data), env=env(), check=True, timeout=600)
+    assert not (out / "checkpoints").exists()  # removed once the results are written
+    return out
+
+
+def _steps(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("group-*/*"))
+
+
+def _kill_when(proc, ready, timeout=300):
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (polled every millisecond)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, shared_data,
+                                                                uninterrupted):
+    rng = random.Random(20261122)
+    out = tmp_path / "run"
+    kills = []
+    # 1: inside a checkpoint write (orbax's temporary step directory exists).
+    proc = subprocess.Popen(argv(out, shared_data), env=env())
+    _kill_when(proc, lambda: any("tmp" in p.name for p in _steps(out)))
+    kills.append("during a checkpoint write")
+    # 2, 3: a random moment after the resumed run has made progress.
+    for _ in range(2):
+        before = {p.name for p in _steps(out) if "tmp" not in p.name}
+        proc = subprocess.Popen(argv(None, shared_data, "--resume", str(out)), env=env())
+        _kill_when(proc, lambda: {p.name for p in _steps(out) if "tmp" not in p.name} - before)
+        time.sleep(rng.uniform(0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        kills.append(f"after step(s) {sorted(before)}")
+        # nothing but checkpoints: no results file, whole or partial
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoints"], kills
+    subprocess.run(argv(None, shared_data, "--resume", str(out)), env=env(), check=True,
+                   timeout=600)
+    assert comparable(out / "results.json") == comparable(uninterrupted / "results.json")
+    assert_same_params(out, uninterrupted)
+    assert not (out / "checkpoints").exists()
+
+
+def test_same_seed_twice_gives_the_same_json(tmp_path, shared_data, uninterrupted):
+    out = tmp_path / "again"
+    subprocess.run(argv(out, shared_data), env=env(), check=True, timeout=600)
+    assert comparable(out / "results.json") == comparable(uninterrupted / "results.json")
+    assert_same_params(out, uninterrupted)
+
+
+def _cli(args, capsys):
+    from winit_jax.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_resume_refuses_other_configs_and_finished_runs(tmp_path, shared_data, capsys):
+    from winit_jax.checkpoint import RunCheckpoint
+    from winit_jax.cli import build_parser, run_config
+
+    run = tmp_path / "run"
+    args = build_parser().parse_args(["sweep", "--schemes", "he_normal", "--epochs", "3",
+                                      "--data-dir", str(shared_data), "--out", str(run)])
+    RunCheckpoint(run / "checkpoints").claim(run_config(args), resume=False)
+    base = ["--data-dir", str(shared_data), "--quiet"]
+    assert "--epochs 3" in _cli(["sweep", "--resume", str(run), "--epochs", "4", *base], capsys)
+    assert "'sweep' run" in _cli(["compare", "--resume", str(run), *base], capsys)
+    assert "--out" in _cli(["sweep", "--resume", str(run), "--out", str(tmp_path / "x"), *base],
+                           capsys)
+    # a new run over an interrupted one must not mix with its checkpoints
+    assert "interrupted run" in _cli(["sweep", "--schemes", "he_normal", "--epochs", "3",
+                                      "--out", str(run), *base], capsys)
+    # a directory with no checkpoint, and a corrupt config.json
+    assert "no interrupted run" in _cli(["sweep", "--resume", str(tmp_path), *base], capsys)
+    (run / "checkpoints" / "config.json").write_text('{"command": "sw')
+    assert "no interrupted run" in _cli(["sweep", "--resume", str(run), *base], capsys)
