@@ -67,7 +67,8 @@ def matmul_peak(n=2048, repeats=5):
     return out
 
 
-def bench_torch(x, y, epochs):
+def bench_torch(x, y):
+    """(a): returns ``epoch()`` running one notebook epoch, and the thread count."""
     import torch
 
     from reference_torch.data import notebook_a_loader
@@ -78,55 +79,52 @@ def bench_torch(x, y, epochs):
     xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
     loader = notebook_a_loader(xt, yt, batch_size=100, shuffle=True)
     train(model, [next(iter(loader))], epochs=1)  # warm-up: allocator, kernels
-    start = time.perf_counter()
-    train(model, loader, epochs=epochs)
-    return (time.perf_counter() - start) / epochs, torch.get_num_threads()
+    return (lambda: train(model, loader, epochs=1)), torch.get_num_threads()
 
 
-def bench_single(x, y, epochs):
+def bench_single(x, y):
+    """(b): ``(epoch(), compile_s)`` for winit_jax's jitted single-model epoch."""
     config = TrainConfig(scheme="he_normal")
     graphdef, state = nnx.split(init_model(config))
     tx = make_optimizer(config)
-    opt_state = tx.init(state)
+    carry = [state, tx.init(state)]
     key = jax.random.key(0)
     start = time.perf_counter()
-    epoch = train_epoch.lower(graphdef, state, opt_state, key, x, y, tx=tx,
-                              batch_size=100).compile()
+    epoch = train_epoch.lower(graphdef, *carry, key, x, y, tx=tx, batch_size=100).compile()
     compile_s = time.perf_counter() - start
-    state, opt_state, losses, _ = epoch(state, opt_state, key, x, y)  # warm-up epoch
-    losses.block_until_ready()
-    start = time.perf_counter()
-    for e in range(epochs):
-        state, opt_state, losses, _ = epoch(state, opt_state, jax.random.fold_in(key, e), x, y)
-    losses.block_until_ready()
-    return (time.perf_counter() - start) / epochs, compile_s
+
+    def run():
+        carry[0], carry[1], losses, _ = epoch(*carry, key, x, y)
+        losses.block_until_ready()
+    run()  # warm-up
+    return run, compile_s
 
 
-def bench_many(x, y, epochs, k):
-    states = [nnx.split(init_model(TrainConfig(scheme="he_normal", seed=s)))
-              for s in range(k)]
+def bench_many(x, y, k):
+    """(c): ``(epoch(), compile_s)`` for k models in one vmapped program."""
+    states = [nnx.split(init_model(TrainConfig(scheme="he_normal", seed=s))) for s in range(k)]
     graphdef = states[0][0]
     state = jax.tree.map(lambda *a: jnp.stack(a), *[s for _, s in states])
-    opt_state = jax.vmap(optax.sgd(1.0, momentum=0.5).init)(state)
+    carry = [state, jax.vmap(optax.sgd(1.0, momentum=0.5).init)(state)]
     lrs, momenta = jnp.full(k, 0.01), jnp.full(k, 0.6)
     keys = jax.vmap(jax.random.key_data)(jax.random.split(jax.random.key(0), k))
     start = time.perf_counter()
-    epoch = _many_epoch_jit.lower(graphdef, state, opt_state, keys, lrs, momenta, x, y,
+    epoch = _many_epoch_jit.lower(graphdef, *carry, keys, lrs, momenta, x, y,
                                   batch_size=100).compile()
     compile_s = time.perf_counter() - start
-    state, opt_state, losses, _ = epoch(state, opt_state, keys, lrs, momenta, x, y)
-    losses.block_until_ready()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        state, opt_state, losses, _ = epoch(state, opt_state, keys, lrs, momenta, x, y)
-    losses.block_until_ready()
-    return (time.perf_counter() - start) / epochs, compile_s
+
+    def run():
+        carry[0], carry[1], losses, _ = epoch(*carry, keys, lrs, momenta, x, y)
+        losses.block_until_ready()
+    run()  # warm-up
+    return run, compile_s
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=60_000)
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timed epochs of each of (a), (b), (c), interleaved; the best counts")
     p.add_argument("--k", type=int, default=16, help="models in one program for (c)")
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--json", default=None, help="also write the numbers here")
@@ -142,10 +140,17 @@ def main(argv=None):
     out = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
            "rows": args.rows, "k": args.k, "matmul_peak_gflops": peak}
+    runs = {}
     if not args.skip_torch:
-        out["torch_s_per_epoch"], out["torch_threads"] = bench_torch(x_np, y_np, args.epochs)
-    out["single_s_per_epoch"], out["single_compile_s"] = bench_single(x, y, args.epochs)
-    out["many_s_per_epoch"], out["many_compile_s"] = bench_many(x, y, args.epochs, args.k)
+        runs["torch_s_per_epoch"], out["torch_threads"] = bench_torch(x_np, y_np)
+    runs["single_s_per_epoch"], out["single_compile_s"] = bench_single(x, y)
+    runs["many_s_per_epoch"], out["many_compile_s"] = bench_many(x, y, args.k)
+    # Interleaved rounds, best of each: the machine's noise hits all three alike.
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            times[name].append(best_of(run, 1))
+    out.update({name: min(t) for name, t in times.items()}, all_times=times)
 
     flop = FLOP_PER_SAMPLE * args.rows
     gflops_b = flop / out["single_s_per_epoch"] / 1e9

@@ -128,6 +128,10 @@ def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
     (["--seeds", "0"], "--seeds"),
     (["--data-dir", "/etc/hostname"], "--data-dir"),
     (["--out", "/proc/version/run"], "--out"),
+    (["--variance-seeds", "0"], "--variance-seeds"),
+    (["--limit", "0"], "--limit"),
+    (["--seed", "x"], "--seed"),
+    (["--batch-size", "2.5"], "--batch-size"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
     _exits_2_naming(["compare", *args], needle, capsys, tmp_path)
@@ -176,3 +180,12 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "winit_jax", "compare", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--schemes" in out and "--dataset" in out
+
+
+def test_torch_missing_means_jax_only_or_exit_2(tmp_path, capsys, monkeypatch):
+    import winit_jax.experiment as E
+    monkeypatch.setattr(E, "torch_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--frameworks", "torch", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--frameworks" in err.splitlines()[-1]

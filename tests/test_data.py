@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,35 @@ def test_notebook_b_inputs(test_digits):
 def test_notebook_b_split_bounds():
     with pytest.raises(ValueError, match="n_train"):
         D.notebook_b_split(np.zeros((10, 784)), np.zeros(10), n_train=10)
+
+
+def test_local_file_with_the_wrong_md5(shared_data, tmp_path, test_digits):
+    # A well-formed IDX .gz that is not MNIST's (as Fashion-MNIST's files would be): the
+    # format checks pass, only the published md5 can tell.
+    import gzip
+    raw = D.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    src = D.raw_dir(shared_data)
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        (src / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    images = gzip.decompress((src / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(images[:-1] + b"\x01"))
+    with pytest.raises(D.DataError, match="md5 .* is not the published") as e:
+        D.load_mnist(tmp_path, "test")
+    assert "t10k-images-idx3-ubyte.gz" in str(e.value)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    # Root reads any file, so the refusal is simulated where the bytes are read.
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(idx_bytes((2,)))
+    real = Path.read_bytes
+
+    def deny(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(D.DataError, match="permission denied") as e:
+        D.read_idx(path, 1)
+    assert str(path) in str(e.value)

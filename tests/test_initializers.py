@@ -255,3 +255,13 @@ def test_torch_linear_bias_bad_fan_in(fan_in):
 def test_gain_schemes(activation, var_fan_in, factory, distribution):
     w = factory(activation)(jax.random.key(6), SHAPE)
     assert_moments(w, var_fan_in / FAN_IN, distribution)
+
+
+@pytest.mark.parametrize("factory, dtype", [(lambda: wj.symmetric_uniform(1e5), jnp.float16),
+                                            (lambda: wj.orthogonal(1e39), jnp.float32),
+                                            (lambda: wj.variance_scaling(1e10, "none", "normal"),
+                                             jnp.float16)])
+def test_weights_beyond_the_dtype_range_are_refused(factory, dtype):
+    # float16's max is 65504: U(-1e5, 1e5) or N(0, 1e5^2) would come back with infs.
+    with pytest.raises(ValueError, match="overflow"):
+        factory()(jax.random.key(0), (8, 8), dtype)

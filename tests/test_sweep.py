@@ -167,6 +167,11 @@ def test_two_processes_as_a_two_host_cluster(tmp_path, shared_data, alone):
     (["--coordinator", "127.0.0.1:1"], "--coordinator"),
     (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "--process-id"),
     (["--dtype", "float16"], "--dtype"),
+    (["--seeds", "0"], "--seeds"), (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "-5"], "--batch-size"), (["--momentum", "1"], "--momentum"),
+    (["--limit", "0"], "--limit"), (["--num-processes", "0"], "--num-processes"),
+    (["--process-id", "x"], "--process-id"), (["--schemes", "nope"], "--schemes"),
+    (["--dataset", "cifar"], "--dataset"), (["--out", "/proc/version/run"], "--out"),
 ])
 def test_bad_sweep_flags_exit_2_with_one_line(argv, needle, tmp_path, capsys):
     from winit_jax.cli import main

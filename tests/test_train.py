@@ -81,3 +81,13 @@ def test_parameters_going_nonfinite_are_caught_at_their_step(small):
                            (x, y, x, y))
     assert math.isfinite(r.losses[0]) and not math.isfinite(r.losses[1])
     assert r.diverged_at == 0
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"learning_rate": 0}, "learning_rate"), ({"batch_size": -1}, "batch_size"),
+    ({"epochs": 0}, "epochs"), ({"momentum": 1.0}, "momentum"), ({"dtype": "float16"}, "dtype"),
+    ({"scheme": "nope"}, "he_normal"),
+])
+def test_bad_config_is_refused(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**kwargs)

@@ -176,6 +176,10 @@ def load_mnist(root: str | os.PathLike, split: str, *, download: bool = False,
     images_name, labels_name = FILES[split]
     images = read_idx(found[images_name], 3)
     labels = read_idx(found[labels_name], 1).astype(np.int64)
+    for path in found.values():  # a well-formed file of another dataset (Fashion-MNIST...)
+        if path.suffix == ".gz" and (digest := md5sum(path)) != MD5[path.name]:
+            raise DataError(f"{path}: md5 {digest} is not the published {MD5[path.name]} "
+                            "(another dataset's file, or damaged)")
     if images.shape[1:] != (28, 28):
         raise DataError(f"{found[images_name]}: images are {images.shape[1:]}, expected (28, 28)")
     if len(images) != len(labels):

@@ -53,6 +53,19 @@ def _check_dtype(dtype) -> np.dtype:
     return dtype
 
 
+# jax.random.normal maps a float32 uniform through erfinv: its largest |z| is about 5.4.
+# A spread of 8 standard deviations is what a normal draw must fit in its dtype.
+_NORMAL_TAIL = 8.0
+
+
+def _check_range(spread: float, dtype: np.dtype, what: str) -> None:
+    """Raises ValueError if weights of magnitude ``spread`` overflow ``dtype`` to inf."""
+    top = float(jnp.finfo(dtype).max)
+    if not spread <= top:
+        raise ValueError(f"{what}: weights up to {spread:.3g} overflow {np.dtype(dtype).name} "
+                         f"(max {top:.3g}); use a wider dtype or a smaller {what}")
+
+
 def _axes(axes: Axes, rank: int, name: str, shape) -> tuple[int, ...]:
     axes = (axes,) if isinstance(axes, int) else tuple(axes)
     for a in axes:
@@ -135,6 +148,10 @@ def variance_scaling(scale: float, mode: Mode, distribution: Distribution, *,
         # mean by about -bound/128 and clips a normal's tails.
         work = dtype if dtype.itemsize >= 4 else np.dtype(jnp.float32)
         variance = scale / n
+        std = math.sqrt(variance)
+        _check_range(std * {"uniform": math.sqrt(3.0), "normal": _NORMAL_TAIL,
+                            "truncated_normal": 2.0 / _TRUNCATED_STD}[distribution], dtype,
+                     "scale" if mode != "none" else "scale (sigma)")
         if distribution == "uniform":
             bound = math.sqrt(3.0 * variance)  # Var[U(-b, b)] = b^2 / 3
             w = jax.random.uniform(key, shape, work, -bound, bound)
@@ -246,6 +263,7 @@ def orthogonal(gain: float = 1.0, *, column_axis: int = -1):
     def init(key, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         dtype = _check_dtype(dtype)
         shape = tuple(int(d) for d in shape)
+        _check_range(gain, dtype, "gain")  # |entries of an orthogonal matrix| <= 1
         if len(shape) < 2:
             raise ValueError(f"orthogonal needs a kernel of rank >= 2, got shape {shape}")
         (col,) = _axes(column_axis, len(shape), "column_axis", shape)
