@@ -137,3 +137,19 @@ def test_resume_refuses_other_configs_and_finished_runs(tmp_path, shared_data, c
     assert "no interrupted run" in _cli(["sweep", "--resume", str(tmp_path), *base], capsys)
     (run / "checkpoints" / "config.json").write_text('{"command": "sw')
     assert "no interrupted run" in _cli(["sweep", "--resume", str(run), *base], capsys)
+
+
+def test_compare_killed_after_its_torch_run_resumes_to_the_same_json(tmp_path, shared_data):
+    # JAX trains first (one vmapped program, checkpointed per epoch), then each torch run is
+    # kept when it finishes; killed after that, the resumed compare must report the same.
+    args = [sys.executable, "-m", "winit_jax", "compare", "--schemes", "he_normal,lsuv",
+            "--seeds", "1", "--epochs", "2", "--limit", "300", "--variance-seeds", "1",
+            "--dataset", "sample", "--data-dir", str(shared_data), "--quiet"]
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env(), check=True, timeout=600)
+    out = tmp_path / "cut"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env())
+    kept = out / "checkpoints" / "results" / "torch-lsuv-0.json"
+    _kill_when(proc, kept.exists)
+    assert not (out / "results.json").exists()
+    subprocess.run(args + ["--resume", str(out)], env=env(), check=True, timeout=600)
+    assert comparable(out / "results.json") == comparable(tmp_path / "whole" / "results.json")

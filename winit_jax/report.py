@@ -12,7 +12,11 @@ from winit_jax.io import write_atomic, write_json
 from winit_jax.variance import first_fault, worst_ratio
 
 FORWARD_TOL = 1e-5  # max |logit diff| / max |logit|, HF transformers' PT<->Flax tolerance
-ACC_TOL = 0.01      # |mean test accuracy JAX - torch|, independent seeds
+ACC_TOL = 0.01      # |mean test accuracy JAX - torch|, independent seeds: the floor
+# ... widened to this many standard errors of the difference of the two means, so that a
+# scheme whose accuracy swings from seed to seed (torch's default init, mid-plateau after
+# 10 epochs: 26 % to 61 % over 3 seeds) is not called different on noise.
+ACC_SE = 3.0
 
 
 def exact_forward_gap(scheme: str, x: np.ndarray, seed: int = 0) -> float:
@@ -43,10 +47,12 @@ def parity_verdicts(rows: list[dict], x: np.ndarray) -> dict[str, dict]:
         gap = exact_forward_gap(scheme, x)
         j, t = by[scheme, "jax"], by[scheme, "torch"]
         acc_gap = abs(j["test_acc_mean"] - t["test_acc_mean"])
+        se = math.sqrt(j["test_acc_std"] ** 2 / j["seeds"] + t["test_acc_std"] ** 2 / t["seeds"])
+        acc_tol = max(ACC_TOL, ACC_SE * se)
         diverged = j["diverged_at"] is not None or t["diverged_at"] is not None
-        ok = gap <= FORWARD_TOL and (acc_gap < ACC_TOL or diverged)
+        ok = gap <= FORWARD_TOL and (acc_gap < acc_tol or diverged)
         out[scheme] = {"forward_rel_gap": gap, "forward_tol": FORWARD_TOL,
-                       "test_acc_gap": acc_gap, "test_acc_tol": ACC_TOL,
+                       "test_acc_gap": acc_gap, "test_acc_tol": acc_tol,
                        "verdict": "agree" if ok else "DIFFER"}
     return out
 
@@ -100,7 +106,7 @@ def write_markdown(out, dataset, rows, verdicts, notices, plots, extra=()) -> No
                   "| --- | --- | --- | --- |"]
         for s, v in verdicts.items():
             lines.append(f"| {s} | {v['forward_rel_gap']:.1e} (tol {v['forward_tol']:g}) | "
-                         f"{v['test_acc_gap']:.2%} (tol {v['test_acc_tol']:.0%}) | {v['verdict']} |")
+                         f"{v['test_acc_gap']:.2%} (tol {v['test_acc_tol']:.1%}) | {v['verdict']} |")
     lines += [""] + [f"![{p}]({p})" for p in plots] + ["", *extra]
     write_atomic(out, "report.md", ("\n".join(lines) + "\n").encode())
 
