@@ -22,10 +22,15 @@ def make_model(sizes=NOTEBOOK_A_SIZES):
     return nn.Sequential(*layers[:-1])
 
 
-def train(model, train_loader, epochs=10, lr=0.01, momentum=0.6):
-    """The notebook's loop; ``train_loader`` is any iterable of (x, y) batches."""
+def train(model, train_loader, epochs=10, lr=0.01, momentum=0.6, *, optimizer=None,
+          on_epoch=None):
+    """The notebook's loop; ``train_loader`` is any iterable of (x, y) batches.
+
+    ``optimizer`` (default: the notebook's SGD) and ``on_epoch(epoch, errors)``, called
+    after each epoch, let a resumed run go on where a checkpoint left it.
+    """
     criterion = nn.CrossEntropyLoss()
-    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    optimizer = optimizer or optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     errors = []
     for epoch in range(epochs):
         for x, y in train_loader:
@@ -35,6 +40,8 @@ def train(model, train_loader, epochs=10, lr=0.01, momentum=0.6):
             loss.backward()
             optimizer.step()
             errors.append(loss.item())
+        if on_epoch is not None:
+            on_epoch(epoch, errors)
     return errors
 
 
@@ -43,8 +50,33 @@ def accuracy(model, x, y):
         return (model(x).argmax(dim=1) == y).float().mean().item()
 
 
-def train_and_evaluate(config: TrainConfig, data) -> RunResult:
-    """The reference run of ``config`` on ``data = (x_train, y_train, x_test, y_test)``."""
+def _snapshot(model, optimizer, epoch, errors, output_var):
+    """Everything a resumed run needs, as NumPy arrays (for orbax)."""
+    params = list(model.parameters())
+    return {"params": [p.detach().numpy().copy() for p in params],
+            "momentum": [optimizer.state[p]["momentum_buffer"].numpy().copy()
+                         if "momentum_buffer" in optimizer.state[p] else np.zeros_like(
+                             p.detach().numpy()) for p in params],
+            "rng": torch.get_rng_state().numpy().copy(),  # the next epoch's shuffle
+            "epoch": np.array(epoch, np.int64), "output_var": np.array(output_var, np.float64),
+            "errors": np.asarray(errors, np.float64)}
+
+
+def _restore(snap, model, optimizer):
+    with torch.no_grad():
+        for p, w, v in zip(model.parameters(), snap["params"], snap["momentum"]):
+            p.copy_(torch.from_numpy(np.asarray(w)))
+            optimizer.state[p]["momentum_buffer"] = torch.from_numpy(np.array(v))
+    torch.set_rng_state(torch.from_numpy(np.array(snap["rng"])))
+
+
+def train_and_evaluate(config: TrainConfig, data, checkpoint=None) -> RunResult:
+    """The reference run of ``config`` on ``data = (x_train, y_train, x_test, y_test)``.
+
+    With a ``winit_jax.checkpoint.GroupCheckpoint`` the run saves after every epoch
+    (weights, momentum buffers, torch's RNG state, epoch, losses) and starts from its
+    newest checkpoint.
+    """
     dtype = getattr(torch, config.dtype)
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
     x_train, x_test = x_train.to(dtype), x_test.to(dtype)
@@ -57,8 +89,26 @@ def train_and_evaluate(config: TrainConfig, data) -> RunResult:
     with torch.no_grad():
         output_var = model(x_train).var(unbiased=False).item()
     loader = notebook_a_loader(x_train, y_train, batch_size=config.batch_size, shuffle=True)
+    optimizer = optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    done, before = 0, []
+    if checkpoint is not None:
+        template = _snapshot(model, optimizer, 0, [np.nan] * (len(loader) * config.epochs),
+                             output_var)
+        done, snap = checkpoint.restore_latest(template)
+        if done:
+            _restore(snap, model, optimizer)
+            output_var = float(snap["output_var"])
+            before = list(np.asarray(snap["errors"])[: done * len(loader)])
+
+    def on_epoch(epoch, errors):
+        if checkpoint is not None:
+            padded = before + errors + [np.nan] * (len(loader) * (config.epochs - done - epoch - 1))
+            checkpoint.save(done + epoch + 1,
+                            _snapshot(model, optimizer, done + epoch + 1, padded, output_var))
+
     start = time.perf_counter()
-    errors = train(model, loader, config.epochs, config.learning_rate, config.momentum)
+    errors = before + train(model, loader, config.epochs - done, optimizer=optimizer,
+                            on_epoch=on_epoch)
     train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
     wall_s = time.perf_counter() - start
     losses = np.asarray(errors, np.float64)

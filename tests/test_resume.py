@@ -153,3 +153,40 @@ def test_compare_killed_after_its_torch_run_resumes_to_the_same_json(tmp_path, s
     assert not (out / "results.json").exists()
     subprocess.run(args + ["--resume", str(out)], env=env(), check=True, timeout=600)
     assert comparable(out / "results.json") == comparable(tmp_path / "whole" / "results.json")
+
+
+@pytest.fixture(scope="module")
+def rows(test_digits):
+    from winit_jax.data import notebook_a_inputs
+    x = notebook_a_inputs(test_digits[0])
+    return x[:1050], test_digits[1][:1050], x[2000:2500], test_digits[1][2000:2500]
+
+
+def _newest_removed(directory: Path) -> None:
+    """What a kill before the last epoch's checkpoint leaves: the newest step gone."""
+    import shutil
+    steps = sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    shutil.rmtree(steps[-1])
+
+
+@pytest.mark.parametrize("scheme", ["he_normal", "standard_normal", "lsuv"])
+def test_torch_run_resumes_from_its_epoch_checkpoint(scheme, rows, tmp_path):
+    # Weights, momentum buffers and torch's RNG state (the next epoch's DataLoader shuffle)
+    # come back from the checkpoint: the resumed run equals the uninterrupted one exactly,
+    # a diverging run (N(0, 1)) included.
+    from tests.conftest import require_torch
+    require_torch()
+    from reference_torch.train import train_and_evaluate
+    from winit_jax.checkpoint import GroupCheckpoint
+    from winit_jax.train import TrainConfig
+
+    config = TrainConfig(scheme=scheme, seed=3, epochs=4)
+    whole = train_and_evaluate(config, rows)
+    for _ in range(2):  # a full run, then one that resumes from epoch 3
+        ckpt = GroupCheckpoint(tmp_path)
+        resumed = train_and_evaluate(config, rows, checkpoint=ckpt)
+        ckpt.close()
+        np.testing.assert_array_equal(resumed.losses, whole.losses)
+        assert (resumed.test_acc, resumed.output_var, resumed.diverged_at) == (
+            whole.test_acc, whole.output_var, whole.diverged_at)
+        _newest_removed(tmp_path)

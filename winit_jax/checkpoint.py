@@ -3,8 +3,9 @@
 A run's checkpoint directory holds ``config.json`` (what the run was asked to do, so that a
 resume with another config is refused), one orbax ``CheckpointManager`` per group of
 models trained together (``group-<i>/<epoch>``: parameters, optimiser state, the PRNG
-keys, epoch, per-batch losses and finite flags so far), and ``results/<name>.json`` for
-finished runs that are not checkpointed by epoch (the torch reference runs).
+keys, epoch, per-batch losses and finite flags so far), one per torch reference run
+(``torch-<scheme>-<seed>/<epoch>``: weights, momentum buffers, torch's RNG state, losses),
+and ``results/<name>.json`` for each finished torch run.
 
 Orbax writes a step into a temporary directory and renames it when complete; a step that
 was being written when the process died is never listed, so restore only ever sees whole
@@ -91,8 +92,9 @@ class RunCheckpoint:
             raise ResumeError(f"{self.directory.parent} was made by another config "
                               f"({k}: {stored.get(k)!r} there, {config.get(k)!r} now)")
 
-    def group(self, index: int) -> GroupCheckpoint:
-        return GroupCheckpoint(self.directory / f"group-{index}")
+    def group(self, name) -> GroupCheckpoint:
+        """Epoch checkpoints of a vmapped group (``group-<i>``) or a named run."""
+        return GroupCheckpoint(self.directory / (f"group-{name}" if isinstance(name, int) else name))
 
     def load_result(self, name: str) -> dict | None:
         path = self.directory / "results" / f"{name}.json"

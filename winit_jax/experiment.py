@@ -134,15 +134,21 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
 
 
 def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint) -> RunResult:
-    """A torch reference run, or its result kept by an interrupted compare."""
+    """A torch reference run: its kept result, or trained (from its newest epoch
+    checkpoint, if an interrupted compare left one)."""
     name = f"torch-{config.scheme}-{config.seed}"
     saved = None if checkpoint is None else checkpoint.load_result(name)
     if saved is not None:
         return RunResult(**saved)
     from reference_torch.train import train_and_evaluate as torch_train
-    result = torch_train(config, dataset.arrays())
-    if checkpoint is not None:
-        checkpoint.save_result(name, dataclasses.asdict(result))
+    if checkpoint is None:
+        return torch_train(config, dataset.arrays())
+    epochs = checkpoint.group(name)
+    try:
+        result = torch_train(config, dataset.arrays(), checkpoint=epochs)
+    finally:
+        epochs.close()
+    checkpoint.save_result(name, dataclasses.asdict(result))
     return result
 
 

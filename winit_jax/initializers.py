@@ -149,7 +149,8 @@ def variance_scaling(scale: float, mode: Mode, distribution: Distribution, *,
         work = dtype if dtype.itemsize >= 4 else np.dtype(jnp.float32)
         variance = scale / n
         std = math.sqrt(variance)
-        _check_range(std * {"uniform": math.sqrt(3.0), "normal": _NORMAL_TAIL,
+        # uniform: jax.random.uniform computes min + (max - min) u, so 2 bounds must fit
+        _check_range(std * {"uniform": 2 * math.sqrt(3.0), "normal": _NORMAL_TAIL,
                             "truncated_normal": 2.0 / _TRUNCATED_STD}[distribution], dtype,
                      "scale" if mode != "none" else "scale (sigma)")
         if distribution == "uniform":
