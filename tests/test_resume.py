@@ -190,3 +190,34 @@ def test_torch_run_resumes_from_its_epoch_checkpoint(scheme, rows, tmp_path):
         assert (resumed.test_acc, resumed.output_var, resumed.diverged_at) == (
             whole.test_acc, whole.output_var, whole.diverged_at)
         _newest_removed(tmp_path)
+
+
+def _two_hosts(out, shared_data, *extra, wait=True):
+    """Two processes on 127.0.0.1 as a two-host cluster, one shared --out."""
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(argv(None, shared_data, *extra, "--coordinator", f"127.0.0.1:{port}",
+                                   "--num-processes", "2", "--process-id", str(i)), env=env())
+             for i in range(2)]
+    if wait:
+        for p in procs:
+            assert p.wait(timeout=600) == 0
+    return procs
+
+
+def test_two_host_sweep_killed_and_resumed_is_bit_identical(tmp_path, shared_data):
+    # Orbax saves the sharded state collectively (each process its own models); process 0
+    # claims the directory and removes it at the end, after a barrier.
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    _two_hosts(whole, shared_data, "--epochs", "4", "--out", str(whole))
+    procs = _two_hosts(cut, shared_data, "--epochs", "4", "--out", str(cut), wait=False)
+    _kill_when(procs[0], lambda: any(p.name == "2" for p in _steps(cut)))
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    assert sorted(p.name for p in cut.iterdir()) == ["checkpoints"]
+    _two_hosts(cut, shared_data, "--epochs", "4", "--resume", str(cut))
+    assert comparable(cut / "results.json") == comparable(whole / "results.json")
+    assert comparable(cut / "results.json")["processes"] == 2
+    assert_same_params(cut, whole)
+    assert not (cut / "checkpoints").exists()

@@ -185,21 +185,42 @@ def _apply_resume(args, parser):
 
 
 def _checkpoint(args, parser):
-    """The run's ``RunCheckpoint`` under ``<out>/checkpoints`` (claimed or checked)."""
+    """The run's ``RunCheckpoint`` under ``<out>/checkpoints`` (claimed or checked).
+
+    In a multi-host run (one ``--out`` on a filesystem all hosts share) process 0 claims
+    the directory and every process learns whether that worked before going on.
+    """
+    import jax
+
     from winit_jax.checkpoint import ResumeError, RunCheckpoint
 
     ckpt = RunCheckpoint(args.out / "checkpoints")
-    try:
-        ckpt.claim(run_config(args), resume=args.resume is not None)
-    except ResumeError as e:
-        parser.error(f"argument {'--resume' if args.resume else '--out'}: {e}")
+    error = None
+    if jax.process_index() == 0:
+        try:
+            ckpt.claim(run_config(args), resume=args.resume is not None)
+        except ResumeError as e:
+            error = str(e)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if error is None and int(failed):
+            error = "process 0 could not claim it (see its message)"
+    if error is not None:
+        parser.error(f"argument {'--resume' if args.resume else '--out'}: {error}")
     return ckpt
 
 
 def _done(ckpt):
     """The results are written: the checkpoints have served their purpose."""
     import shutil
-    shutil.rmtree(ckpt.directory)
+
+    import jax
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("winit-jax: results written")
+    if jax.process_index() == 0:
+        shutil.rmtree(ckpt.directory)
 
 
 def _floats(text):
@@ -219,7 +240,7 @@ def _check_dirs(parser, args):
     args.out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / ".write-test"
+        probe = args.out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -371,8 +392,7 @@ def cmd_sweep(args, parser) -> int:
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dataset, notices = _setup(args, parser)
-    # Several processes would each claim the directory: multi-host runs are not checkpointed.
-    ckpt = _checkpoint(args, parser) if jax.process_count() == 1 else None
+    ckpt = _checkpoint(args, parser)
     if args.limit:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     configs = [TrainConfig(scheme=s, learning_rate=lr, momentum=args.momentum,
@@ -381,6 +401,7 @@ def cmd_sweep(args, parser) -> int:
                for s in args.schemes for lr in args.lrs for k in range(args.seeds)]
     fitted = fit_many(configs, dataset.arrays(), checkpoint=ckpt)
     if jax.process_index() != 0:
+        _done(ckpt)
         return 0  # process 0 writes for the whole cluster
     runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **dataclasses.asdict(r)}
             for c, r in zip(configs, fitted.results)]
@@ -397,8 +418,7 @@ def cmd_sweep(args, parser) -> int:
         "config": {**run_config(args), "out": str(args.out)}, "dataset": dataset.description, "notices": notices,
         "devices": jax.device_count(), "processes": jax.process_count(),
         "versions": report.versions(), "runs": runs, "summary": summary})
-    if ckpt is not None:
-        _done(ckpt)
+    _done(ckpt)
     if not args.quiet:
         _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
     return 0

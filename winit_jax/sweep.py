@@ -111,7 +111,8 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
 
     shard, rep = P(MODEL_AXIS), P()
     state = _put(stacked, mesh, shard)
-    opt_state = jax.jit(jax.vmap(optax.sgd(1.0, momentum=0.5).init))(state)  # lr-free layout
+    opt_state = _put(jax.tree.map(np.asarray, jax.vmap(optax.sgd(1.0, momentum=0.5).init)(stacked)),
+                     mesh, shard)  # zeros; the layout does not depend on lr or momentum
     lrs, momenta = _put(hyper, mesh, shard)
     data_g = _put((np.asarray(x_train), np.asarray(y_train), np.asarray(x_test),
                    np.asarray(y_test)), mesh, rep)
