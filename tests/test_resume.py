@@ -140,10 +140,12 @@ def test_resume_refuses_other_configs_and_finished_runs(tmp_path, shared_data, c
 
 
 def test_compare_killed_after_its_torch_run_resumes_to_the_same_json(tmp_path, shared_data):
-    # JAX trains first (one vmapped program, checkpointed per epoch), then each torch run is
-    # kept when it finishes; killed after that, the resumed compare must report the same.
+    # Each torch run checkpoints per epoch and is kept when it finishes; killed after that
+    # (during the variance sweep), the resumed compare must report the same. (The JAX side's
+    # group checkpoints are the sweep's, killed and resumed above.)
     args = [sys.executable, "-m", "winit_jax", "compare", "--schemes", "lsuv",
-            "--seeds", "1", "--epochs", "2", "--limit", "300", "--variance-seeds", "1",
+            "--frameworks", "torch", "--seeds", "1", "--epochs", "2", "--limit", "300",
+            "--variance-seeds", "1",
             "--dataset", "sample", "--data-dir", str(shared_data), "--quiet"]
     subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env(), check=True, timeout=600)
     out = tmp_path / "cut"
