@@ -18,8 +18,7 @@ import pytest
 from flax import nnx
 
 from winit_jax import data as D
-from winit_jax.cli import nnx_leaves
-from winit_jax.sweep import fit_many, train_many
+from winit_jax.sweep import fit_many, nnx_leaves, train_many
 from winit_jax.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]

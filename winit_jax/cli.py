@@ -342,7 +342,7 @@ def cmd_variance(args, parser) -> int:
         len(args.frameworks), quiet=args.quiet or not sys.stderr.isatty(), describe=str)
     images = [plots.plot_variance(args.out, result["sweep"]),
               plots.plot_gain_sweep(args.out, result["gain_sweep"])]
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    config = {k: _jsonable(v) for k, v in vars(args).items()
               if k not in ("func", "command", "quiet")}
     write_json(args.out, "results.json", {
         "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
@@ -383,7 +383,7 @@ def cmd_sweep(args, parser) -> int:
     from winit_jax import report
     from winit_jax.experiment import summarise
     from winit_jax.io import write_atomic, write_json
-    from winit_jax.sweep import fit_many
+    from winit_jax.sweep import fit_many, nnx_leaves
     from winit_jax.train import TrainConfig
 
     args.frameworks = ["jax"]
@@ -422,13 +422,6 @@ def cmd_sweep(args, parser) -> int:
     if not args.quiet:
         _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
     return 0
-
-
-def nnx_leaves(state):
-    """``(path, array)`` for every leaf of an ``nnx.State``, e.g. ``(('layers', 0, 'kernel'), w)``."""
-    from flax import nnx
-    return [(path, v[...] if isinstance(v, nnx.Variable) else v)
-            for path, v in nnx.to_flat_state(state)]
 
 
 def _print_sweep_table(summary, out, devices, processes):

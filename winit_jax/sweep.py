@@ -43,6 +43,12 @@ class Fitted:
         return nnx.merge(self.graphdefs[i], self.states[i])
 
 
+def nnx_leaves(state):
+    """``(path, array)`` for every leaf of an ``nnx.State``, e.g. ``(('layers', 0, 'kernel'), w)``."""
+    return [(path, v[...] if isinstance(v, nnx.Variable) else v)
+            for path, v in nnx.to_flat_state(state)]
+
+
 def _group_key(c: TrainConfig):
     return (c.sizes, c.batch_size, c.epochs, c.dtype)
 
