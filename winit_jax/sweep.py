@@ -24,7 +24,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from winit_jax.train import RunResult, TrainConfig, as_arrays, epoch_fn, init_model, make_result
+from winit_jax.train import (RunResult, TrainConfig, accuracy, as_arrays, epoch_fn, init_model,
+                             make_result, output_variance)
 
 MODEL_AXIS = "model"
 
@@ -83,18 +84,15 @@ def _many_epoch(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, batch
 
 
 def _many_eval(graphdef, states, x_train, y_train, x_test, y_test):
-    def one(state):
-        model = nnx.merge(graphdef, state)
-        acc = [jnp.mean(jnp.argmax(model(x), -1) == y) for x, y in ((x_train, y_train),
-                                                                    (x_test, y_test))]
-        return jnp.stack(acc)
-    return jax.vmap(one)(states)
+    """Train and test accuracy of every model: ``train.accuracy``, vmapped."""
+    return jax.vmap(lambda s: jnp.stack([accuracy(graphdef, s, x_train, y_train),
+                                         accuracy(graphdef, s, x_test, y_test)]))(states)
 
 
 _many_epoch_jit = jax.jit(_many_epoch, static_argnames=("graphdef", "batch_size"))
 _many_eval_jit = jax.jit(_many_eval, static_argnames=("graphdef",))
-_output_var_jit = jax.jit(
-    lambda graphdef, states, x: jax.vmap(lambda s: jnp.var(nnx.merge(graphdef, s)(x)))(states),
+_output_var_jit = jax.jit(  # train.output_variance, vmapped
+    lambda graphdef, states, x: jax.vmap(lambda s: output_variance(graphdef, s, x))(states),
     static_argnames=("graphdef",))
 
 
