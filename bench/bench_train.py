@@ -2,7 +2,7 @@
 
   (a) the torch reference loop as the notebook writes it (DataLoader, loss.item() per batch)
   (b) winit_jax's single-model training (one jitted epoch: lax.scan over batches)
-  (c) K models in one vmapped program (winit_jax.sweep)
+  (c) K models in one vmapped program (winit_jax.lab.many)
 
 plus the machine's fp32 matmul peak (a 2048^3 matmul, measured now, in JAX and torch),
 the achieved GFLOP/s of (b) and (c) against it, and compile times on their own.
@@ -28,8 +28,8 @@ import optax
 from flax import nnx
 
 from winit_jax.models import NOTEBOOK_A_SIZES
-from winit_jax.sweep import _many_epoch_jit
-from winit_jax.train import TrainConfig, init_model, make_optimizer, train_epoch
+from winit_jax.lab.many import many_epoch
+from winit_jax.lab.train import TrainConfig, init_model, make_optimizer, train_epoch
 
 SIZES = NOTEBOOK_A_SIZES
 PARAMS_IN_FIRST = SIZES[0] * SIZES[1]
@@ -71,8 +71,9 @@ def bench_torch(x, y):
     """(a): returns ``epoch()`` running one notebook epoch, and the thread count."""
     import torch
 
-    from reference_torch.data import notebook_a_loader
-    from reference_torch.train import make_model, train
+    from reference_torch.lab.data import notebook_a_loader
+    from reference_torch.lab.train import train
+    from reference_torch.models import make_model
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model = make_model().to(dev)
@@ -109,8 +110,8 @@ def bench_many(x, y, k):
     lrs, momenta = jnp.full(k, 0.01), jnp.full(k, 0.6)
     keys = jax.vmap(jax.random.key_data)(jax.random.split(jax.random.key(0), k))
     start = time.perf_counter()
-    epoch = _many_epoch_jit.lower(graphdef, *carry, keys, lrs, momenta, x, y,
-                                  batch_size=100).compile()
+    epoch = many_epoch.lower(graphdef, *carry, keys, lrs, momenta, x, y,
+                             batch_size=100).compile()
     compile_s = time.perf_counter() - start
 
     def run():

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from winit_jax.train import TrainConfig, init_model, loss_fn, make_optimizer
+from winit_jax.lab.train import TrainConfig, init_model, loss_fn, make_optimizer
 
 FLOP_PER_STEP = 2.64e6 * 100  # bench_train.FLOP_PER_SAMPLE x batch 100
 

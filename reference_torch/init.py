@@ -7,10 +7,13 @@ Notebook A defines ``init_layer_norm_uniform`` but applies ``init_layer_norm_gau
 twice; here each name does what the notebook meant.
 """
 
+import math
+
 import numpy as np
 import torch.nn as nn
 
 from winit_jax.initializers import check_sigma
+from winit_jax.registry import RELU_GAIN_SQ, UNIFORM_SIGMA
 
 
 def init_layer_uniform(sigma):
@@ -113,3 +116,41 @@ def init_layer_gain(activation, distribution):
                 m.weight.data.uniform_(-np.sqrt(3) * std, np.sqrt(3) * std)
             m.bias.data.fill_(0)
     return init_layer
+
+
+def _lsuv(model, batch):
+    from reference_torch.lsuv import lsuv
+
+    lsuv(model, batch)
+
+
+# The torch side of every row of winit_jax.registry.SCHEMES, keyed by its name:
+# (factory of the function for model.apply, data-dependent step after it or None).
+SCHEME_INITS = {
+    "uniform": (lambda: init_layer_uniform(UNIFORM_SIGMA), None),
+    "he_normal": (init_layer_norm_gauss, None),
+    "he_uniform": (init_layer_norm_uniform, None),
+    "lecun_normal": (init_layer_simplified_kaiming, None),
+    "standard_normal": (init_layer_standard_normal, None),
+    "glorot_normal": (lambda: init_layer_xavier("normal"), None),
+    "glorot_uniform": (lambda: init_layer_xavier("uniform"), None),
+    "orthogonal": (lambda: init_layer_orthogonal(math.sqrt(RELU_GAIN_SQ)), None),
+    "torch_default": (init_layer_torch_default, None),
+    "lsuv": (lambda: init_layer_orthogonal(1.0), _lsuv),
+}
+
+
+def init_model(model, scheme, batch=None):
+    """Initialises ``model`` (any module; its ``nn.Linear`` layers) with the registry scheme
+    ``scheme`` by name, then runs its data-dependent step on ``batch`` if it has one."""
+    try:
+        init, post = SCHEME_INITS[scheme]
+    except KeyError:
+        raise ValueError(f"unknown scheme {scheme!r}; the twin knows {', '.join(SCHEME_INITS)}"
+                         ) from None
+    model.apply(init())
+    if post is not None:
+        if batch is None:
+            raise ValueError(f"scheme {scheme!r} is data-dependent: pass a batch")
+        post(model, batch)
+    return model

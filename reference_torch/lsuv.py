@@ -6,15 +6,28 @@ rule, the variance (over all entries, population) and the bias centring are thos
 the JAX version.
 """
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from winit_jax.lsuv import MAX_ITER, TOL, check_converged
+from winit_jax.lsuv import MAX_ITER, TOL, LSUVError
 
 
 class _Stop(Exception):
     pass
+
+
+def _check(layer, it, v, tol, max_iter):
+    """The paper's acceptance test, |Var(y) - 1| <= tol, with the library's error type."""
+    if abs(v - 1) <= tol:
+        return
+    why = ("its output is constant on the batch" if v == 0 else
+           "its output is not finite" if not math.isfinite(v) else
+           f"after {it} of {max_iter} rescalings")
+    raise LSUVError(f"LSUV did not converge: layer {layer} has output variance {v:.6g} "
+                    f"(tol {tol}): {why}")
 
 
 def _layer_input(model, layer, x):
@@ -58,7 +71,7 @@ def lsuv(model: nn.Module, x, *, tol=TOL, max_iter=MAX_ITER, center_bias=False):
                 layer.weight /= torch.sqrt(torch.tensor(v, dtype=layer.weight.dtype))
                 v, it = measure(), it + 1
             results.append((it, v))
-            check_converged(results, tol, max_iter)
+            _check(len(results), it, v, tol, max_iter)
     except Exception:
         model.load_state_dict(backup)
         raise

@@ -36,12 +36,12 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def test_digits(shared_data):
     """The 10,000 real test digits (uint8 images, int64 labels)."""
-    from winit_jax.data import load_mnist
+    from winit_jax.lab.data import load_mnist
     return load_mnist(shared_data, "test")
 
 
 @pytest.fixture(scope="session")
 def sample_dataset(shared_data):
     """``load_dataset('sample')``: the 5,000 embedded digits to train, the real test split."""
-    from winit_jax.experiment import load_dataset
+    from winit_jax.lab.experiment import load_dataset
     return load_dataset("sample", shared_data)

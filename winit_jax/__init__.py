@@ -1,4 +1,21 @@
-"""winit_jax: the weight-initialisation notebooks in JAX/Flax, with a PyTorch twin."""
+"""winit_jax: weight initialisation for JAX/Flax, checked against PyTorch.
+
+The library a training script imports. The initialisers, exact gains and the scheme
+registry need only jax and numpy; the pieces built on ``flax.nnx`` (models, LSUV,
+``torch_like``, weight transfer) load on first use (PEP 562), so
+``import winit_jax`` imports neither flax nor optax. The notebooks' experiments live in
+``winit_jax.lab``; the PyTorch twin in ``reference_torch``.
+
+Examples:
+  >>> import jax, winit_jax as wj
+  >>> wj.he_normal()(jax.random.key(0), (784, 512)).shape
+  (784, 512)
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata as _metadata
 
 from winit_jax.activations import ACTIVATIONS as ACTIVATIONS
 from winit_jax.activations import gain as gain
@@ -21,9 +38,37 @@ from winit_jax.registry import SCHEMES as SCHEMES
 from winit_jax.registry import Scheme as Scheme
 from winit_jax.registry import get_scheme as get_scheme
 
-from winit_jax.models import MLP as MLP
-from winit_jax.train import RunResult as RunResult
-from winit_jax.train import TrainConfig as TrainConfig
-from winit_jax.train import train_and_evaluate as train_and_evaluate
+try:
+    __version__ = _metadata.version("winit-jax")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
-__version__ = "0.1.0"
+# name -> module, imported on first access (they import flax).
+_LAZY = {
+    "MLP": "winit_jax.models",
+    "LSUVError": "winit_jax.lsuv",
+    "from_torch": "winit_jax.parity",
+    "to_torch": "winit_jax.parity",
+}
+# Submodules reachable as attributes without an import statement (``wj.lsuv.lsuv(...)``).
+_SUBMODULES = ("lsuv", "models", "parity")
+
+__all__ = sorted([
+    "ACTIVATIONS", "SCHEMES", "Scheme", "compute_fans", "gain", "gain_normal", "gain_uniform",
+    "get_scheme", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal",
+    "orthogonal", "second_moment", "standard_normal", "symmetric_uniform", "torch_linear_bias",
+    "torch_linear_kernel", "variance_scaling", *_LAZY, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"winit_jax.{name}")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'winit_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

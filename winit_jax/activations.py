@@ -58,51 +58,32 @@ def _elu_moment(q: float, alpha: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Activation:
-    """One activation, in both frameworks.
+    """One activation. Its torch counterpart is the twin's (``reference_torch.gain``).
 
     Attributes:
       name: registry key, as given to ``--activations``.
       jax_fn: the JAX function.
-      torch_name: its name in ``torch.nn.functional`` ("identity": none needed).
-      torch_kwargs: keyword arguments for it, as (name, value) pairs.
       closed_form: E[f(sqrt(q) z)^2] as a function of q, where one exists.
-      torch_gain: what ``torch.nn.init.calculate_gain`` returns for it (None: no entry);
-        checked against torch in the tests.
     """
 
     name: str
     jax_fn: Callable
-    torch_name: str
-    torch_kwargs: tuple = ()
     closed_form: Callable[[float], float] | None = None
-    torch_gain: float | None = None
-
-    def torch_fn(self):
-        """The torch function (imports torch)."""
-        import torch.nn.functional as F
-
-        if self.torch_name == "identity":
-            return lambda x: x
-        return functools.partial(getattr(F, self.torch_name), **dict(self.torch_kwargs))
 
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
-    Activation("identity", lambda x: x, "identity", closed_form=lambda q: q, torch_gain=1.0),
-    Activation("relu", jax.nn.relu, "relu", closed_form=lambda q: q / 2,
-               torch_gain=math.sqrt(2.0)),
+    Activation("identity", lambda x: x, closed_form=lambda q: q),
+    Activation("relu", jax.nn.relu, closed_form=lambda q: q / 2),
     Activation("leaky_relu", functools.partial(jax.nn.leaky_relu, negative_slope=LEAKY_SLOPE),
-               "leaky_relu", (("negative_slope", LEAKY_SLOPE),),
-               closed_form=lambda q: q * (1 + LEAKY_SLOPE ** 2) / 2,
-               torch_gain=math.sqrt(2.0 / (1 + LEAKY_SLOPE ** 2))),
-    Activation("elu", jax.nn.elu, "elu", closed_form=lambda q: _elu_moment(q, 1.0)),
-    Activation("selu", jax.nn.selu, "selu",
-               closed_form=lambda q: SELU_SCALE ** 2 * _elu_moment(q, SELU_ALPHA),
-               torch_gain=3 / 4),
-    Activation("tanh", jnp.tanh, "tanh", torch_gain=5 / 3),
+               closed_form=lambda q: q * (1 + LEAKY_SLOPE ** 2) / 2),
+    Activation("elu", jax.nn.elu, closed_form=lambda q: _elu_moment(q, 1.0)),
+    Activation("selu", jax.nn.selu,
+               closed_form=lambda q: SELU_SCALE ** 2 * _elu_moment(q, SELU_ALPHA)),
+    Activation("tanh", jnp.tanh),
     # torch's F.gelu is the erf form by default; jax.nn.gelu defaults to the tanh form.
-    Activation("gelu", functools.partial(jax.nn.gelu, approximate=False), "gelu"),
-    Activation("silu", jax.nn.silu, "silu"),
-    Activation("mish", jax.nn.mish, "mish"),
+    Activation("gelu", functools.partial(jax.nn.gelu, approximate=False)),
+    Activation("silu", jax.nn.silu),
+    Activation("mish", jax.nn.mish),
 )}
 
 

@@ -1,0 +1,117 @@
+"""Notebook A's training loop, cell by cell; a run returns the fields of the lab's
+``RunResult`` as a dict (the twin does not import the lab: the lab imports the twin)."""
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+
+from reference_torch.init import init_model
+from reference_torch.lab.data import notebook_a_loader
+from reference_torch.models import make_model
+
+
+def first_nonfinite(losses) -> int | None:
+    """Index of the first loss that is NaN or inf, or None."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, np.float64)))
+    return int(bad[0]) if bad.size else None
+
+
+def train(model, train_loader, epochs=10, lr=0.01, momentum=0.6, *, optimizer=None,
+          on_epoch=None):
+    """The notebook's loop; ``train_loader`` is any iterable of (x, y) batches.
+
+    ``optimizer`` (default: the notebook's SGD) and ``on_epoch(epoch, errors)``, called
+    after each epoch, let a resumed run go on where a checkpoint left it.
+    """
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optimizer or optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    errors = []
+    for epoch in range(epochs):
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            output = model(x)
+            loss = criterion(output, y)
+            loss.backward()
+            optimizer.step()
+            errors.append(loss.item())
+        if on_epoch is not None:
+            on_epoch(epoch, errors)
+    return errors
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(dim=1) == y).float().mean().item()
+
+
+def _snapshot(model, optimizer, epoch, errors, output_var):
+    """Everything a resumed run needs, as NumPy arrays (for orbax)."""
+    params = list(model.parameters())
+    return {"params": [p.detach().numpy().copy() for p in params],
+            "momentum": [optimizer.state[p]["momentum_buffer"].numpy().copy()
+                         if "momentum_buffer" in optimizer.state[p] else np.zeros_like(
+                             p.detach().numpy()) for p in params],
+            "rng": torch.get_rng_state().numpy().copy(),  # the next epoch's shuffle
+            "epoch": np.array(epoch, np.int64), "output_var": np.array(output_var, np.float64),
+            "errors": np.asarray(errors, np.float64)}
+
+
+def _restore(snap, model, optimizer):
+    with torch.no_grad():
+        for p, w, v in zip(model.parameters(), snap["params"], snap["momentum"]):
+            p.copy_(torch.from_numpy(np.asarray(w)))
+            optimizer.state[p]["momentum_buffer"] = torch.from_numpy(np.array(v))
+    torch.set_rng_state(torch.from_numpy(np.array(snap["rng"])))
+
+
+def train_and_evaluate(config, data, checkpoint=None) -> dict:
+    """The reference run of ``config`` (the lab's ``TrainConfig``: scheme, sizes,
+    learning_rate, momentum, batch_size, epochs, seed, dtype) on
+    ``data = (x_train, y_train, x_test, y_test)``; returns ``RunResult``'s fields.
+
+    With a ``winit_jax.lab.checkpoint.GroupCheckpoint`` the run saves after every epoch
+    (weights, momentum buffers, torch's RNG state, epoch, losses) and starts from its
+    newest checkpoint.
+    """
+    dtype = getattr(torch, config.dtype)
+    x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
+    x_train, x_test = x_train.to(dtype), x_test.to(dtype)
+    torch.manual_seed(config.seed)
+    model = make_model(config.sizes).to(dtype)
+    # a data-dependent scheme calibrates on the first batch_size rows, as winit_jax.lab.train
+    init_model(model, config.scheme, x_train[:config.batch_size])
+    with torch.no_grad():
+        output_var = model(x_train).var(unbiased=False).item()
+    loader = notebook_a_loader(x_train, y_train, batch_size=config.batch_size, shuffle=True)
+    optimizer = optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    done, before = 0, []
+    if checkpoint is not None:
+        template = _snapshot(model, optimizer, 0, [np.nan] * (len(loader) * config.epochs),
+                             output_var)
+        done, snap = checkpoint.restore_latest(template)
+        if done:
+            _restore(snap, model, optimizer)
+            output_var = float(snap["output_var"])
+            before = list(np.asarray(snap["errors"])[: done * len(loader)])
+
+    def on_epoch(epoch, errors):
+        if checkpoint is not None:
+            padded = before + errors + [np.nan] * (len(loader) * (config.epochs - done - epoch - 1))
+            checkpoint.save(done + epoch + 1,
+                            _snapshot(model, optimizer, done + epoch + 1, padded, output_var))
+
+    start = time.perf_counter()
+    errors = before + train(model, loader, config.epochs - done, optimizer=optimizer,
+                            on_epoch=on_epoch)
+    train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
+    wall_s = time.perf_counter() - start
+    losses = np.asarray(errors, np.float64)
+    return dict(
+        framework="torch", scheme=config.scheme, seed=config.seed,
+        input_var=x_train.var(unbiased=False).item(), output_var=output_var,
+        losses=losses.tolist(), final_loss=float(np.mean(losses[-len(loader):])),
+        train_acc=train_acc, test_acc=test_acc, wall_s=wall_s,
+        diverged_at=first_nonfinite(losses))

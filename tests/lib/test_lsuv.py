@@ -1,0 +1,126 @@
+"""LSUV: the algorithm's contract, its failures, and parity with the torch twin."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import winit_jax as wj
+from tests.conftest import require_torch
+from winit_jax.lab import data as D
+from winit_jax.lsuv import LSUVError, lsuv, lsuv_layer
+from winit_jax.models import NOTEBOOK_A_SIZES
+from winit_jax.parity import to_torch
+from winit_jax.registry import get_scheme
+
+
+@pytest.fixture(scope="module")
+def batch(test_digits):
+    """100 real digits, pixels / 256: one of notebook A's batches."""
+    return D.notebook_a_inputs(test_digits[0][:100])
+
+
+def fresh(scheme="lsuv", seed=0):
+    return wj.MLP(NOTEBOOK_A_SIZES, **get_scheme(scheme).mlp_kwargs(), rngs=nnx.Rngs(seed))
+
+
+def outputs(model, x):
+    """Every layer's pre-activation on x, recomputed from the final weights."""
+    ys, h = [], jnp.asarray(x)
+    for i, layer in enumerate(model.layers):
+        ys.append(layer(h))
+        h = jax.nn.relu(ys[-1]) if i < len(model.layers) - 1 else ys[-1]
+    return ys
+
+
+@pytest.mark.parametrize("tol", [0.1, 1e-4])
+def test_every_layer_ends_within_tol_of_unit_variance(batch, tol):
+    model = fresh()
+    before = [float(jnp.var(y)) for y in outputs(model, batch)]
+    results = lsuv(model, batch, tol=tol)
+    after = [float(jnp.var(y)) for y in outputs(model, batch)]
+    assert all(abs(v - 1) <= tol for v in after), after
+    np.testing.assert_allclose(after, [float(r.variance) for r in results], rtol=1e-5)
+    # The first layer of an orthogonal net sees pixels / 256 (E[x^2] ~ 0.1): it had to move.
+    assert abs(before[0] - 1) > 0.5 and int(results[0].iterations) >= 1
+
+
+def test_center_bias_zeroes_each_units_mean(batch):
+    model = fresh("torch_default")  # non-zero biases to start from
+    lsuv(model, batch, tol=1e-3, center_bias=True)
+    for y in outputs(model, batch):
+        assert float(jnp.abs(jnp.mean(y, axis=0)).max()) < 1e-4 * float(jnp.std(y))
+
+
+def test_non_convergence_is_a_clear_error_and_leaves_the_model_alone(batch):
+    model = fresh("torch_default")  # with uncentred biases one rescaling is not exact
+    before = [np.asarray(l.kernel[...]) for l in model.layers]
+    with pytest.raises(LSUVError, match=r"layer \d+ has output variance .* after 1 of 1"):
+        lsuv(model, batch, tol=1e-9, max_iter=1)
+    for k, layer in zip(before, model.layers):
+        np.testing.assert_array_equal(k, layer.kernel[...])
+
+
+def test_constant_output_cannot_be_rescaled(batch):
+    with pytest.raises(LSUVError, match="layer 1 .* constant"):
+        lsuv(fresh(), np.zeros_like(batch))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"tol": 0.0}, "tol"), ({"tol": float("nan")}, "tol"), ({"max_iter": 0}, "max_iter"),
+    ({"max_iter": 2.5}, "max_iter"), ({"x": np.zeros((100, 783), np.float32)}, "784"),
+    ({"x": np.zeros((1, 784), np.float32)}, "N >= 2"),
+])
+def test_bad_arguments(batch, kwargs, match):
+    x = kwargs.pop("x", batch)
+    with pytest.raises(ValueError, match=match):
+        lsuv(fresh(), x, **kwargs)
+
+
+def test_lsuv_layer_vmaps_over_models(batch):
+    keys = jax.random.split(jax.random.key(0), 4)
+    ws = jax.vmap(lambda k: wj.orthogonal()(k, (784, 64)))(keys)
+    w, b, res = jax.jit(jax.vmap(lambda w: lsuv_layer(batch, w, jnp.zeros(64), tol=1e-3)))(ws)
+    assert w.shape == (4, 784, 64)
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda w: jnp.var(batch @ w))(w)), 1, atol=1e-3)
+
+
+# --- the torch twin ------------------------------------------------------------------
+
+@pytest.mark.parametrize("scheme,center_bias,tol", [
+    ("lsuv", False, 0.1), ("lsuv", True, 1e-3),
+    ("torch_default", False, 1e-5),  # uncentred biases: several rescalings per layer
+    ("torch_default", True, 1e-5),
+])
+def test_torch_twin_gives_the_same_weights(batch, scheme, center_bias, tol):
+    require_torch()
+    from reference_torch.lsuv import lsuv as torch_lsuv
+
+    model = fresh(scheme, seed=3)
+    net = to_torch(model)  # the same starting weights, (in, out) -> (out, in)
+    ours = lsuv(model, batch, tol=tol, center_bias=center_bias)
+    theirs = torch_lsuv(net, batch, tol=tol, center_bias=center_bias)
+    assert [int(r.iterations) for r in ours] == [it for it, _ in theirs]
+    if scheme == "torch_default" and not center_bias:
+        assert max(it for it, _ in theirs) >= 2  # the loop, not just one exact step
+    linears = [m for m in net if hasattr(m, "weight")]
+    for layer, m in zip(model.layers, linears):
+        k, w = np.asarray(layer.kernel[...]), m.weight.detach().numpy().T
+        assert np.abs(k - w).max() <= 1e-5 * np.abs(w).max()
+        b, tb = np.asarray(layer.bias[...]), m.bias.detach().numpy()
+        assert np.abs(b - tb).max() <= 1e-5 * max(np.abs(tb).max(), 1e-3)
+
+
+def test_torch_twin_fails_the_same_way(batch):
+    require_torch()
+    from reference_torch.lsuv import lsuv as torch_lsuv
+
+    net = to_torch(fresh("torch_default"))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(LSUVError, match="layer 1 .* constant"):
+        torch_lsuv(to_torch(fresh()), np.zeros_like(batch))
+    with pytest.raises(LSUVError, match=r"after 1 of 1"):
+        torch_lsuv(net, batch, tol=1e-9, max_iter=1)
+    for k, v in net.state_dict().items():  # left as it was
+        assert (v == before[k]).all()

@@ -1,0 +1,122 @@
+"""The layout is the architecture: library <- twin <- lab, one way, and a light library import.
+
+library (``winit_jax`` less ``winit_jax.lab``): imports neither the lab nor the twin.
+twin (``reference_torch``): may import the library, never the lab.
+lab (``winit_jax.lab``): may import both.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (lazy imports count)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def _package_files(package: str, *, exclude: str | None = None) -> list[Path]:
+    files = sorted((ROOT / package).rglob("*.py"))
+    return [f for f in files if exclude is None or exclude not in f.relative_to(ROOT).parts]
+
+
+def _violations(files, forbidden) -> list[str]:
+    return [f"{f.relative_to(ROOT)} imports {m}" for f in files for m in sorted(_imports(f))
+            if any(m == p or m.startswith(p + ".") for p in forbidden)]
+
+
+def test_library_imports_neither_the_lab_nor_the_twin():
+    files = _package_files("winit_jax", exclude="lab")
+    files = [f for f in files if f.name != "__main__.py"]  # the entry point runs the lab's CLI
+    assert files and _violations(files, ("winit_jax.lab", "reference_torch")) == []
+
+
+def test_twin_never_imports_the_lab():
+    files = _package_files("reference_torch")
+    assert files and _violations(files, ("winit_jax.lab",)) == []
+
+
+def test_the_checker_sees_a_lazy_import(tmp_path):
+    """Negative control: an import hidden inside a function is found."""
+    f = tmp_path / "m.py"
+    f.write_text("def g():\n    from winit_jax.lab import train\n")
+    assert _imports(f) >= {"winit_jax.lab", "winit_jax.lab.train"}
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, cwd=ROOT)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+HEAVY = ("flax", "optax", "orbax", "rich", "matplotlib", "torch", "mlxtend", "winit_jax.lab",
+         "reference_torch")
+
+
+def test_import_winit_jax_is_light():
+    mods = _modules_after("import winit_jax as wj; wj.he_normal(); wj.SCHEMES")
+    loaded = sorted(m for m in mods if any(m == h or m.startswith(h + ".") for h in HEAVY))
+    assert loaded == []
+    assert "jax" in mods  # the initialisers do need jax
+
+
+def test_lazy_names_resolve_and_all_is_complete():
+    import winit_jax as wj
+    import winit_jax.lab as lab
+
+    for name in wj.__all__:
+        assert getattr(wj, name) is not None, name
+    for name in lab.__all__:
+        assert getattr(lab, name) is not None, name
+    assert callable(wj.lsuv.lsuv) and issubclass(wj.LSUVError, RuntimeError)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        wj.nope  # noqa: B018
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    import winit_jax as wj
+    assert wj.__version__ == version("winit-jax")
+
+
+def test_a_non_editable_install_works_and_finds_data_from_the_working_directory(tmp_path):
+    """A wheel installed into a plain directory: the package data (py.typed) is there, the
+    command runs, and the default data folder is ``../shared/data`` of the *working*
+    directory, not of site-packages."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist"), str(ROOT)], check=True,
+                   capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("winit_jax-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "winit_jax/py.typed" in names and "winit_jax/lab/cli.py" in names
+    assert not any(n.startswith("tests/") for n in names)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(site), str(wheel)], check=True, capture_output=True)
+    work = tmp_path / "project" / "work"
+    (tmp_path / "project" / "shared" / "data").mkdir(parents=True)
+    work.mkdir()
+    code = ("import winit_jax, winit_jax.lab.experiment as e; "
+            "print(winit_jax.__file__); print(e.default_data_dir().resolve())")
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith(str(site))  # the installed copy, not the checkout
+    assert out[1] == str((tmp_path / "project" / "shared" / "data").resolve())

@@ -1,0 +1,122 @@
+"""One forward pass that shows each layer's input and output, for any ``nnx`` model.
+
+LSUV, per-layer statistics and the parity checks need what a model's Linear and Conv layers
+see, in the order the model calls them, without a second copy of the model's forward pass.
+:func:`layer_io` runs the model's own ``__call__`` once and records, for each call of a
+watched layer, ``(path, layer, input, output)``; :func:`layer_input` stops the pass as soon
+as one layer is reached (torch does the same with a forward pre-hook that raises).
+
+Only the watched instances of ``model`` are affected: each is given, for the duration of
+the pass, a subclass of its own class whose ``__call__`` records and then calls the
+original. Pure and traceable: call it under ``jax.jit`` / ``nnx.jit`` / ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import jax
+from flax import nnx
+
+# The layers whose kernels an initialiser draws (linear maps of their input).
+LINEAR_TYPES: tuple[type, ...] = (nnx.Linear, nnx.Conv, nnx.ConvTranspose, nnx.LinearGeneral)
+
+
+class LayerCall(NamedTuple):
+    """One call of a watched layer during a forward pass."""
+
+    path: tuple
+    layer: nnx.Module
+    input: jax.Array
+    output: jax.Array
+
+
+class _Stop(Exception):
+    """Raised inside the forward pass once the wanted layer's input is known."""
+
+
+@functools.lru_cache(maxsize=None)
+def _recording_class(cls: type) -> type:
+    def __call__(self, x, *args, **kwargs):
+        hook = self.__dict__["_winit_hook"]
+        hook.before(self, x)
+        y = cls.__call__(self, x, *args, **kwargs)
+        hook.after(self, x, y)
+        return y
+
+    return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+class _Hook:
+    def __init__(self, paths, stop_before=None):
+        self.paths, self.stop_before, self.calls, self.seen = paths, stop_before, [], None
+
+    def before(self, layer, x):
+        if layer is self.stop_before:
+            self.seen = x
+            raise _Stop
+
+    def after(self, layer, x, y):
+        self.calls.append(LayerCall(self.paths[id(layer)], layer, x, y))
+
+
+def watched_layers(model: nnx.Module, types: tuple[type, ...] = LINEAR_TYPES
+                   ) -> list[tuple[tuple, nnx.Module]]:
+    """``(path, layer)`` of every module of ``model`` that is an instance of ``types``,
+    in ``nnx.iter_modules`` order (by attribute path, not necessarily call order)."""
+    return [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, types)]
+
+
+@contextlib.contextmanager
+def _watching(model, types, stop_before=None) -> Iterator[_Hook]:
+    layers = watched_layers(model, types)
+    hook = _Hook({id(m): path for path, m in layers}, stop_before)
+    swapped = []
+    try:
+        for _, m in layers:
+            cls = type(m)
+            object.__setattr__(m, "__class__", _recording_class(cls))
+            m.__dict__["_winit_hook"] = hook
+            swapped.append((m, cls))
+        yield hook
+    finally:
+        for m, cls in swapped:
+            object.__setattr__(m, "__class__", cls)
+            m.__dict__.pop("_winit_hook", None)
+
+
+def layer_io(model: Callable, *args, types: tuple[type, ...] = LINEAR_TYPES, **kwargs
+             ) -> tuple[object, list[LayerCall]]:
+    """Runs ``model(*args, **kwargs)`` once; returns its output and every call of a layer of
+    ``types`` in call order (a layer called twice appears twice).
+
+    Examples:
+      >>> import jax.numpy as jnp, winit_jax as wj
+      >>> from flax import nnx
+      >>> mlp = wj.MLP((4, 3, 2), kernel_init=wj.he_normal(), rngs=nnx.Rngs(0))
+      >>> out, calls = layer_io(mlp, jnp.ones((5, 4)))
+      >>> [(c.path, c.input.shape, c.output.shape) for c in calls]
+      [(('layers', 0), (5, 4), (5, 3)), (('layers', 1), (5, 3), (5, 2))]
+    """
+    with _watching(model, types) as hook:
+        out = model(*args, **kwargs)
+    return out, hook.calls
+
+
+def layer_input(model: Callable, layer: nnx.Module, *args, **kwargs) -> jax.Array:
+    """The input ``layer`` (a submodule of ``model``) receives when ``model(*args)`` runs; the
+    pass stops there.
+
+    Raises:
+      ValueError: if the forward pass never calls ``layer``.
+    """
+    with _watching(model, (type(layer),), stop_before=layer) as hook:
+        try:
+            model(*args, **kwargs)
+        except _Stop:
+            return hook.seen
+    raise ValueError(f"layer {type(layer).__name__} is never called by the model's forward pass")

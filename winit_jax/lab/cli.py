@@ -1,0 +1,548 @@
+"""``winit-jax``: notebook A's initialisation comparison in JAX and PyTorch, one command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit status 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"winit-jax: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
+def _momentum(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _csv(allowed, what):
+    def parse(text):
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in items if s not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, bad)) or repr(text)} "
+                f"(allowed: {', '.join(allowed)})")
+        return list(dict.fromkeys(items))
+    return parse
+
+
+def _common(p, schemes, *, frameworks=True):
+    from winit_jax.lab.experiment import DATASETS, FRAMEWORKS
+
+    p.add_argument("--schemes", type=_csv(list(schemes), "scheme"), default=list(schemes),
+                   help=f"comma-separated (default: all: {','.join(schemes)})")
+    if frameworks:
+        p.add_argument("--frameworks", type=_csv(FRAMEWORKS, "framework"),
+                       default=list(FRAMEWORKS))
+    p.add_argument("--dataset", choices=DATASETS, default="auto")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="holds MNIST/raw/ (default: $WINIT_DATA_DIR, ../shared/data, ./data)")
+    p.add_argument("--out", type=Path, default=None, help="default: runs/<timestamp>")
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from winit_jax.activations import ACTIVATIONS
+    from winit_jax.registry import SCHEMES
+
+    parser = _Parser(prog="winit-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("compare", help="train every scheme in JAX and torch; write a report")
+    _common(p, SCHEMES)
+    p.add_argument("--seeds", type=_positive(int), default=1)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=_positive(int), default=10)
+    p.add_argument("--lr", type=_positive(float), default=0.01)
+    p.add_argument("--momentum", type=_momentum, default=0.6)
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--limit", type=_positive(int), default=None,
+                   help="train on this many rows only (quick runs)")
+    p.add_argument("--variance-seeds", type=_positive(int), default=8,
+                   help="seeds of the depth sweep plotted in variance_depth.png")
+    _resume_flag(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("variance", help="variance through depth and notebook B's layer, "
+                                        "measured against the closed forms")
+    _common(p, SCHEMES)
+    p.add_argument("--seeds", type=_positive(int), default=16, help="seeds of the depth sweep")
+    p.add_argument("--width", type=_positive(int), default=256)
+    p.add_argument("--depth", type=_positive(int), default=50)
+    p.add_argument("--rows", type=_positive(int), default=500, help="digits per forward pass")
+    p.add_argument("--product-seeds", type=_positive(int), default=64,
+                   help="seeds for notebook A's end-to-end product formula")
+    p.add_argument("--notebook-b-seeds", type=_positive(int), default=32)
+    p.add_argument("--activations", type=_csv(list(ACTIVATIONS), "activation"),
+                   default=list(ACTIVATIONS), help="exact-gain sweep (default: all)")
+    p.add_argument("--gain-seeds", type=_positive(int), default=32)
+    p.add_argument("--gain-width", type=_positive(int), default=512)
+    p.add_argument("--gain-rows", type=_positive(int), default=32,
+                   help="N(0, 1) input rows of the exact-gain sweep")
+    p.set_defaults(func=cmd_variance)
+
+    p = sub.add_parser("sweep", help="many JAX models in one program (schemes x seeds x learning "
+                                     "rates), sharded over every device of every host")
+    _common(p, SCHEMES, frameworks=False)  # JAX only: --frameworks is refused
+    p.add_argument("--seeds", type=_positive(int), default=8)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--lrs", type=_floats, default=[0.01], help="comma-separated learning rates")
+    p.add_argument("--momentum", type=_momentum, default=0.6)
+    p.add_argument("--epochs", type=_positive(int), default=10)
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--limit", type=_positive(int), default=None, help="train on this many rows only")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--save-params", action="store_true", help="also write params.npz")
+    p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                   help="HOST:PORT of process 0 for a multi-host run "
+                        "(default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=_positive(int),
+                   default=os.environ.get("WINIT_NUM_PROCESSES"), help="$WINIT_NUM_PROCESSES")
+    p.add_argument("--process-id", type=int, default=os.environ.get("WINIT_PROCESS_ID"),
+                   help="$WINIT_PROCESS_ID")
+    _resume_flag(p)
+    p.set_defaults(func=cmd_sweep, frameworks=["jax"])
+    return parser
+
+
+def _resume_flag(p):
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run whose --out was DIR, with its config")
+
+
+# Flags that do not change what a run computes: not recorded, free to differ on --resume.
+_NOT_CONFIG = {"func", "command", "quiet", "out", "resume", "coordinator", "num_processes",
+               "process_id"}
+
+
+def _jsonable(v):
+    return str(v) if isinstance(v, Path) else v
+
+
+def run_config(args) -> dict:
+    """What a run computes from: recorded in ``checkpoints/config.json``."""
+    return {"command": args.command, **{k: _jsonable(v) for k, v in vars(args).items()
+                                        if k not in _NOT_CONFIG}}
+
+
+def _apply_resume(args, parser):
+    """``--resume DIR``: the recorded config becomes this run's; a flag given with another
+    value than the recorded one is an error."""
+    import json
+
+    if args.resume is None:
+        return
+    if args.out is not None and args.out != args.resume:
+        parser.error(f"argument --resume: conflicts with --out {args.out} (the run's directory "
+                     f"is {args.resume})")
+    path = args.resume / "checkpoints" / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        parser.error(f"argument --resume: {args.resume} holds no interrupted run "
+                     "(no readable checkpoints/config.json)")
+    if stored.get("command") != args.command:
+        parser.error(f"argument --resume: {args.resume} is a {stored.get('command')!r} run, "
+                     f"not {args.command!r}")
+    defaults = vars(parser.parse_args([args.command]))
+    for k, v in stored.items():
+        if k == "command":
+            continue
+        given = _jsonable(getattr(args, k, None))
+        if given != _jsonable(defaults.get(k)) and given != v:
+            parser.error(f"argument --resume: {args.resume} was made with --{k.replace('_', '-')} "
+                         f"{v!r}, not {given!r}")
+        setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
+    args.out = args.resume
+
+
+def _checkpoint(args, parser):
+    """The run's ``RunCheckpoint`` under ``<out>/checkpoints`` (claimed or checked).
+
+    In a multi-host run (one ``--out`` on a filesystem all hosts share) process 0 claims
+    the directory and every process learns whether that worked before going on.
+    """
+    import jax
+
+    from winit_jax.lab.checkpoint import ResumeError, RunCheckpoint
+
+    ckpt = RunCheckpoint(args.out / "checkpoints")
+    error = None
+    if jax.process_index() == 0:
+        try:
+            ckpt.claim(run_config(args), resume=args.resume is not None)
+        except ResumeError as e:
+            error = str(e)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if error is None and int(failed):
+            error = "process 0 could not claim it (see its message)"
+    if error is not None:
+        parser.error(f"argument {'--resume' if args.resume else '--out'}: {error}")
+    return ckpt
+
+
+def _done(ckpt):
+    """The results are written: the checkpoints have served their purpose."""
+    import shutil
+
+    import jax
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("winit-jax: results written")
+    if jax.process_index() == 0:
+        shutil.rmtree(ckpt.directory)
+
+
+def _floats(text):
+    parse = _positive(float)
+    values = [parse(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def _check_dirs(parser, args):
+    from winit_jax.lab.experiment import default_data_dir
+    args.data_dir = args.data_dir or default_data_dir()
+    d = args.data_dir
+    if d.exists() and (not d.is_dir() or not os.access(d, os.R_OK | os.X_OK)):
+        parser.error(f"argument --data-dir: {d} is not a readable directory")
+    args.out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"argument --out: cannot write to {args.out} ({e.strerror or e})")
+
+
+def _setup(args, parser):
+    """Checks the directories and torch, loads the data; returns (dataset, notices)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from winit_jax.lab.data import DataError
+    from winit_jax.lab.experiment import load_dataset, torch_available
+
+    _check_dirs(parser, args)
+    err = Console(stderr=True, quiet=args.quiet)
+    notices = []
+
+    def notice(msg):
+        notices.append(msg)
+        err.print(Text.assemble(("note: ", "yellow"), msg))
+
+    if "torch" in getattr(args, "frameworks", ()) and not torch_available():
+        args.frameworks.remove("torch")
+        notice("PyTorch reference not installed (pip install 'winit-jax[torch]'): JAX only")
+        if not args.frameworks:
+            parser.error("argument --frameworks: torch is not installed (allowed here: jax)")
+    try:
+        dataset = load_dataset(args.dataset, args.data_dir, notice=notice)
+    except DataError as e:
+        parser.error(f"argument --dataset {args.dataset}: {e}")
+    return dataset, notices
+
+
+def _variance(args, dataset, rows, **kw):
+    """``variance.run`` on ``rows`` training digits drawn with seed 0, with a progress bar."""
+    from winit_jax.lab import depth as V
+
+    pick = np.random.default_rng(0).permutation(len(dataset.x_train))[:rows]
+    return _run_with_progress(
+        lambda cb: V.run(args.schemes, args.frameworks, dataset.x_train[pick], dataset.x_b,
+                         on_step=cb, **kw),
+        V.steps(args.schemes, args.frameworks, product_seeds=kw.get("product_seeds", 0),
+                notebook_b_seeds=kw.get("notebook_b_seeds", 0)),
+        quiet=args.quiet or not sys.stderr.isatty(), describe=str)
+
+
+def cmd_compare(args, parser) -> int:
+    from winit_jax.lab import plots, report
+    from winit_jax.lab.experiment import compare, summarise
+    from winit_jax.lab.train import TrainConfig
+
+    _apply_resume(args, parser)
+    dataset, notices = _setup(args, parser)
+    ckpt = _checkpoint(args, parser)
+    if args.limit:
+        dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
+    config = TrainConfig(learning_rate=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+                         epochs=args.epochs, seed=args.seed)
+    total = len(args.schemes) * len(args.frameworks) * args.seeds
+    results = _run_with_progress(
+        lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb,
+                           checkpoint=ckpt),
+        total, quiet=args.quiet or not sys.stderr.isatty(),
+        describe=lambda r: f"{r.scheme} {r.framework} seed {r.seed}")
+    rows = summarise(results)
+    verdicts = report.parity_verdicts(rows, dataset.x_test[:1000]) if len(args.frameworks) == 2 else {}
+    n_rows = min(500, len(dataset.x_train))
+    variance = _variance(args, dataset, n_rows, seeds=args.variance_seeds, product_seeds=0,
+                         notebook_b_seeds=0)
+    images = [plots.plot_losses(args.out, results), plots.plot_accuracy(args.out, rows),
+              plots.plot_variance(args.out, variance["sweep"])]
+    config_dict = {**dataclasses.asdict(config), "schemes": args.schemes,
+                   "frameworks": args.frameworks, "seeds": args.seeds, "dataset": args.dataset,
+                   "data_dir": str(args.data_dir), "variance_seeds": args.variance_seeds}
+    report.write_results(args.out, config_dict, dataset, results, rows, verdicts, notices,
+                         variance)
+    report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
+                          report.variance_markdown(variance, images[2:], f"{n_rows} digits of "
+                                                   f"{dataset.description}, pixels / 256"))
+    _done(ckpt)
+    if not args.quiet:
+        _print_table(rows, verdicts, dataset, args.out)
+    return 0
+
+
+def cmd_variance(args, parser) -> int:
+    from winit_jax.lab import gain_depth, plots, report
+    from winit_jax.lab.files import write_atomic, write_json
+
+    dataset, notices = _setup(args, parser)
+    rows = min(args.rows, len(dataset.x_train))
+    result = _variance(args, dataset, rows, seeds=args.seeds, width=args.width, depth=args.depth,
+                       product_seeds=args.product_seeds, notebook_b_seeds=args.notebook_b_seeds)
+    result["gain_sweep"] = _run_with_progress(
+        lambda cb: gain_depth.run(args.activations, args.frameworks, seeds=args.gain_seeds,
+                                  width=args.gain_width, depth=args.depth, rows=args.gain_rows,
+                                  on_step=cb),
+        len(args.frameworks), quiet=args.quiet or not sys.stderr.isatty(), describe=str)
+    images = [plots.plot_variance(args.out, result["sweep"]),
+              plots.plot_gain_sweep(args.out, result["gain_sweep"])]
+    config = {k: _jsonable(v) for k, v in vars(args).items()
+              if k not in ("func", "command", "quiet")}
+    write_json(args.out, "results.json", {
+        "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
+                                      "notebook_a_rows": rows, "notebook_b": dataset.b_description},
+        "versions": report.versions(), "notices": notices, "variance": result})
+    lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + report.variance_markdown(
+        result, images[:1], f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
+                            f"{dataset.b_description}") + [""] + report.gain_markdown(
+        result["gain_sweep"], images[1:])
+    write_atomic(args.out, "report.md", ("\n".join(lines) + "\n").encode())
+    if not args.quiet:
+        _print_variance_table(result, args.out)
+    return 0
+
+
+def _init_distributed(args, parser):
+    """``jax.distributed.initialize`` when a multi-host run is asked for."""
+    import jax
+
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return
+    if any(v is None for v in given):
+        parser.error("argument --coordinator: a multi-host run needs --coordinator, "
+                     "--num-processes and --process-id (or their environment variables)")
+    n, i = int(args.num_processes), int(args.process_id)
+    if not 0 <= i < n:
+        parser.error(f"argument --process-id: {i} is not in [0, {n})")
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=n,
+                               process_id=i, initialization_timeout=120)
+
+
+def cmd_sweep(args, parser) -> int:
+    import jax
+
+    _apply_resume(args, parser)
+    _init_distributed(args, parser)
+    # float64 for this command's computation only, not a process-wide switch.
+    with jax.enable_x64(args.dtype == "float64"):
+        return _sweep(args, parser)
+
+
+def _sweep(args, parser) -> int:
+    import io as _io
+
+    import jax
+
+    from winit_jax.lab import report
+    from winit_jax.lab.experiment import summarise
+    from winit_jax.lab.files import write_atomic, write_json
+    from winit_jax.lab.many import fit_many, nnx_leaves
+    from winit_jax.lab.train import TrainConfig
+
+    dataset, notices = _setup(args, parser)
+    ckpt = _checkpoint(args, parser)
+    if args.limit:
+        dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
+    configs = [TrainConfig(scheme=s, learning_rate=lr, momentum=args.momentum,
+                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed + k,
+                           dtype=args.dtype)
+               for s in args.schemes for lr in args.lrs for k in range(args.seeds)]
+    fitted = fit_many(configs, dataset.arrays(), checkpoint=ckpt)
+    if jax.process_index() != 0:
+        _done(ckpt)
+        return 0  # process 0 writes for the whole cluster
+    runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **dataclasses.asdict(r)}
+            for c, r in zip(configs, fitted.results)]
+    summary = [{**row, "learning_rate": lr} for lr in args.lrs
+               for row in summarise([r for c, r in zip(configs, fitted.results)
+                                     if c.learning_rate == lr])]
+    if args.save_params:
+        buf = _io.BytesIO()
+        np.savez(buf, **{f"{i}/{'/'.join(map(str, path))}": np.asarray(leaf)
+                         for i, st in enumerate(fitted.states)
+                         for path, leaf in nnx_leaves(st)})
+        write_atomic(args.out, "params.npz", buf.getvalue())
+    write_json(args.out, "results.json", {
+        "config": {**run_config(args), "out": str(args.out)}, "dataset": dataset.description, "notices": notices,
+        "devices": jax.device_count(), "processes": jax.process_count(),
+        "versions": report.versions(), "runs": runs, "summary": summary})
+    _done(ckpt)
+    if not args.quiet:
+        _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
+    return 0
+
+
+def _print_sweep_table(summary, out, devices, processes):
+    from rich.console import Console
+
+    from winit_jax.lab.report import fmt, status
+
+    console = Console(width=min(100, Console().width))
+    table = _table(f"winit-jax sweep: {devices} device(s), {processes} process(es)",
+                   ("scheme", "lr", "seeds", "loss", "train", "test", "status"),
+                   left=("scheme", "status"))
+    for r in summary:
+        table.add_row(r["scheme"], f"{r['learning_rate']:g}", str(r["seeds"]),
+                      fmt(r["final_loss_mean"], ".3f"), fmt(r["train_acc_mean"], ".1%"),
+                      f"{fmt(r['test_acc_mean'], '.1%')} ± {fmt(r['test_acc_std'], '.1%')}",
+                      status(r))
+    console.print(table)
+    console.print(f"wrote {out}/results.json")
+
+
+def _run_with_progress(run, total, quiet, describe):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=quiet, transient=True) as progress:
+        task = progress.add_task("training", total=total)
+
+        def on_result(r):
+            progress.update(task, advance=1, description=describe(r))
+        return run(on_result)
+
+
+def _print_table(rows, verdicts, dataset, out):
+    from rich.console import Console
+
+    from winit_jax.lab.report import fmt, status
+
+    console = Console(width=min(100, Console().width))
+    table = _table(f"winit-jax compare: {dataset.name}, "
+                   f"{len(dataset.x_train)} train / {len(dataset.x_test)} test",
+                   ("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "parity / status"),
+                   left=("scheme", "fw", "parity / status"))
+    for r in rows:
+        v = verdicts.get(r["scheme"], {}).get("verdict", "")
+        st = status(r)
+        table.add_row(r["scheme"], r["framework"], fmt(r["output_var_mean"], ".2g"),
+                      fmt(r["final_loss_mean"], ".3f"), fmt(r["train_acc_mean"], ".1%"),
+                      fmt(r["test_acc_mean"], ".1%"), fmt(r["wall_s_mean"], ".1f"),
+                      st if st != "ok" else (v or "ok"))
+    console.print(table)
+    console.print(f"wrote {out}/results.json, report.md and plots")
+
+
+def _table(title, columns, left=("scheme", "fw")):
+    """A rich Table with ``columns``; those in ``left`` left-aligned, numbers right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+def _print_variance_table(result, out):
+    from rich.console import Console
+
+    from winit_jax.lab.report import fmt
+    from winit_jax.lab.depth import first_fault, worst_ratio
+
+    console = Console(width=min(100, Console().width))
+    table = _table("winit-jax variance: log10 E(y^2) per layer, median over seeds (closed form)",
+                   ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"),
+                   left=("scheme", "fw", "float32"))
+    for s in result["sweep"]:
+        med, th = s["log10_var_median"], s["theory_log10_var"]
+        cells = [f"{fmt(med[i], '.1f')} ({th[i]:.1f})" if i < s["layers"] else ""
+                 for i in (0, 9, s["layers"] - 1)]
+        table.add_row(s["scheme"], s["framework"], *cells, fmt(worst_ratio(s), ".3f"),
+                      first_fault(s) or "ok")
+    console.print(table)
+    if result["notebook_b"]:
+        nb = _table("notebook B, 784-50: measured mean over seeds (exact)",
+                    ("scheme", "fw", "std of t", "ReLU mean", "ReLU std"))
+        for r in result["notebook_b"]:
+            nb.add_row(r["scheme"], r["framework"], *(
+                f"{r[k]['mean']:.3g} ({r[k]['exact']:.3g})" for k in ("std", "relu_mean", "relu_std")))
+        console.print(nb)
+    if result["product"]:
+        pa = _table("notebook A's net end to end: E(out^2) at init, mean over seeds",
+                    ("scheme", "fw", "measured", "predicted", "ratio"))
+        for r in result["product"]:
+            pa.add_row(r["scheme"], r["framework"], f"{r['output_sq']:.3g} ± {r['output_sq_se']:.1g}",
+                       f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")
+        console.print(pa)
+    if result.get("gain_sweep"):
+        from winit_jax.lab.gain_depth import exact_and_he, worst_factor
+
+        gs = _table("exact gain vs He's 2/n through depth: mean Var[y] over seeds",
+                    ("activation", "fw", "g^2", "slope", "exact worst", "exact last",
+                     "He last (theory)"), left=("activation", "fw"))
+        for r, he in exact_and_he(result["gain_sweep"]):
+            gs.add_row(r["activation"], r["framework"], f"{r['gain_sq']:.3f}",
+                       f"{r['map_slope']:.3f}", f"{worst_factor(r):.3g}",
+                       f"{r['mean_var'][-1]:.3g}",
+                       f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})")
+        console.print(gs)
+    console.print(f"wrote {out}/results.json, report.md, variance_depth.png and gain_depth.png")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
