@@ -28,6 +28,7 @@ from winit_jax.initializers import glorot_uniform as glorot_uniform
 from winit_jax.initializers import he_normal as he_normal
 from winit_jax.initializers import he_uniform as he_uniform
 from winit_jax.initializers import lecun_normal as lecun_normal
+from winit_jax.initializers import lecun_uniform as lecun_uniform
 from winit_jax.initializers import orthogonal as orthogonal
 from winit_jax.initializers import standard_normal as standard_normal
 from winit_jax.initializers import symmetric_uniform as symmetric_uniform
@@ -56,6 +57,7 @@ _SUBMODULES = ("lsuv", "models", "parity")
 __all__ = sorted([
     "ACTIVATIONS", "SCHEMES", "Scheme", "compute_fans", "gain", "gain_normal", "gain_uniform",
     "get_scheme", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal",
+    "lecun_uniform",
     "orthogonal", "second_moment", "standard_normal", "symmetric_uniform", "torch_linear_bias",
     "torch_linear_kernel", "variance_scaling", *_LAZY, *_SUBMODULES])
 

@@ -218,8 +218,10 @@ def test_product_formula_for_notebook_a(scheme, framework, digits):
     assert p["predicted"] == pytest.approx(p["first_layer"], rel=1e-12)
     assert abs(p["ratio"] - 1) < 0.15
     assert 0.15 * p["predicted"] > 4 * p["output_sq_se"]
-    # a wrong Var[w] (factor 2 per layer) would predict 1/16 or 16 times as much
-    assert p["output_var"] < p["output_sq"]
+    # Negative control: the same measurements against the formula with a wrong Var[w],
+    # 1/n instead of 2/n (a factor 2 in each of the 4 later layers), must fail the check.
+    wrong = V.product_formula(st, "lecun_normal", NOTEBOOK_A_SIZES)
+    assert abs(wrong["ratio"] - 1) > 0.15 and wrong["ratio"] == pytest.approx(16 * p["ratio"])
 
 
 @pytest.mark.slow

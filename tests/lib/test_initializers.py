@@ -218,10 +218,10 @@ def test_orthogonal_is_haar_not_just_orthogonal():
     assert abs(np.mean(w00 ** 2) - 0.5) < 5 * math.sqrt(0.125 / len(w00))  # Var[cos^2] = 1/8
 
 
-@pytest.mark.parametrize("gain", [0, -1.0, float("nan"), "1"])
-def test_orthogonal_bad_gain(gain):
-    with pytest.raises(ValueError, match="gain"):
-        wj.orthogonal(gain)
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), "1"])
+def test_orthogonal_bad_scale(scale):
+    with pytest.raises(ValueError, match="scale"):
+        wj.orthogonal(scale)
 
 
 def test_orthogonal_bad_shape_and_axis():
