@@ -23,7 +23,7 @@ def sweeps():
                 require_torch()
             log_var, _ = G.seeded_sweep(framework, list(ACTIVATIONS), range(SEEDS),
                                         width=WIDTH, depth=DEPTH, rows=ROWS)
-            cache[framework] = {(r["activation"], r["gain"]): r
+            cache[framework] = {(r.activation, r.gain): r
                                 for r in G.summarise(log_var, list(ACTIVATIONS), width=WIDTH)}
         return cache[framework]
     return get
@@ -67,7 +67,7 @@ def test_exact_gain_keeps_unit_variance_up_to_the_noise_horizon(activation, fram
     row = sweeps(framework)[activation, "exact"]
     slope = slope_by_scipy(activation)
     layers = horizon(slope, WIDTH)
-    mean = np.asarray(row["mean_var"])[:layers]
+    mean = np.asarray(row.mean_var)[:layers]
     assert np.all((1 / FACTOR < mean) & (mean < FACTOR)), np.round(mean, 3)
     if slope <= 1 + 1e-6:  # a stable fixed point: the issue's claim, all 50 layers
         assert layers == DEPTH
@@ -79,7 +79,7 @@ def test_exact_gain_keeps_unit_variance_up_to_the_noise_horizon(activation, fram
 def test_he_gain_follows_the_infinite_width_map(activation, framework, sweeps):
     """He's 2 / n on other activations drifts exactly as q -> 2 E[f(sqrt(q) z)^2] predicts."""
     row = sweeps(framework)[activation, "he"]
-    mean, theory = np.asarray(row["mean_var"]), np.asarray(row["theory"])
+    mean, theory = np.asarray(row.mean_var), np.asarray(row.theory)
     assert np.all(np.abs(np.log(mean / theory)) < math.log(FACTOR)), np.round(mean / theory, 3)
 
 
@@ -89,4 +89,4 @@ def test_he_gain_follows_the_infinite_width_map(activation, framework, sweeps):
 def test_he_gain_drifts_where_the_exact_gain_does_not(activation, framework, sweeps):
     exact, he = sweeps(framework)[activation, "exact"], sweeps(framework)[activation, "he"]
     layer = horizon(slope_by_scipy(activation), WIDTH) - 1
-    assert he["mean_var"][layer] < 1 / FACTOR < exact["mean_var"][layer] < FACTOR
+    assert he.mean_var[layer] < 1 / FACTOR < exact.mean_var[layer] < FACTOR

@@ -144,7 +144,7 @@ def _layers(values):
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_one_step_closed_form_at_every_finite_layer(scheme, framework, sweeps):
     s = sweeps(scheme, framework)
-    ratio, se = _layers(s["ratio_mean"]), _layers(s["ratio_se"])
+    ratio, se = _layers(s.ratio_mean), _layers(s.ratio_se)
     finite = ~np.isnan(ratio)
     assert finite[:30].all()  # float32 holds at least 30 layers of every scheme
     assert np.all(np.abs(ratio[finite] - 1) < 0.10), np.round(ratio, 3)
@@ -160,21 +160,21 @@ def _first_layer(condition):
 def test_float32_faults_where_theory_puts_them(framework, sweeps):
     """randn multiplies E[y^2] by 256/2 per layer, U(+-0.01) by 256 * 0.01^2/3 / 2 = 0.0043."""
     s = sweeps("standard_normal", framework)
-    theory = np.array(s["theory_log10_var"])
+    theory = np.array(s.theory_log10_var)
     rms = theory / 2  # log10 of the typical |y|
-    first = _first_layer(s["overflow"])
+    first = _first_layer(s.overflow)
     # the largest of 256 x 500 entries lies within 3 decades above the RMS
     assert _first_layer(rms > math.log10(F32_MAX) - 3) <= first <= _first_layer(
         rms > math.log10(F32_MAX))
-    assert not any(s["underflow"])
+    assert not any(s.underflow)
 
     s = sweeps("uniform", framework)
-    per_product = np.array(s["theory_log10_var"]) / 2 - math.log10(WIDTH) / 2
+    per_product = np.array(s.theory_log10_var) / 2 - math.log10(WIDTH) / 2
     expected = _first_layer(per_product < math.log10(F32_TINY))
-    assert abs(_first_layer(s["underflow"]) - expected) <= 1  # the ratio per layer is 240x
-    assert not any(s["overflow"])
+    assert abs(_first_layer(s.underflow) - expected) <= 1  # the ratio per layer is 240x
+    assert not any(s.overflow)
     for scheme in ("he_normal", "he_uniform", "lecun_normal"):
-        assert not any(sweeps(scheme, framework)["overflow"] + sweeps(scheme, framework)["underflow"])
+        assert not any(sweeps(scheme, framework).overflow + sweeps(scheme, framework).underflow)
 
 
 @pytest.mark.slow
@@ -184,7 +184,7 @@ def test_spread_over_seeds_grows_like_depth_over_width(framework, sweeps):
     rectified Gaussian: E[z^4 1(z>0)] / E[z^2 1(z>0)]^2 - 1 = 5). Over a batch of correlated
     digits the spread is a little smaller; 32 seeds estimate a std to about 13%."""
     s = sweeps("he_normal", framework)
-    std = _layers(s["log_var_std"])
+    std = _layers(s.log_var_std)
     for layer in (10, 25, 50):
         expected = math.sqrt(5 * layer / WIDTH)
         assert 0.5 * expected < std[layer - 1] < 1.5 * expected, (layer, std[layer - 1])
@@ -195,13 +195,13 @@ def test_spread_over_seeds_grows_like_depth_over_width(framework, sweeps):
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_jax_and_torch_sweeps_agree(scheme, sweeps):
     j, t = sweeps(scheme, "jax"), sweeps(scheme, "torch")
-    assert j["overflow"] == t["overflow"] and j["underflow"] == t["underflow"]
-    rj, rt = _layers(j["ratio_mean"]), _layers(t["ratio_mean"])
+    assert j.overflow == t.overflow and j.underflow == t.underflow
+    rj, rt = _layers(j.ratio_mean), _layers(t.ratio_mean)
     ok = ~np.isnan(rj)
     assert np.all(np.abs(rj[ok] / rt[ok] - 1) < 0.10)
     # medians of log Var over 32 seeds each: SE of a median is about 1.25 std / sqrt(n)
-    med_j, med_t = _layers(j["log10_var_median"]), _layers(t["log10_var_median"])
-    std = np.maximum(_layers(j["log_var_std"]), _layers(t["log_var_std"])) / math.log(10)
+    med_j, med_t = _layers(j.log10_var_median), _layers(t.log10_var_median)
+    std = np.maximum(_layers(j.log_var_std), _layers(t.log_var_std)) / math.log(10)
     se = 1.25 * std * math.sqrt(2 / SWEEP_SEEDS)
     assert np.all(np.abs(med_j - med_t)[ok] <= 5 * se[ok] + 1e-3)
 
@@ -215,13 +215,13 @@ def test_product_formula_for_notebook_a(scheme, framework, digits):
     st = V.stats_over_seeds(framework, scheme, digits, NOTEBOOK_A_SIZES, range(256))
     p = V.product_formula(st, scheme, NOTEBOOK_A_SIZES)
     # He: every factor n_l Var[w^l] / 2 is 1, so E[(y^5)^2] should equal E[(y^1)^2]
-    assert p["predicted"] == pytest.approx(p["first_layer"], rel=1e-12)
-    assert abs(p["ratio"] - 1) < 0.15
-    assert 0.15 * p["predicted"] > 4 * p["output_sq_se"]
+    assert p.predicted == pytest.approx(p.first_layer, rel=1e-12)
+    assert abs(p.ratio - 1) < 0.15
+    assert 0.15 * p.predicted > 4 * p.output_sq_se
     # Negative control: the same measurements against the formula with a wrong Var[w],
     # 1/n instead of 2/n (a factor 2 in each of the 4 later layers), must fail the check.
     wrong = V.product_formula(st, "lecun_normal", NOTEBOOK_A_SIZES)
-    assert abs(wrong["ratio"] - 1) > 0.15 and wrong["ratio"] == pytest.approx(16 * p["ratio"])
+    assert abs(wrong.ratio - 1) > 0.15 and wrong.ratio == pytest.approx(16 * p.ratio)
 
 
 @pytest.mark.slow
@@ -232,15 +232,15 @@ def test_notebook_b_one_layer(scheme, framework, sample_dataset):
         require_torch()
     st = V.stats_over_seeds(framework, scheme, sample_dataset.x_b, NOTEBOOK_B_SIZES, range(64))
     b = V.notebook_b(st, scheme)
-    assert abs(b["input_mean_sq"] - 1) < 0.05  # standardised with a similar set's mean and std
-    exact_sd = math.sqrt(784 * get_scheme(scheme).var_w(784, 50) * b["input_mean_sq"])
-    assert b["std"]["exact"] == pytest.approx(exact_sd)
-    assert abs(b["std"]["bias"]) < 0.05
-    assert b["relu_mean"]["exact"] == pytest.approx(exact_sd / math.sqrt(2 * math.pi))
-    assert abs(b["relu_mean"]["bias"]) < 0.10 and abs(b["relu_std"]["bias"]) < 0.10
+    assert abs(b.input_mean_sq - 1) < 0.05  # standardised with a similar set's mean and std
+    exact_sd = math.sqrt(784 * get_scheme(scheme).var_w(784, 50) * b.input_mean_sq)
+    assert b.std.exact == pytest.approx(exact_sd)
+    assert abs(b.std.bias) < 0.05
+    assert b.relu_mean.exact == pytest.approx(exact_sd / math.sqrt(2 * math.pi))
+    assert abs(b.relu_mean.bias) < 0.10 and abs(b.relu_std.bias) < 0.10
     for key in ("std", "relu_mean", "relu_std"):  # 64 seeds: each bound is >= 4 SE wide
-        se = b[key]["spread"] / math.sqrt(b["seeds"])
-        assert (0.05 if key == "std" else 0.10) * b[key]["exact"] > 4 * se
+        se = getattr(b, key).spread / math.sqrt(b.seeds)
+        assert (0.05 if key == "std" else 0.10) * getattr(b, key).exact > 4 * se
 
 
 @pytest.mark.slow
@@ -260,4 +260,4 @@ def test_orthogonal_notebook_a_nets_do_not_hang(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     p = json.loads(proc.stdout.splitlines()[-1])
     # Orthogonal rows with gain sqrt(2) where fan_in >= fan_out: Var[w] = 2 / fan_in, as He.
-    assert abs(p["output_sq"] - p["predicted"]) <= 5 * p["output_sq_se"]
+    assert abs(p.output_sq - p.predicted) <= 5 * p.output_sq_se

@@ -315,17 +315,16 @@ def cmd_compare(args, parser) -> int:
                          notebook_b_seeds=0)
     images = [plots.plot_losses(args.out, results), plots.plot_accuracy(args.out, rows),
               plots.plot_variance(args.out, variance["sweep"])]
-    config_dict = {**dataclasses.asdict(config), "schemes": args.schemes,
-                   "frameworks": args.frameworks, "seeds": args.seeds, "dataset": args.dataset,
-                   "data_dir": str(args.data_dir), "variance_seeds": args.variance_seeds}
-    report.write_results(args.out, config_dict, dataset, results, rows, verdicts, notices,
+    report.write_results(args.out, run_config(args), dataset, results, rows, verdicts, notices,
                          variance)
     report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
                           report.variance_markdown(variance, images[2:], f"{n_rows} digits of "
                                                    f"{dataset.description}, pixels / 256"))
     _done(ckpt)
     if not args.quiet:
-        _print_table(rows, verdicts, dataset, args.out)
+        _print([report.compare_table(rows, verdicts, dataset)],
+               f"wrote {args.out}/results.json, report.md and plots",
+               columns=[("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "status")])
     return 0
 
 
@@ -344,10 +343,8 @@ def cmd_variance(args, parser) -> int:
         len(args.frameworks), quiet=args.quiet or not sys.stderr.isatty(), describe=str)
     images = [plots.plot_variance(args.out, result["sweep"]),
               plots.plot_gain_sweep(args.out, result["gain_sweep"])]
-    config = {k: _jsonable(v) for k, v in vars(args).items()
-              if k not in ("func", "command", "quiet")}
     write_json(args.out, "results.json", {
-        "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
+        "config": run_config(args), "dataset": {"name": dataset.name, "description": dataset.description,
                                       "notebook_a_rows": rows, "notebook_b": dataset.b_description},
         "versions": report.versions(), "notices": notices, "variance": result})
     lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + report.variance_markdown(
@@ -356,7 +353,12 @@ def cmd_variance(args, parser) -> int:
         result["gain_sweep"], images[1:])
     write_atomic(args.out, "report.md", ("\n".join(lines) + "\n").encode())
     if not args.quiet:
-        _print_variance_table(result, args.out)
+        tables = [report.depth_table(result["sweep"])]
+        tables += [report.notebook_b_table(result["notebook_b"])] if result["notebook_b"] else []
+        tables += [report.product_table(result["product"])] if result["product"] else []
+        tables += [report.gain_table(result["gain_sweep"])] if result["gain_sweep"] else []
+        _print(tables, f"wrote {args.out}/results.json, report.md, variance_depth.png and "
+                       "gain_depth.png")
     return 0
 
 
@@ -394,7 +396,7 @@ def _sweep(args, parser) -> int:
 
     from winit_jax.lab import report
     from winit_jax.lab.experiment import summarise
-    from winit_jax.lab.files import write_atomic, write_json
+    from winit_jax.lab.files import plain, write_atomic, write_json
     from winit_jax.lab.many import fit_many, nnx_leaves
     from winit_jax.lab.train import TrainConfig
 
@@ -410,9 +412,9 @@ def _sweep(args, parser) -> int:
     if jax.process_index() != 0:
         _done(ckpt)
         return 0  # process 0 writes for the whole cluster
-    runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **dataclasses.asdict(r)}
+    runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **plain(r)}
             for c, r in zip(configs, fitted.results)]
-    summary = [{**row, "learning_rate": lr} for lr in args.lrs
+    summary = [dataclasses.replace(row, learning_rate=lr) for lr in args.lrs
                for row in summarise([r for c, r in zip(configs, fitted.results)
                                      if c.learning_rate == lr])]
     if args.save_params:
@@ -427,26 +429,9 @@ def _sweep(args, parser) -> int:
         "versions": report.versions(), "runs": runs, "summary": summary})
     _done(ckpt)
     if not args.quiet:
-        _print_sweep_table(summary, args.out, jax.device_count(), jax.process_count())
+        _print([report.sweep_table(summary, jax.device_count(), jax.process_count())],
+               f"wrote {args.out}/results.json")
     return 0
-
-
-def _print_sweep_table(summary, out, devices, processes):
-    from rich.console import Console
-
-    from winit_jax.lab.report import fmt, status
-
-    console = Console(width=min(100, Console().width))
-    table = _table(f"winit-jax sweep: {devices} device(s), {processes} process(es)",
-                   ("scheme", "lr", "seeds", "loss", "train", "test", "status"),
-                   left=("scheme", "status"))
-    for r in summary:
-        table.add_row(r["scheme"], f"{r['learning_rate']:g}", str(r["seeds"]),
-                      fmt(r["final_loss_mean"], ".3f"), fmt(r["train_acc_mean"], ".1%"),
-                      f"{fmt(r['test_acc_mean'], '.1%')} ± {fmt(r['test_acc_std'], '.1%')}",
-                      status(r))
-    console.print(table)
-    console.print(f"wrote {out}/results.json")
 
 
 def _run_with_progress(run, total, quiet, describe):
@@ -461,81 +446,15 @@ def _run_with_progress(run, total, quiet, describe):
         return run(on_result)
 
 
-def _print_table(rows, verdicts, dataset, out):
+def _print(tables, closing: str, columns=None) -> None:
+    """The lab's tables in the terminal (at most 100 columns wide; the columns named per
+    table in ``columns``, default all), then one closing line."""
     from rich.console import Console
 
-    from winit_jax.lab.report import fmt, status
-
     console = Console(width=min(100, Console().width))
-    table = _table(f"winit-jax compare: {dataset.name}, "
-                   f"{len(dataset.x_train)} train / {len(dataset.x_test)} test",
-                   ("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "parity / status"),
-                   left=("scheme", "fw", "parity / status"))
-    for r in rows:
-        v = verdicts.get(r["scheme"], {}).get("verdict", "")
-        st = status(r)
-        table.add_row(r["scheme"], r["framework"], fmt(r["output_var_mean"], ".2g"),
-                      fmt(r["final_loss_mean"], ".3f"), fmt(r["train_acc_mean"], ".1%"),
-                      fmt(r["test_acc_mean"], ".1%"), fmt(r["wall_s_mean"], ".1f"),
-                      st if st != "ok" else (v or "ok"))
-    console.print(table)
-    console.print(f"wrote {out}/results.json, report.md and plots")
-
-
-def _table(title, columns, left=("scheme", "fw")):
-    """A rich Table with ``columns``; those in ``left`` left-aligned, numbers right-aligned."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="left" if col in left else "right")
-    return table
-
-
-def _print_variance_table(result, out):
-    from rich.console import Console
-
-    from winit_jax.lab.report import fmt
-    from winit_jax.lab.depth import first_fault, worst_ratio
-
-    console = Console(width=min(100, Console().width))
-    table = _table("winit-jax variance: log10 E(y^2) per layer, median over seeds (closed form)",
-                   ("scheme", "fw", "layer 1", "layer 10", "last", "worst 1-step", "float32"),
-                   left=("scheme", "fw", "float32"))
-    for s in result["sweep"]:
-        med, th = s["log10_var_median"], s["theory_log10_var"]
-        cells = [f"{fmt(med[i], '.1f')} ({th[i]:.1f})" if i < s["layers"] else ""
-                 for i in (0, 9, s["layers"] - 1)]
-        table.add_row(s["scheme"], s["framework"], *cells, fmt(worst_ratio(s), ".3f"),
-                      first_fault(s) or "ok")
-    console.print(table)
-    if result["notebook_b"]:
-        nb = _table("notebook B, 784-50: measured mean over seeds (exact)",
-                    ("scheme", "fw", "std of t", "ReLU mean", "ReLU std"))
-        for r in result["notebook_b"]:
-            nb.add_row(r["scheme"], r["framework"], *(
-                f"{r[k]['mean']:.3g} ({r[k]['exact']:.3g})" for k in ("std", "relu_mean", "relu_std")))
-        console.print(nb)
-    if result["product"]:
-        pa = _table("notebook A's net end to end: E(out^2) at init, mean over seeds",
-                    ("scheme", "fw", "measured", "predicted", "ratio"))
-        for r in result["product"]:
-            pa.add_row(r["scheme"], r["framework"], f"{r['output_sq']:.3g} ± {r['output_sq_se']:.1g}",
-                       f"{r['predicted']:.3g}", f"{r['ratio']:.3f}")
-        console.print(pa)
-    if result.get("gain_sweep"):
-        from winit_jax.lab.gain_depth import exact_and_he, worst_factor
-
-        gs = _table("exact gain vs He's 2/n through depth: mean Var[y] over seeds",
-                    ("activation", "fw", "g^2", "slope", "exact worst", "exact last",
-                     "He last (theory)"), left=("activation", "fw"))
-        for r, he in exact_and_he(result["gain_sweep"]):
-            gs.add_row(r["activation"], r["framework"], f"{r['gain_sq']:.3f}",
-                       f"{r['map_slope']:.3f}", f"{worst_factor(r):.3g}",
-                       f"{r['mean_var'][-1]:.3g}",
-                       f"{he['mean_var'][-1]:.3g} ({he['theory'][-1]:.3g})")
-        console.print(gs)
-    console.print(f"wrote {out}/results.json, report.md, variance_depth.png and gain_depth.png")
+    for i, table in enumerate(tables):
+        console.print(table.rich(columns=None if columns is None else columns[i]))
+    console.print(closing)
 
 
 def main(argv=None) -> int:

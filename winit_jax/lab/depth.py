@@ -9,6 +9,7 @@ the report and the tests read.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -28,6 +29,79 @@ RELU_STD = math.sqrt(0.5 - 1 / (2 * math.pi))      # 0.584
 # Notebook B's printed single-seed values, shown beside ours (never asserted).
 NOTEBOOK_B_PRINTS = {"standard_normal": {"std": 26.19},
                      "lecun_normal": {"std": 0.998, "relu_mean": 0.41, "relu_std": 0.59}}
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthSummary:
+    """One (scheme, framework) of the depth sweep, per layer (lists over layers; None where a
+    seed's float32 activations over- or underflowed)."""
+
+    scheme: str
+    seeds: int
+    layers: int
+    width: int
+    log10_var_median: list
+    log10_var_p10: list
+    log10_var_p90: list
+    log_var_std: list
+    ratio_mean: list      # measured / one-step predicted E[y^2], mean over seeds
+    ratio_se: list
+    theory_log10_var: list  # the chained closed form from the data alone
+    overflow: list
+    underflow: list
+    framework: str = ""
+
+    def first_fault(self) -> str:
+        """'overflow from layer 36' (1-based), or '' when every layer is finite."""
+        for kind in ("overflow", "underflow"):
+            flags = getattr(self, kind)
+            if any(flags):
+                return f"{kind} from layer {flags.index(True) + 1}"
+        return ""
+
+    def worst_ratio(self) -> float | None:
+        """The finite layer's measured / one-step ratio farthest from 1, or None."""
+        ratios = [r for r in self.ratio_mean if r is not None]
+        return max(ratios, key=lambda r: abs(r - 1)) if ratios else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Moment:
+    """A measured quantity over seeds against its closed form."""
+
+    mean: float
+    spread: float          # seed-to-seed standard deviation
+    exact: float
+    bias: float            # mean / exact - 1
+    notebook: float | None  # the notebook's single-seed print, shown, never asserted
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookB:
+    """Notebook B's one layer (784-50): std of t = x W, and ReLU(t)'s mean and std."""
+
+    scheme: str
+    seeds: int
+    input_mean_sq: float
+    std: Moment
+    relu_mean: Moment
+    relu_std: Moment
+    framework: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductCheck:
+    """Notebook A's net end to end: mean E[(y^L)^2] against the product formula."""
+
+    scheme: str
+    seeds: int
+    first_layer: float
+    predicted: float
+    output_sq: float
+    output_sq_se: float
+    output_var: float
+    ratio: float
+    framework: str = ""
 
 
 def depth_sizes(n_in: int, width: int, depth: int) -> tuple[int, ...]:
@@ -108,7 +182,7 @@ def stats_over_seeds(framework: str, scheme: str, x, sizes: Sequence[int], seeds
     raise ValueError(f"framework must be 'jax' or 'torch', got {framework!r}")
 
 
-def summarise_depth(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> dict:
+def summarise_depth(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> DepthSummary:
     """Per layer, over seeds: median and 10-90% range of log10 Var[y], the mean ratio of
     measured to one-step-predicted Var[y], the chained theory, and float32 faults.
 
@@ -134,36 +208,20 @@ def _summarise(st, scheme, sizes):
         return [float(v) if ok_l else None for v, ok_l in zip(values, all_ok)]
 
     chained = S.chained_prediction(float(np.asarray(st.in_log_sq)[0, 0]), scheme, sizes)
-    return {
-        "scheme": scheme, "seeds": int(ok.shape[0]), "layers": int(ok.shape[1]),
-        "width": int(sizes[1]),
-        "log10_var_median": per_layer(np.median(log10, axis=0)),
-        "log10_var_p10": per_layer(np.percentile(log10, 10, axis=0)),
-        "log10_var_p90": per_layer(np.percentile(log10, 90, axis=0)),
-        "log_var_std": per_layer(np.std(log10 * math.log(10), axis=0, ddof=1)),
-        "ratio_mean": per_layer(np.mean(ratio, axis=0)),
-        "ratio_se": per_layer(np.std(ratio, axis=0, ddof=1) / math.sqrt(ok.shape[0])),
-        "theory_log10_var": (chained / math.log(10)).tolist(),
-        "overflow": (np.asarray(st.status) == S.OVERFLOW).any(axis=0).tolist(),
-        "underflow": (np.asarray(st.status) == S.UNDERFLOW).any(axis=0).tolist(),
-    }
+    return DepthSummary(
+        scheme=scheme, seeds=int(ok.shape[0]), layers=int(ok.shape[1]), width=int(sizes[1]),
+        log10_var_median=per_layer(np.median(log10, axis=0)),
+        log10_var_p10=per_layer(np.percentile(log10, 10, axis=0)),
+        log10_var_p90=per_layer(np.percentile(log10, 90, axis=0)),
+        log_var_std=per_layer(np.std(log10 * math.log(10), axis=0, ddof=1)),
+        ratio_mean=per_layer(np.mean(ratio, axis=0)),
+        ratio_se=per_layer(np.std(ratio, axis=0, ddof=1) / math.sqrt(ok.shape[0])),
+        theory_log10_var=(chained / math.log(10)).tolist(),
+        overflow=(np.asarray(st.status) == S.OVERFLOW).any(axis=0).tolist(),
+        underflow=(np.asarray(st.status) == S.UNDERFLOW).any(axis=0).tolist())
 
 
-def first_fault(summary: dict) -> str:
-    """'overflow from layer 36' (1-based), or '' when every layer is finite."""
-    for kind in ("overflow", "underflow"):
-        if any(summary[kind]):
-            return f"{kind} from layer {summary[kind].index(True) + 1}"
-    return ""
-
-
-def worst_ratio(summary: dict) -> float | None:
-    """The finite layer's measured / one-step ratio farthest from 1, or None if there is none."""
-    ratios = [r for r in summary["ratio_mean"] if r is not None]
-    return max(ratios, key=lambda r: abs(r - 1)) if ratios else None
-
-
-def notebook_b(st: S.LayerStats, scheme: str) -> dict:
+def notebook_b(st: S.LayerStats, scheme: str) -> NotebookB:
     """Notebook B's one layer (784-50) from seeded stats of ``MLP(NOTEBOOK_B_SIZES)``.
 
     The closed form: std of t = x W is sqrt(784 Var[w] E[x^2]) with E[x^2] measured on
@@ -177,16 +235,16 @@ def notebook_b(st: S.LayerStats, scheme: str) -> dict:
                 "relu_mean": np.asarray(st.in_mean)[:, 1],
                 "relu_std": np.exp(0.5 * np.asarray(st.in_log_var)[:, 1])}
     exact = {"std": sd, "relu_mean": RELU_MEAN * sd, "relu_std": RELU_STD * sd}
-    out = {"scheme": scheme, "seeds": len(measured["std"]), "input_mean_sq": e_x2}
+    moments = {}
     for k, v in measured.items():
         mean = float(np.mean(v))
-        out[k] = {"mean": mean, "spread": float(np.std(v, ddof=1)), "exact": exact[k],
-                  "bias": mean / exact[k] - 1,
-                  "notebook": NOTEBOOK_B_PRINTS.get(scheme, {}).get(k)}
-    return out
+        moments[k] = Moment(mean=mean, spread=float(np.std(v, ddof=1)), exact=exact[k],
+                            bias=mean / exact[k] - 1,
+                            notebook=NOTEBOOK_B_PRINTS.get(scheme, {}).get(k))
+    return NotebookB(scheme=scheme, seeds=len(measured["std"]), input_mean_sq=e_x2, **moments)
 
 
-def product_formula(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> dict:
+def product_formula(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> ProductCheck:
     """Notebook A's end-to-end check, over seeds: mean E[(y^L)^2] against
     mean E[(y^1)^2] * prod_{l=2..L} n_l Var[w^l] / 2 (plus the biases' variance where they
     are not zero), with the standard error of the mean."""
@@ -195,11 +253,11 @@ def product_formula(st: S.LayerStats, scheme: str, sizes: Sequence[int]) -> dict
     chain = S.chained_prediction(0.0, scheme, sizes, log_sq_first=math.log(np.mean(sq[:, 0])))
     predicted = float(np.exp(chain[-1]))
     n = sq.shape[0]
-    return {"scheme": scheme, "seeds": n, "first_layer": float(np.mean(sq[:, 0])),
-            "predicted": predicted, "output_sq": float(np.mean(sq[:, -1])),
-            "output_sq_se": float(np.std(sq[:, -1], ddof=1) / math.sqrt(n)),
-            "output_var": float(np.mean(var_out)),
-            "ratio": float(np.mean(sq[:, -1]) / predicted)}
+    return ProductCheck(scheme=scheme, seeds=n, first_layer=float(np.mean(sq[:, 0])),
+                        predicted=predicted, output_sq=float(np.mean(sq[:, -1])),
+                        output_sq_se=float(np.std(sq[:, -1], ddof=1) / math.sqrt(n)),
+                        output_var=float(np.mean(var_out)),
+                        ratio=float(np.mean(sq[:, -1]) / predicted))
 
 
 def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b: np.ndarray,
@@ -216,8 +274,8 @@ def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b:
       on_step: called with a description after each piece.
 
     Returns:
-      ``{"sweep": [...], "product": [...], "notebook_b": [...]}``, each a list of dicts
-      with a ``framework`` entry.
+      ``{"sweep": [DepthSummary], "product": [ProductCheck], "notebook_b": [NotebookB]}``,
+      each row with its ``framework``.
     """
     sizes = depth_sizes(x_a.shape[-1], width, depth)
     out = {"sweep": [], "product": [], "notebook_b": []}
@@ -229,7 +287,8 @@ def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b:
             for framework in frameworks:
                 x = x_b if kind == "notebook_b" else x_a
                 st = stats_over_seeds(framework, scheme, x, net, range(n_seeds))
-                out[kind].append({**summarise(st, scheme, net), "framework": framework})
+                out[kind].append(dataclasses.replace(summarise(st, scheme, net),
+                                                     framework=framework))
                 if on_step is not None:
                     on_step(f"{kind} {scheme} {framework}")
     return out

@@ -152,7 +152,30 @@ def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint) -> RunResult:
     return result
 
 
-def summarise(results: list[RunResult]) -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """One (scheme, framework) over its seeds: means, and spreads (std, ddof 1; 0 for 1 seed)."""
+
+    scheme: str
+    framework: str
+    seeds: int
+    input_var_mean: float
+    output_var_mean: float
+    final_loss_mean: float
+    train_acc_mean: float
+    test_acc_mean: float
+    wall_s_mean: float
+    output_var_std: float
+    final_loss_std: float
+    test_acc_std: float
+    diverged_at: int | None  # the earliest step any seed diverged at
+    learning_rate: float | None = None  # set by ``winit-jax sweep``, which varies it
+
+    def status(self) -> str:
+        return "ok" if self.diverged_at is None else f"diverged at step {self.diverged_at}"
+
+
+def summarise(results: list[RunResult]) -> list[Summary]:
     """One row per (scheme, framework): means and spreads over seeds."""
     rows = {}
     for r in results:
@@ -163,13 +186,12 @@ def summarise(results: list[RunResult]) -> list[dict]:
             v = np.array([getattr(r, field) for r in runs], np.float64)
             return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
         diverged = [r.diverged_at for r in runs if r.diverged_at is not None]
-        out.append({
-            "scheme": scheme, "framework": framework, "seeds": len(runs),
+        out.append(Summary(
+            scheme=scheme, framework=framework, seeds=len(runs),
             **{f"{f}_mean": stat(f)[0] for f in ("input_var", "output_var", "final_loss",
                                                    "train_acc", "test_acc", "wall_s")},
             **{f"{f}_std": stat(f)[1] for f in ("output_var", "final_loss", "test_acc")},
-            "diverged_at": min(diverged) if diverged else None,
-        })
+            diverged_at=min(diverged) if diverged else None))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -9,14 +10,17 @@ import secrets
 from pathlib import Path
 
 
-def _clean(obj):
-    """JSON has no NaN or inf: write them as null."""
+def plain(obj):
+    """``obj`` as JSON data: dataclasses (the lab's typed rows) as dicts, tuples as lists,
+    NaN and inf as None (JSON has neither)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return plain({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 
@@ -43,5 +47,5 @@ def write_atomic(directory, name: str, data: bytes) -> Path:
 
 
 def write_json(directory, name: str, obj) -> Path:
-    text = json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(plain(obj), indent=2, allow_nan=False) + "\n"
     return write_atomic(directory, name, text.encode())

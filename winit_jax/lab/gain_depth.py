@@ -10,6 +10,7 @@ in what is being compared. The infinite-width theory is ``activations.variance_m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -22,6 +23,28 @@ from winit_jax import activations as A
 from winit_jax.lab import stats as S
 
 GAINS = {"exact": "1 / E[f(z)^2]", "he": "2 (He's ReLU gain)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class GainRow:
+    """One (activation, gain, framework) of the exact-gain depth study (lists over layers)."""
+
+    activation: str
+    gain: str          # "exact" or "he"
+    gain_sq: float     # n Var[w]
+    seeds: int
+    width: int
+    map_slope: float   # of the exact gain's variance map at q = 1
+    mean_var: list     # mean over seeds of Var[y^l]
+    p10: list
+    p90: list
+    theory: list       # the infinite-width map
+    framework: str = ""
+
+    def worst_factor(self) -> float:
+        """max over layers of max(v, 1/v) for the mean variance v: 1 is perfect."""
+        v = np.asarray(self.mean_var)
+        return float(np.max(np.maximum(v, 1 / v)))
 
 
 def gain_sq(activation: str, gain: str) -> float:
@@ -79,7 +102,7 @@ def seeded_sweep(framework: str, activations: Sequence[str], seeds: Sequence[int
     raise ValueError(f"framework must be 'jax' or 'torch', got {framework!r}")
 
 
-def summarise(log_var: np.ndarray, activations: Sequence[str], *, width: int) -> list[dict]:
+def summarise(log_var: np.ndarray, activations: Sequence[str], *, width: int) -> list[GainRow]:
     """Per (activation, gain): mean over seeds of Var[y^l] per layer, the 10-90 % range,
     the infinite-width prediction, and the exact gain's map slope (stability)."""
     out = []
@@ -87,25 +110,22 @@ def summarise(log_var: np.ndarray, activations: Sequence[str], *, width: int) ->
     for c, (act, gain) in enumerate(configs(activations)):
         v = np.exp(log_var[:, c, :])
         g2 = gain_sq(act, gain)
-        out.append({
-            "activation": act, "gain": gain, "gain_sq": g2, "seeds": int(v.shape[0]),
-            "width": width, "map_slope": A.map_slope(act),
-            "mean_var": np.mean(v, axis=0).tolist(),
-            "p10": np.percentile(v, 10, axis=0).tolist(),
-            "p90": np.percentile(v, 90, axis=0).tolist(),
-            "theory": A.variance_map(act, g2, 1.0, depth).tolist(),
-        })
+        out.append(GainRow(
+            activation=act, gain=gain, gain_sq=g2, seeds=int(v.shape[0]), width=width,
+            map_slope=A.map_slope(act), mean_var=np.mean(v, axis=0).tolist(),
+            p10=np.percentile(v, 10, axis=0).tolist(), p90=np.percentile(v, 90, axis=0).tolist(),
+            theory=A.variance_map(act, g2, 1.0, depth).tolist()))
     return out
 
 
 def run(activations: Sequence[str], frameworks: Sequence[str], *, seeds: int = 32,
-        width: int = 512, depth: int = 50, rows: int = 64, on_step=None) -> list[dict]:
+        width: int = 512, depth: int = 50, rows: int = 64, on_step=None) -> list[GainRow]:
     """``summarise`` of every framework, each row with its ``framework``."""
     rows_out = []
     for framework in frameworks:
         log_var, _ = seeded_sweep(framework, activations, range(seeds), width=width,
                                   depth=depth, rows=rows)
-        rows_out += [{**r, "framework": framework}
+        rows_out += [dataclasses.replace(r, framework=framework)
                      for r in summarise(log_var, activations, width=width)]
         if on_step is not None:
             on_step(f"gain sweep {framework}")
@@ -130,15 +150,9 @@ def noise_horizon(map_slope: float, width: int, *, max_log_std: float = 0.5) -> 
     return layer
 
 
-def exact_and_he(rows: list[dict]):
+def exact_and_he(rows: list[GainRow]):
     """Yields (exact, he) row pairs of the same activation and framework, in ``rows``' order."""
-    by = {(r["activation"], r["framework"], r["gain"]): r for r in rows}
+    by = {(r.activation, r.framework, r.gain): r for r in rows}
     for (act, fw, gain), r in by.items():
         if gain == "exact":
             yield r, by.get((act, fw, "he"))
-
-
-def worst_factor(row: dict) -> float:
-    """max over layers of max(v, 1/v) for the mean variance v: 1 is perfect."""
-    v = np.asarray(row["mean_var"])
-    return float(np.max(np.maximum(v, 1 / v)))

@@ -8,7 +8,6 @@ import math
 import numpy as np
 
 from winit_jax.lab.files import write_atomic
-from winit_jax.lab.depth import first_fault
 
 
 def _subplots(*args, figsize, **kwargs):
@@ -46,12 +45,12 @@ def plot_losses(out, results) -> str:
 
 def plot_accuracy(out, rows) -> str:
 
-    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-    frameworks = list(dict.fromkeys(r["framework"] for r in rows))
+    schemes = list(dict.fromkeys(r.scheme for r in rows))
+    frameworks = list(dict.fromkeys(r.framework for r in rows))
     fig, ax = _subplots(figsize=(8, 3.5))
     width = 0.8 / len(frameworks)
     for i, fw in enumerate(frameworks):
-        acc = [next((r["test_acc_mean"] for r in rows if r["scheme"] == s and r["framework"] == fw),
+        acc = [next((r.test_acc_mean for r in rows if r.scheme == s and r.framework == fw),
                     np.nan) for s in schemes]
         ax.bar(np.arange(len(schemes)) + i * width, acc, width, label=fw)
     ax.set_xticks(np.arange(len(schemes)) + width * (len(frameworks) - 1) / 2, schemes)
@@ -82,24 +81,24 @@ def plot_variance(out, sweep: list[dict]) -> str:
                                            gridspec_kw={"height_ratios": [3, 2, 1.3]})
     colours = {}
     for s in sweep:
-        colour = colours.setdefault(s["scheme"], f"C{len(colours)}")
-        layers = np.arange(1, s["layers"] + 1)
-        theory = np.array(s["theory_log10_var"])
-        med = _arr(s["log10_var_median"])
-        style = "-" if s["framework"] == "jax" else "--"
-        label = f"{s['scheme']} ({s['framework']})"
-        if first_fault(s):
-            label += f": float32 {first_fault(s)}"
+        colour = colours.setdefault(s.scheme, f"C{len(colours)}")
+        layers = np.arange(1, s.layers + 1)
+        theory = np.array(s.theory_log10_var)
+        med = _arr(s.log10_var_median)
+        style = "-" if s.framework == "jax" else "--"
+        label = f"{s.scheme} ({s.framework})"
+        if s.first_fault():
+            label += f": float32 {s.first_fault()}"
         top.plot(layers, 10 ** med, style, color=colour, lw=1.2, label=label)
         mid.plot(layers, 10 ** (med - theory), style, color=colour, lw=1)
-        bottom.plot(layers, _arr(s["ratio_mean"]), style, color=colour, lw=1)
-        if s["framework"] == "jax":
+        bottom.plot(layers, _arr(s.ratio_mean), style, color=colour, lw=1)
+        if s.framework == "jax":
             top.plot(layers, 10 ** theory, ":", color=colour, lw=1)
-            mid.fill_between(layers, 10 ** (_arr(s["log10_var_p10"]) - theory),
-                             10 ** (_arr(s["log10_var_p90"]) - theory), color=colour, alpha=0.12,
+            mid.fill_between(layers, 10 ** (_arr(s.log10_var_p10) - theory),
+                             10 ** (_arr(s.log10_var_p90) - theory), color=colour, alpha=0.12,
                              lw=0)
-    width = sweep[0]["width"]
-    layers = np.arange(1, sweep[0]["layers"] + 1)
+    width = sweep[0].width
+    layers = np.arange(1, sweep[0].layers + 1)
     # log E[y^2] ~ N(log theory - v/2, v), v = 5 l / width: the median sits v/2 below the
     # mean (which the closed form gives), and 10-90% is +-1.28 sd around the median.
     v = 5 * layers / width
@@ -110,7 +109,7 @@ def plot_variance(out, sweep: list[dict]) -> str:
     top.set_yscale("log")
     mid.set_yscale("log")
     top.set_ylabel("E[y^2] of layer l")
-    top.set_title(f"ReLU MLP, width {width}, median over {sweep[0]['seeds']} seeds; "
+    top.set_title(f"ReLU MLP, width {width}, median over {sweep[0].seeds} seeds; "
                   "dotted: closed form from the data's E[x^2]", fontsize=10)
     top.legend(fontsize=7, loc="lower left")
     mid.set_ylabel("measured / closed form")
@@ -130,20 +129,20 @@ def _arr(values):
 def plot_gain_sweep(out, rows: list[dict]) -> str:
     """One panel per activation: mean Var[y^l] over seeds, exact gain (solid) and He's
     ReLU gain (dashed), JAX in C0 and torch in C1; the infinite-width map dotted."""
-    acts = list(dict.fromkeys(r["activation"] for r in rows))
+    acts = list(dict.fromkeys(r.activation for r in rows))
     cols = 3
     fig, axes = _subplots(math.ceil(len(acts) / cols), cols, squeeze=False, sharex=True,
                              figsize=(11, 2.7 * math.ceil(len(acts) / cols)))
     fw_colour = {"jax": "C0", "torch": "C1"}
     for ax, act in zip(axes.ravel(), acts):
-        for r in (r for r in rows if r["activation"] == act):
-            layers = np.arange(1, len(r["mean_var"]) + 1)
-            ls = "-" if r["gain"] == "exact" else "--"
-            ax.plot(layers, r["mean_var"], ls, color=fw_colour.get(r["framework"], "C2"), lw=1.1,
-                    label=f"{r['gain']} ({r['framework']})")
-            if r["framework"] == rows[0]["framework"]:
-                ax.plot(layers, r["theory"], ":", color="k", lw=0.9)
-        slope = next(r["map_slope"] for r in rows if r["activation"] == act)
+        for r in (r for r in rows if r.activation == act):
+            layers = np.arange(1, len(r.mean_var) + 1)
+            ls = "-" if r.gain == "exact" else "--"
+            ax.plot(layers, r.mean_var, ls, color=fw_colour.get(r.framework, "C2"), lw=1.1,
+                    label=f"{r.gain} ({r.framework})")
+            if r.framework == rows[0].framework:
+                ax.plot(layers, r.theory, ":", color="k", lw=0.9)
+        slope = next(r.map_slope for r in rows if r.activation == act)
         ax.set_yscale("log")
         ax.axhspan(0.5, 2, color="grey", alpha=0.12, lw=0)
         ax.set_title(f"{act} (map slope {slope:.3f})", fontsize=9)
@@ -151,7 +150,7 @@ def plot_gain_sweep(out, rows: list[dict]) -> str:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
     r0 = rows[0]
-    fig.suptitle(f"mean Var[y^l] over {r0['seeds']} seeds, width {r0['width']}, N(0,1) inputs; "
+    fig.suptitle(f"mean Var[y^l] over {r0.seeds} seeds, width {r0.width}, N(0,1) inputs; "
                  "solid: exact gain, dashed: He's 2/n, dotted: infinite width; band: factor 2",
                  fontsize=9)
     fig.tight_layout()
