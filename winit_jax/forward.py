@@ -52,16 +52,22 @@ def _recording_class(cls: type) -> type:
 
 
 class _Hook:
-    def __init__(self, paths, stop_before=None):
+    def __init__(self, paths, stop_before=None, on_call=None):
         self.paths, self.stop_before, self.calls, self.seen = paths, stop_before, [], None
+        self.on_call = on_call
 
     def before(self, layer, x):
+        if id(layer) not in self.paths:  # a copy made during the pass (e.g. nnx.merge)
+            return
         if layer is self.stop_before:
             self.seen = x
             raise _Stop
+        if self.on_call is not None:
+            self.on_call(self.paths[id(layer)], layer, x)
 
     def after(self, layer, x, y):
-        self.calls.append(LayerCall(self.paths[id(layer)], layer, x, y))
+        if id(layer) in self.paths:
+            self.calls.append(LayerCall(self.paths[id(layer)], layer, x, y))
 
 
 def watched_layers(model: nnx.Module, types: tuple[type, ...] = LINEAR_TYPES
@@ -72,9 +78,9 @@ def watched_layers(model: nnx.Module, types: tuple[type, ...] = LINEAR_TYPES
 
 
 @contextlib.contextmanager
-def _watching(model, types, stop_before=None) -> Iterator[_Hook]:
+def _watching(model, types, stop_before=None, on_call=None) -> Iterator[_Hook]:
     layers = watched_layers(model, types)
-    hook = _Hook({id(m): path for path, m in layers}, stop_before)
+    hook = _Hook({id(m): path for path, m in layers}, stop_before, on_call)
     swapped = []
     try:
         for _, m in layers:
@@ -89,10 +95,13 @@ def _watching(model, types, stop_before=None) -> Iterator[_Hook]:
             m.__dict__.pop("_winit_hook", None)
 
 
-def layer_io(model: Callable, *args, types: tuple[type, ...] = LINEAR_TYPES, **kwargs
-             ) -> tuple[object, list[LayerCall]]:
+def layer_io(model: Callable, *args, types: tuple[type, ...] = LINEAR_TYPES,
+             on_call: Callable | None = None, **kwargs) -> tuple[object, list[LayerCall]]:
     """Runs ``model(*args, **kwargs)`` once; returns its output and every call of a layer of
     ``types`` in call order (a layer called twice appears twice).
+
+    ``on_call(path, layer, input)`` runs just before each such call and may change the
+    layer's parameters (LSUV calibrates each layer on its input this way, in one pass).
 
     Examples:
       >>> import jax.numpy as jnp, winit_jax as wj
@@ -102,7 +111,7 @@ def layer_io(model: Callable, *args, types: tuple[type, ...] = LINEAR_TYPES, **k
       >>> [(c.path, c.input.shape, c.output.shape) for c in calls]
       [(('layers', 0), (5, 4), (5, 3)), (('layers', 1), (5, 3), (5, 2))]
     """
-    with _watching(model, types) as hook:
+    with _watching(model, types, on_call=on_call) as hook:
         out = model(*args, **kwargs)
     return out, hook.calls
 

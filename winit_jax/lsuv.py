@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from winit_jax.forward import layer_input, layer_io, watched_layers
+from winit_jax.forward import layer_io, watched_layers
 
 TOL = 0.1      # the paper's Tol_var
 MAX_ITER = 10  # the paper's T_max
@@ -100,10 +100,12 @@ def apply_lsuv(model, x, *, tol: float = TOL, max_iter: int = MAX_ITER,
         raise ValueError(f"LSUV: {type(model).__name__} has no Linear or Conv layer")
     if jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(layers[0][1].kernel[...].dtype)
-    _, calls = layer_io(model, x)
-    results = []
-    for layer in dict.fromkeys(c.layer for c in calls):  # call order, each layer once
-        h = layer_input(model, layer, x)
+    results, done = [], set()
+
+    def calibrate(path, layer, h):  # before each layer's first call, on its actual input
+        if id(layer) in done:
+            return
+        done.add(id(layer))
         bias = getattr(layer, "bias", None)
         b = None if bias is None else bias[...]
         w, b, res = _rescale(_layer_apply(layer, h), layer.kernel[...], b, tol=tol,
@@ -112,6 +114,8 @@ def apply_lsuv(model, x, *, tol: float = TOL, max_iter: int = MAX_ITER,
         if b is not None:
             layer.bias.set_value(b)
         results.append(res)
+
+    layer_io(model, x, on_call=calibrate)  # one forward pass: layer l sees layers < l rescaled
     return results
 
 

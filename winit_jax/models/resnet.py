@@ -1,0 +1,76 @@
+"""torchvision's ResNet-18, written in ``flax.nnx`` layer for layer (NHWC).
+
+The same modules in the same order as ``torchvision.models.resnet18`` (conv1, bn1,
+layer1..layer4 of two BasicBlocks each, fc), the same paddings, strides and BatchNorm
+settings (eps 1e-5; torch's momentum 0.1 is Flax's 0.9), so that weights move across
+one to one (``winit_jax.parity``) and ``torch_like.init(model, key,
+overrides=torch_like.resnet_recipe())`` draws what torchvision draws.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+BN = dict(epsilon=1e-5, momentum=0.9)  # torch BatchNorm2d(eps=1e-5, momentum=0.1)
+
+
+def _conv(cin, cout, k, stride, pad, rngs, param_dtype):
+    return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                    use_bias=False, param_dtype=param_dtype, rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+    """conv3x3 - BN - ReLU - conv3x3 - BN, plus the (downsampled) input, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs, param_dtype):
+        self.conv1 = _conv(cin, cout, 3, stride, 1, rngs, param_dtype)
+        self.bn1 = nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = _conv(cout, cout, 3, 1, 1, rngs, param_dtype)
+        self.bn2 = nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)
+        if stride != 1 or cin != cout:
+            self.downsample = nnx.List([
+                _conv(cin, cout, 1, stride, 0, rngs, param_dtype),
+                nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)])
+        else:
+            self.downsample = None
+
+    def __call__(self, x):
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        if self.downsample is not None:
+            x = self.downsample[1](self.downsample[0](x))
+        return nnx.relu(y + x)
+
+
+class ResNet18(nnx.Module):
+    """``torchvision.models.resnet18(num_classes=...)`` in nnx; inputs (N, H, W, 3).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> ResNet18(num_classes=10, rngs=nnx.Rngs(0))(jnp.ones((2, 32, 32, 3))).shape
+      (2, 10)
+    """
+
+    def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, param_dtype=None):
+        import jax.numpy as jnp
+        param_dtype = param_dtype or jnp.float32
+        self.conv1 = _conv(3, 64, 7, 2, 3, rngs, param_dtype)
+        self.bn1 = nnx.BatchNorm(64, **BN, param_dtype=param_dtype, rngs=rngs)
+        widths = (64, 128, 256, 512)
+        cin = 64
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nnx.List([
+                BasicBlock(cin, w, stride, rngs=rngs, param_dtype=param_dtype),
+                BasicBlock(w, w, 1, rngs=rngs, param_dtype=param_dtype)]))
+            cin = w
+        self.fc = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.bn1(self.conv1(x)))
+        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = block(x)
+        return self.fc(x.mean(axis=(1, 2)))  # AdaptiveAvgPool2d((1, 1)), flatten
