@@ -351,7 +351,7 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             raise ValueError(f"padding_idx: the model has no module {path!r}")
     covered = set()
     for path, m in modules:  # a composite's rule covers its submodules
-        if isinstance(m, COMPOSITE) and not _override_for(overrides, _path(path), m):
+        if isinstance(m, COMPOSITE):
             covered |= {id(s) for p, s in nnx.iter_modules(m) if p}
     draws, skipped = [], []
     for parts, m in sorted(modules, key=lambda pm: _path(pm[0])):
@@ -368,6 +368,11 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             spec = dict(rule(m))
         if override is not None:
             spec = {**(spec or {}), **override}
+        if spec is not None and isinstance(m, COMPOSITE):  # overrides of its submodules
+            for sub_parts, sub in nnx.iter_modules(m):
+                sub_override = _override_for(overrides, _path(parts + sub_parts), sub)
+                if sub_parts and sub_override:
+                    spec.update({f"{_path(sub_parts)}/{k}": fn for k, fn in sub_override.items()})
         if spec is None:
             if strict:
                 raise ValueError(f"torch_like.init: no torch rule for {path or '<root>'} "
