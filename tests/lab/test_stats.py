@@ -254,10 +254,11 @@ def test_orthogonal_notebook_a_nets_do_not_hang(tmp_path):
             "from winit_jax.models import NOTEBOOK_A_SIZES as A; "
             "x = np.random.default_rng(0).random((100, 784), dtype=np.float32) / 2; "
             "st = V.stats_over_seeds('jax', 'orthogonal', x, A, range(64)); "
-            "print(json.dumps(V.product_formula(st, 'orthogonal', A)))")
+            "import dataclasses; "
+            "print(json.dumps(dataclasses.asdict(V.product_formula(st, 'orthogonal', A))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     p = json.loads(proc.stdout.splitlines()[-1])
     # Orthogonal rows with gain sqrt(2) where fan_in >= fan_out: Var[w] = 2 / fan_in, as He.
-    assert abs(p.output_sq - p.predicted) <= 5 * p.output_sq_se
+    assert abs(p["output_sq"] - p["predicted"]) <= 5 * p["output_sq_se"]
