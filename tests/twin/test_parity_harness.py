@@ -1,0 +1,288 @@
+"""winit_jax.parity on models nobody here wrote: weights across both ways for every supported
+layer, and ``check`` (init, forward, gradients, training steps, BatchNorm statistics) on
+torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, with mutations that
+must make it fail."""
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import winit_jax.torch_like as tl
+from tests.conftest import require_torch
+from winit_jax import parity as P
+from winit_jax.models import ResNet18, TransformerEncoderLayer
+
+torch = require_torch()
+nn = torch.nn
+
+
+def nhwc(x):
+    return x.transpose(0, 2, 3, 1)
+
+
+# --- weights across, both ways --------------------------------------------------------------
+
+class Pair:
+    """A torch module and its nnx twin built layer for layer (same definition order)."""
+
+    @staticmethod
+    def torch(dtype):
+        return nn.ModuleDict(dict(
+            lin=nn.Linear(6, 5), conv=nn.Conv2d(4, 6, 3, groups=2), ct=nn.ConvTranspose1d(3, 5, 4),
+            emb=nn.Embedding(7, 6), ln=nn.LayerNorm(6), gn=nn.GroupNorm(2, 6), rms=nn.RMSNorm(6),
+            bn=nn.BatchNorm1d(6), mha=nn.MultiheadAttention(8, 2, batch_first=True),
+            lstm=nn.LSTM(4, 5, batch_first=True))).to(dtype)
+
+    @staticmethod
+    def flax(dtype):
+        class Twin(nnx.Module):
+            def __init__(self, rngs):
+                kw = dict(param_dtype=dtype, rngs=rngs)
+                self.lin = nnx.Linear(6, 5, **kw)
+                self.conv = nnx.Conv(4, 6, (3, 3), feature_group_count=2, **kw)
+                self.ct = nnx.ConvTranspose(3, 5, (4,), **kw)
+                self.emb = nnx.Embed(7, 6, **kw)
+                self.ln = nnx.LayerNorm(6, **kw)
+                self.gn = nnx.GroupNorm(6, num_groups=2, **kw)
+                self.rms = nnx.RMSNorm(6, **kw)
+                self.bn = nnx.BatchNorm(6, **kw)
+                self.mha = nnx.MultiHeadAttention(2, 8, decode=False, **kw)
+                self.lstm = nnx.RNN(nnx.OptimizedLSTMCell(4, 5, **kw))
+        return Twin(nnx.Rngs(0))
+
+
+def _torch_state(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trips_are_exact_for_every_layer(dtype):
+    with jax.enable_x64(dtype == "float64"):
+        torch.manual_seed(0)
+        t = Pair.torch(getattr(torch, dtype))
+        with torch.no_grad():  # non-trivial statistics and biases everywhere
+            for name, b in t.named_buffers():
+                if b.is_floating_point():
+                    b.copy_(torch.rand_like(b) + 0.5)
+            t.lstm.bias_hh_l0.zero_()  # Flax holds one bias: b_ih + b_hh (with b_hh = 0 exact)
+        f = P.from_torch(t, Pair.flax(jnp.dtype(dtype)))
+        back = P.to_torch(f, Pair.torch(getattr(torch, dtype)))
+        a, b = _torch_state(t), _torch_state(back)
+        for k in a:
+            if k.endswith("num_batches_tracked"):
+                continue
+            assert a[k].dtype == b[k].dtype, k
+            if k.startswith("bn.running") and dtype == "float64":
+                # nnx.BatchNorm keeps its statistics in float32 whatever its param_dtype
+                assert torch.equal(a[k].float(), b[k].float()), k
+            else:
+                assert torch.equal(a[k], b[k]), k
+        again = P.from_torch(back, Pair.flax(jnp.dtype(dtype)))
+        def weights(m):
+            return {p: np.asarray(v.get_value()) for p, v in nnx.iter_graph(m)
+                    if isinstance(v, (nnx.Param, nnx.BatchStat))}
+        w1, w2 = weights(f), weights(again)
+        assert set(w1) == set(w2) and len(w1) >= 20
+        for p in w1:
+            np.testing.assert_array_equal(w1[p], w2[p], err_msg=str(p))
+
+
+def test_each_layer_computes_the_same_after_transfer():
+    torch.manual_seed(1)
+    rng = np.random.default_rng(0)
+    cases = [
+        (nn.Conv2d(4, 6, 3, padding=1, groups=2), nnx.Conv(4, 6, (3, 3), feature_group_count=2,
+                                                             padding=((1, 1), (1, 1)),
+                                                             rngs=nnx.Rngs(0)), (2, 4, 7, 7)),
+        (nn.ConvTranspose2d(5, 6, 3, stride=2),
+         nnx.ConvTranspose(5, 6, (3, 3), strides=(2, 2), padding="VALID", rngs=nnx.Rngs(0)),
+         (2, 5, 6, 6)),
+        (nn.ConvTranspose2d(5, 6, 3, stride=2),
+         nnx.ConvTranspose(5, 6, (3, 3), strides=(2, 2), padding="VALID", transpose_kernel=True,
+                           rngs=nnx.Rngs(0)), (2, 5, 6, 6)),
+    ]
+    for t, f, shape in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        P.from_torch(t, f)
+        with torch.no_grad():
+            ref = t(torch.from_numpy(x)).numpy()
+        ours = np.moveaxis(np.asarray(f(jnp.asarray(nhwc(x)))), -1, 1)
+        assert P._rel_gap(ours, ref) < 1e-5, type(t).__name__
+
+
+def test_a_mismatch_names_the_pair_and_changes_nothing():
+    t = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    f = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.Linear(3, 3, rngs=nnx.Rngs(0)))
+    before = np.asarray(f.layers[0].kernel[...]).copy()
+    with pytest.raises(P.ParityError, match=r"torch 2 -> nnx layers/1/kernel: shape \(3, 2\)"):
+        P.from_torch(t, f)
+    np.testing.assert_array_equal(np.asarray(f.layers[0].kernel[...]), before)  # untouched
+    with pytest.raises(P.ParityError, match="3 layers|2 layers"):
+        P.from_torch(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2), nn.Linear(2, 2)), f)
+    with pytest.raises(P.ParityError, match=r"torch 0 \(Conv1d\) vs nnx layers/0 \(Linear\)"):
+        P.from_torch(nn.Sequential(nn.Conv1d(4, 3, 1), nn.Linear(3, 2)), f)
+    with pytest.raises(P.ParityError, match="does not know"):
+        P.from_torch(nn.Sequential(nn.PReLU(), nn.Linear(4, 3)), f)
+
+
+def test_an_explicit_mapping_pairs_layers_defined_in_another_order():
+    t = nn.ModuleDict(dict(a=nn.Linear(4, 3), b=nn.Linear(3, 2)))
+
+    class Reversed(nnx.Module):
+        def __init__(self, rngs):
+            self.second = nnx.Linear(3, 2, rngs=rngs)
+            self.first = nnx.Linear(4, 3, rngs=rngs)
+    with pytest.raises(P.ParityError, match="shape"):
+        P.from_torch(t, Reversed(nnx.Rngs(0)))
+    f = P.from_torch(t, Reversed(nnx.Rngs(0)), mapping={"a": "first", "b": "second"})
+    np.testing.assert_array_equal(np.asarray(f.first.kernel[...]), t.a.weight.detach().numpy().T)
+
+
+def test_float64_needs_x64_and_dtypes_must_match():
+    t = nn.Linear(3, 2).double()
+    with pytest.raises(P.ParityError, match="jax_enable_x64"):
+        P.from_torch(t, nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+    with jax.enable_x64(True):
+        with pytest.raises(P.ParityError, match="torch dtype float64 vs nnx float32"):
+            P.from_torch(t, nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+
+
+def test_gru_with_a_hidden_n_bias_is_refused():
+    g = nn.GRU(4, 5)
+    with pytest.raises(P.ParityError, match="b_hn"):
+        P.from_torch(g, nnx.RNN(nnx.GRUCell(4, 5, rngs=nnx.Rngs(0))))
+
+
+# --- the harness on models nobody here wrote ---------------------------------------------------
+
+@pytest.mark.slow
+def test_resnet18_from_torchvision():
+    from torchvision.models import resnet18
+    torch.manual_seed(0)
+    net = resnet18(num_classes=10)
+    model = ResNet18(num_classes=10, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    report = P.check(net, model, x, flax_inputs=nhwc, steps=5, train=True, momentum=0.9,
+                     init_seeds=1, fresh_torch=lambda: resnet18(num_classes=10),
+                     init_overrides=tl.resnet_recipe())
+    report.assert_ok()
+    parts = {s["part"]: s for s in report.summary()}
+    # 20 convolutions, 20 BatchNorms x (weight, bias, running mean, running var), fc: 102
+    assert parts["init"]["checks"] == 102 and parts["batch_stats"]["checks"] == 40
+    assert parts["gradient"]["checks"] == 62 and parts["forward"]["value"] < 1e-5
+
+
+def test_transformer_encoder_layer_from_torch():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True)
+    model = TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).standard_normal((2, 10, 64)).astype(np.float32)
+    P.check(layer, model, x, steps=5, momentum=0.9, init_seeds=2).assert_ok()
+
+
+def test_lstm_from_torch():
+    """Init (torch's two biases compared as their sum), forward over 20 steps, gradients.
+    No SGD steps: torch's b_ih and b_hh each take the bias gradient, so their sum moves twice
+    as fast as Flax's one bias under the same learning rate (a port that must train the same
+    doubles that bias's learning rate); the harness reports that as a failure, as it should."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(16, 32, batch_first=True)
+    model = nnx.RNN(nnx.OptimizedLSTMCell(16, 32, rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(2).standard_normal((4, 20, 16)).astype(np.float32)
+    P.check(lstm, model, x, init_seeds=4).assert_ok()
+    trained = P.check(lstm, model, x, steps=3, learning_rate=0.5, init_seeds=0)
+    assert any("bias" in c.name for c in trained.failures())
+
+
+def test_float64_is_held_to_float64_tolerances():
+    with jax.enable_x64(True):
+        torch.manual_seed(0)
+        t = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+        f = nnx.Sequential(nnx.Linear(12, 16, param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+                           nnx.relu, nnx.Linear(16, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0)))
+        x = np.random.default_rng(1).standard_normal((8, 12))
+        report = P.check(t, f, x, steps=5, momentum=0.9, init_seeds=0)
+        report.assert_ok()
+        assert report.dtype == "float64" and all(c.tol <= 1e-8 for c in report.checks)
+        worst = max(c.value for c in report.checks)
+        assert worst < 1e-12  # the same algorithm: rounding only
+
+
+# --- mutations that must make check fail ---------------------------------------------------------
+
+def _transformer():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
+    model = TransformerEncoderLayer(32, 4, dim_feedforward=64, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).standard_normal((2, 6, 32)).astype(np.float32)
+    return layer, model, x
+
+
+def test_mutation_one_weight_perturbed_after_transfer(monkeypatch):
+    layer, model, x = _transformer()
+    real = P.from_torch
+
+    def perturbed(*a, **k):
+        m = real(*a, **k)
+        w = m.linear1.kernel[...]
+        m.linear1.kernel.set_value(w.at[0, 0].add(1e-3))
+        return m
+    monkeypatch.setattr(P, "from_torch", perturbed)
+    report = P.check(layer, model, x, init_seeds=0)
+    assert not report.ok
+    with pytest.raises(AssertionError, match="forward|gradient"):
+        report.assert_ok()
+
+
+def test_mutation_in_projection_split_in_the_wrong_order(monkeypatch):
+    layer, model, x = _transformer()
+    real = P._mha_to_flax
+
+    def swapped(t, f):
+        out = real(t, f)
+        out["query/kernel"], out["key/kernel"] = out["key/kernel"], out["query/kernel"]
+        return out
+    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, swapped, k.to_torch)
+                  if k.name == "MultiheadAttention" else k for k in P.KINDS)
+    monkeypatch.setattr(P, "KINDS", kinds)
+    assert not P.check(layer, model, x, init_seeds=0).ok
+
+
+def test_mutation_conv_kernel_without_its_transpose(monkeypatch):
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
+    f = nnx.Sequential(nnx.Conv(3, 3, (3, 3), padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0)),
+                       nnx.relu, nnx.Conv(3, 3, (3, 3), padding=((1, 1), (1, 1)),
+                                          rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+
+    def nchw(y):
+        return y.transpose(0, 3, 1, 2)
+    assert P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok  # control
+
+    def no_transpose(tm, fm):  # (out, in, kh, kw) reshaped, not transposed, to (kh, kw, in, out)
+        w = P._np(tm.weight)
+        return {"kernel": w.reshape(w.shape[2:] + w.shape[1::-1]), "bias": P._np(tm.bias)}
+    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, no_transpose, k.to_torch)
+                  if k.name == "Conv" else k for k in P.KINDS)
+    monkeypatch.setattr(P, "KINDS", kinds)
+    assert not P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok
+
+
+def test_mutation_torch_batchnorm_momentum_left_at_flaxs_default():
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    f = nnx.Sequential(nnx.Conv(3, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(0)),
+                       nnx.BatchNorm(4, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0)), nnx.relu,
+                       lambda y: y.transpose(0, 3, 1, 2).reshape(y.shape[0], -1),
+                       nnx.Linear(4 * 6 * 6, 2, rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    report = P.check(t, f, x, flax_inputs=nhwc, steps=3, train=True, init_seeds=0)
+    bad = {c.name for c in report.failures()}
+    assert "1.running_mean" in bad  # torch momentum 0.01 (Flax 0.99) vs the port's 0.9
+    t[1].momentum = 0.1  # the honest twin of Flax's 0.9
+    assert P.check(t, f, x, flax_inputs=nhwc, steps=3, train=True, init_seeds=0).ok
