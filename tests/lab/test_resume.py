@@ -82,8 +82,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, shared
     proc = subprocess.Popen(argv(out, shared_data), env=env())
     _kill_when(proc, lambda: any("tmp" in p.name for p in _steps(out)))
     kills.append("during a checkpoint write")
-    # 2, 3: a random moment after the resumed run has made progress.
-    for _ in range(2):
+    # 2: a random moment after the resumed run has made progress.
+    for _ in range(1):
         before = {p.name for p in _steps(out) if "tmp" not in p.name}
         proc = subprocess.Popen(argv(None, shared_data, "--resume", str(out)), env=env())
         _kill_when(proc, lambda: {p.name for p in _steps(out) if "tmp" not in p.name} - before)
