@@ -57,10 +57,16 @@ def test_accuracy_jax_vs_torch(real):
     for r in results:
         acc.setdefault((r.scheme, r.framework), []).append(r)
     for scheme in ("he_normal", "he_uniform"):
-        j = np.mean([r.test_acc for r in acc[scheme, "jax"]])
-        t = np.mean([r.test_acc for r in acc[scheme, "torch"]])
-        assert abs(j - t) < 0.01, (scheme, j, t)
-        assert min(j, t) > 0.85  # He learns
+        j = np.array([r.test_acc for r in acc[scheme, "jax"]])
+        t = np.array([r.test_acc for r in acc[scheme, "torch"]])
+        # Independent seeds: the difference of the means has the standard error
+        # sqrt(s_j^2 / n + s_t^2 / n) of the seeds' own spread (Welch). With 4 seeds each the
+        # statistic has about 6 degrees of freedom, and |t| > 5 has probability 0.002 under
+        # equal means (two schemes: 0.005). Floor: 0.2 pp (20 of 10,000 test digits), for
+        # seeds whose accuracies happen to agree closely.
+        se = math.sqrt(j.var(ddof=1) / seeds + t.var(ddof=1) / seeds)
+        assert abs(j.mean() - t.mean()) <= max(5 * se, 0.002), (scheme, j, t, se)
+        assert min(j.mean(), t.mean()) > 0.85  # He learns
     for fw in ("jax", "torch"):
         for r in acc["uniform", fw]:  # U(-0.01, 0.01) stalls: loss near ln 10, chance accuracy
             assert abs(r.final_loss - math.log(10)) < 0.01, r.final_loss

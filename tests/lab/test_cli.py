@@ -82,6 +82,7 @@ def variance_run(tmp_path_factory, shared_data):
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_variance_files_and_numbers_equal_the_library(variance_run, sample_dataset):
     from winit_jax.lab import depth as V
     out, res = variance_run
@@ -104,6 +105,7 @@ def test_variance_files_and_numbers_equal_the_library(variance_run, sample_datas
     assert "Exact gains through depth" in report and "![gain_depth.png](gain_depth.png)" in report
 
 
+@pytest.mark.slow
 def test_diverging_run_is_reported_and_others_go_on(tmp_path, shared_data):
     out = tmp_path / "run"
     main(["compare", "--schemes", "standard_normal,he_uniform", "--frameworks", "jax", "--epochs",

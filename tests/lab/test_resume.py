@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = ("wall_s", "compile_s", "wall_s_mean")
 
 
+# kill/resume and multi-process runs: each starts Python and JAX several times
+pytestmark = pytest.mark.slow
+
+
 def argv(out, shared_data, *extra):
     # 4 models x 8 epochs x 50 steps on the 5,000-digit sample: a few seconds of training,
     # with an 18 MB checkpoint after every epoch.

@@ -262,3 +262,26 @@ def test_orthogonal_notebook_a_nets_do_not_hang(tmp_path):
     p = json.loads(proc.stdout.splitlines()[-1])
     # Orthogonal rows with gain sqrt(2) where fan_in >= fan_out: Var[w] = 2 / fan_in, as He.
     assert abs(p["output_sq"] - p["predicted"]) <= 5 * p["output_sq_se"]
+
+
+def test_layer_stats_of_any_nnx_model_follow_its_call_order():
+    """A CNN whose head is defined before its convolution: the statistics come in call order,
+    from the model's own forward pass, equal to the moments computed by hand."""
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.head = nnx.Linear(4 * 6 * 6, 10, rngs=rngs)
+            self.conv = nnx.Conv(1, 4, (3, 3), padding="VALID", rngs=rngs)
+
+        def __call__(self, x):
+            h = jax.nn.relu(self.conv(x))
+            return self.head(h.reshape(h.shape[0], -1))
+
+    model = CNN(nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(1), (16, 8, 8, 1))
+    st = S.layer_stats(model, x)
+    conv_out = model.conv(x)
+    h = jax.nn.relu(conv_out).reshape(16, -1)
+    head_out = model.head(h)
+    expected_log_sq = [math.log(float(jnp.mean(conv_out ** 2))), math.log(float(jnp.mean(head_out ** 2)))]
+    np.testing.assert_allclose(np.asarray(st.pre_log_sq), expected_log_sq, rtol=1e-5)
+    np.testing.assert_allclose(float(st.in_mean[1]), float(jnp.mean(h)), rtol=1e-5)

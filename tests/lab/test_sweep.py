@@ -51,6 +51,7 @@ def assert_runs_equal(ours, ref, tol):
     assert ours.output_var == pytest.approx(ref.output_var, rel=tol)
 
 
+@pytest.mark.slow
 def test_vmapped_models_equal_each_alone_float64(digits):
     # A mix of schemes (LSUV calibrates on data), seeds, learning rates, momenta and
     # two layer stacks (two groups, one program each); results come back in order.
@@ -69,6 +70,7 @@ def test_vmapped_models_equal_each_alone_float64(digits):
     assert many.results[0].losses != many.results[1].losses  # each its own key
 
 
+@pytest.mark.slow
 def test_vmapped_float32_losses_within_1e_2(digits):
     # 1,050 rows at batch 100: ten full batches and a partial one per epoch.
     x, y = np.concatenate([digits[0], digits[2][:50]]), np.concatenate([digits[1], digits[3][:50]])
@@ -127,6 +129,7 @@ def _env(**extra):
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
+@pytest.mark.slow
 def test_sharded_over_four_cpu_devices(tmp_path, shared_data, alone):
     # 6 models on 4 devices: padded to 8, two per device; the padding is dropped.
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -142,6 +145,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_as_a_two_host_cluster(tmp_path, shared_data, alone):
     # One --out for both, as on a cluster with a shared filesystem; process 0 writes.
     port = _free_port()
@@ -171,6 +175,7 @@ def test_two_processes_as_a_two_host_cluster(tmp_path, shared_data, alone):
     (["--batch-size", "-5"], "--batch-size"), (["--momentum", "1"], "--momentum"),
     (["--limit", "0"], "--limit"), (["--num-processes", "0"], "--num-processes"),
     (["--process-id", "x"], "--process-id"), (["--schemes", "nope"], "--schemes"),
+    (["--frameworks", "torch"], "unrecognized arguments: --frameworks"),  # JAX only
     (["--dataset", "cifar"], "--dataset"), (["--out", "/proc/version/run"], "--out"),
 ])
 def test_bad_sweep_flags_exit_2_with_one_line(argv, needle, tmp_path, capsys):
@@ -181,6 +186,7 @@ def test_bad_sweep_flags_exit_2_with_one_line(argv, needle, tmp_path, capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
 
 
+@pytest.mark.slow
 def test_a_diverging_model_does_not_touch_the_others(digits):
     # Model 1 takes its weights to inf in step 0 (inputs x 1e6, lr 3e38: see test_train);
     # the vmapped program reports that step for it and trains the others as if alone.

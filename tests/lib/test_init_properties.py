@@ -16,7 +16,7 @@ import winit_jax as wj
 from winit_jax.activations import ACTIVATIONS
 from winit_jax.registry import SCHEMES
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 shapes = st.lists(st.integers(0, 24), min_size=0, max_size=4).map(tuple)

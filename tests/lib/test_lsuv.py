@@ -124,3 +124,44 @@ def test_torch_twin_fails_the_same_way(batch):
         torch_lsuv(net, batch, tol=1e-9, max_iter=1)
     for k, v in net.state_dict().items():  # left as it was
         assert (v == before[k]).all()
+
+
+# --- any nnx model: Conv and Linear layers, in call order ------------------------------------
+
+class SmallCNN(nnx.Module):
+    """Defined head first: LSUV must follow the call order, not the attribute order."""
+
+    def __init__(self, rngs):
+        self.head = nnx.Linear(4 * 6 * 6, 10, kernel_init=wj.orthogonal(), rngs=rngs)
+        self.conv = nnx.Conv(1, 4, (3, 3), padding="VALID", kernel_init=wj.orthogonal(),
+                             rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.conv(x))
+        return self.head(h.reshape(h.shape[0], -1))
+
+
+def test_lsuv_on_a_cnn_rescales_conv_and_linear_in_call_order():
+    x = jax.random.uniform(jax.random.key(2), (64, 8, 8, 1))
+    model = SmallCNN(nnx.Rngs(0))
+    results = lsuv(model, x, tol=1e-3)
+    assert len(results) == 2
+    conv_out = model.conv(x)
+    head_out = model(x)
+    # each layer's output variance on the batch is 1 after its own rescaling (tol 1e-3)
+    assert abs(float(jnp.var(conv_out)) - 1) <= 1e-3
+    assert abs(float(jnp.var(head_out)) - 1) <= 1e-3
+    # negative control: rescaling the head before the conv (attribute order) would have
+    # measured the head on the un-rescaled conv's output, and left its variance off 1
+    fresh = SmallCNN(nnx.Rngs(0))
+    h = jax.nn.relu(fresh.conv(x)).reshape(64, -1)
+    w, b, _ = lsuv_layer(h, fresh.head.kernel[...], fresh.head.bias[...], tol=1e-3)
+    fresh.head.kernel.set_value(w)
+    lsuv_layer_conv = lsuv(nnx.Sequential(fresh.conv), x, tol=1e-3)
+    assert len(lsuv_layer_conv) == 1
+    assert abs(float(jnp.var(fresh(x))) - 1) > 1e-2
+
+
+def test_lsuv_refuses_a_model_without_linear_layers():
+    with pytest.raises(ValueError, match="no Linear or Conv layer"):
+        lsuv(nnx.Sequential(nnx.LayerNorm(4, rngs=nnx.Rngs(0))), jnp.ones((4, 4)))

@@ -155,9 +155,19 @@ def test_float64_trajectories_agree_to_1e_10(scheme, digits):
 
 
 @pytest.mark.parametrize("scheme", ["uniform", "he_normal", "he_uniform"])
-def test_float32_losses_agree_to_1e_2(scheme, digits):
-    # float32 runs drift apart chaotically (rounding differs from the first
-    # matmul on); what stays equal is the loss curve, to about 1e-2.
+def test_float32_losses_agree_within_torchs_own_float32_gap(scheme, digits):
+    """float32 runs drift apart (rounding differs from the first matmul on). The tolerance is
+    measured, not set: torch's float32 curve against the same run in float64 (same start,
+    same batches) is torch's own rounding gap; JAX's float32 curve may be 10 times that away
+    from torch's (two float32 runs each err about as much), plus float32's resolution."""
     _, _, losses_t, losses_j = both_trajectories(scheme, digits, "float32")
     assert len(losses_j) == STEPS
-    assert np.abs(losses_j - losses_t).max() <= 1e-2
+    x, y = digits
+    idx = batch_order(len(x))[:STEPS]
+    wide = torch_model(scheme, seed=2, dtype=torch.float32).double()  # the same start
+    xt = torch.from_numpy(x).double()
+    losses_64 = np.asarray(train(wide, [(xt[r], torch.from_numpy(y[r])) for r in idx], epochs=1))
+    noise = np.abs(losses_t - losses_64).max()
+    resolution = 4 * np.finfo(np.float32).eps * np.abs(losses_t).max()
+    assert np.abs(losses_j - losses_t).max() <= 10 * noise + resolution, (
+        np.abs(losses_j - losses_t).max(), noise)

@@ -175,6 +175,7 @@ def test_resnet18_from_torchvision():
     assert parts["gradient"]["checks"] == 62 and parts["forward"]["value"] < 1e-5
 
 
+@pytest.mark.slow
 def test_transformer_encoder_layer_from_torch():
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True)
@@ -221,6 +222,7 @@ def _transformer():
     return layer, model, x
 
 
+@pytest.mark.slow
 def test_mutation_one_weight_perturbed_after_transfer(monkeypatch):
     layer, model, x = _transformer()
     real = P.from_torch
@@ -237,6 +239,7 @@ def test_mutation_one_weight_perturbed_after_transfer(monkeypatch):
         report.assert_ok()
 
 
+@pytest.mark.slow
 def test_mutation_in_projection_split_in_the_wrong_order(monkeypatch):
     layer, model, x = _transformer()
     real = P._mha_to_flax
@@ -286,3 +289,54 @@ def test_mutation_torch_batchnorm_momentum_left_at_flaxs_default():
     assert "1.running_mean" in bad  # torch momentum 0.01 (Flax 0.99) vs the port's 0.9
     t[1].momentum = 0.1  # the honest twin of Flax's 0.9
     assert P.check(t, f, x, flax_inputs=nhwc, steps=3, train=True, init_seeds=0).ok
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def tiny_torch():
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def tiny_flax(rngs):
+    return nnx.Sequential(nnx.Linear(6, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 3, rngs=rngs))
+
+
+def tiny_flax_wrong(rngs):
+    return nnx.Sequential(nnx.Linear(6, 8, rngs=rngs), nnx.tanh, nnx.Linear(8, 3, rngs=rngs))
+
+
+def test_cli_parity_on_a_built_in_example_and_a_user_pair(capsys, tmp_path):
+    from winit_jax.lab.cli import main
+
+    assert main(["parity", "--example", "lstm", "--steps", "0", "--init-seeds", "2"]) == 0
+    assert "every check passed" in capsys.readouterr().out
+    me = "tests.twin.test_parity_harness"
+    out = tmp_path / "report.json"
+    assert main(["parity", "--torch", f"{me}:tiny_torch", "--flax", f"{me}:tiny_flax",
+                 "--input-shape", "16,6", "--json", str(out)]) == 0
+    import json
+    report = json.loads(out.read_text())
+    assert report["ok"] and {s["part"] for s in report["summary"]} == {
+        "init", "forward", "gradient", "step"}
+    # a port that computes something else (tanh for ReLU) fails, exit 1, naming the worst check
+    assert main(["parity", "--torch", f"{me}:tiny_torch", "--flax", f"{me}:tiny_flax_wrong",
+                 "--input-shape", "16,6"]) == 1
+    assert "parity failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["parity"], "--example"),
+    (["parity", "--torch", "nowhere.at_all:f", "--flax", "x:y", "--input-shape", "2,3"],
+     "argument --torch: cannot load"),
+    (["parity", "--torch", "tests.twin.test_parity_harness:tiny_torch", "--flax",
+      "tests.twin.test_parity_harness:tiny_flax"], "--input-shape"),
+    (["parity", "--example", "lstm", "--input-shape", "2,x"], "--input-shape"),
+])
+def test_cli_parity_bad_input_exits_2_with_one_line(argv, needle, capsys):
+    from winit_jax.lab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err

@@ -365,49 +365,8 @@ def test_trunc_normal_has_absolute_bounds():
 
 # --- models nobody here wrote ------------------------------------------------------------------
 
-def _torch_name_to_flax(name: str) -> str:
-    parts = name.split(".")
-    last = {"weight": "kernel", "running_mean": "mean", "running_var": "var"}.get(parts[-1],
-                                                                                 parts[-1])
-    return "/".join(parts[:-1] + [last])
-
-
-@pytest.mark.slow
-def test_resnet18_against_torchvision():
-    from torchvision.models import resnet18
-
-    from winit_jax.models import ResNet18
-
-    model = ResNet18(num_classes=10, rngs=nnx.Rngs(0))
-    ours_values = {}
-    for seed in range(2):
-        tl.init(model, jax.random.key(seed), overrides=tl.resnet_recipe())
-        for k, x in _values(model).items():
-            ours_values.setdefault(k, []).append(x)
-    theirs_values = {}
-    for seed in range(2):
-        torch.manual_seed(seed)
-        net = resnet18(num_classes=10)
-        for name, t in list(net.named_parameters()) + list(net.named_buffers()):
-            if not name.endswith("num_batches_tracked"):
-                theirs_values.setdefault(name, []).append(t.detach().numpy())
-    flax_names = {n: _torch_name_to_flax(n) for n in theirs_values}
-    for n, f in flax_names.items():  # BatchNorm weight is Flax's scale
-        if f not in ours_values and f.endswith("kernel"):
-            flax_names[n] = f[:-len("kernel")] + "scale"
-    assert set(flax_names.values()) == set(ours_values)
-    random = [n for n in theirs_values if np.std(theirs_values[n][0]) > 0]
-    constant = [n for n in theirs_values if n not in random]
-    ours = {n: _pool(ours_values[flax_names[n]]) for n in random}
-    theirs = {n: _pool(theirs_values[n]) for n in random}
-    assert len(random) == 22  # 20 convolutions + fc weight and bias
-    assert_same_law(ours, theirs)
-    for n in constant:  # BatchNorm 1 / 0 and running statistics
-        np.testing.assert_array_equal(ours_values[flax_names[n]][0], theirs_values[n][0], n)
-    # Flax's own default draw (lecun_normal on every conv) is not torchvision's
-    fresh = ResNet18(num_classes=10, rngs=nnx.Rngs(5))
-    assert stats.ks_2samp(_pool([_values(fresh)["conv1/kernel"]]),
-                          theirs["conv1.weight"]).pvalue < ALPHA / len(random)
+# ResNet-18 against torchvision, per parameter (KS on the 22 random tensors, every BatchNorm
+# tensor exactly): the init part of tests/twin/test_parity_harness.py::test_resnet18_from_torchvision.
 
 
 @pytest.mark.slow
@@ -431,3 +390,27 @@ def test_transformer_encoder_layer_against_torch():
     theirs = torch_draws(lambda: nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),
                          get_t, size)
     assert_same_law(ours, theirs)
+
+
+def test_vit_and_convnext_recipes():
+    class Tiny(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 64, (4, 4), rngs=rngs)
+            self.mlp = nnx.Linear(64, 256, rngs=rngs)
+            self.norm = nnx.LayerNorm(256, rngs=rngs)
+            self.head = nnx.Linear(256, 10, rngs=rngs)
+
+    vit = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0), overrides=tl.vit_recipe())
+    w = np.asarray(vit.mlp.kernel[...], np.float64)
+    # trunc_normal_(std=0.02) with torch's absolute bounds +-2: nothing is cut, std 0.02
+    t = torch.empty(64, 256)
+    torch.manual_seed(0)
+    nn.init.trunc_normal_(t, std=0.02)
+    assert stats.ks_2samp(w.ravel(), t.numpy().ravel()).pvalue > ALPHA
+    assert not np.asarray(vit.mlp.bias[...]).any() and not np.asarray(vit.head.kernel[...]).any()
+    assert np.asarray(vit.norm.scale[...]).min() == 1  # LayerNorm keeps torch's 1 / 0
+    convnext = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0), overrides=tl.convnext_recipe())
+    k = np.asarray(convnext.conv.kernel[...], np.float64)
+    assert stats.ks_2samp(k.ravel(), t.numpy().ravel()).pvalue > ALPHA
+    assert np.asarray(convnext.head.kernel[...]).std() > 0.015  # head: trunc_normal too
+    assert not np.asarray(convnext.conv.bias[...]).any()

@@ -132,7 +132,91 @@ def build_parser() -> argparse.ArgumentParser:
                    help="$WINIT_PROCESS_ID")
     _resume_flag(p)
     p.set_defaults(func=cmd_sweep, frameworks=["jax"])
+
+    from winit_jax.lab.parity_examples import EXAMPLES
+    p = sub.add_parser("parity", help="check an nnx port against its torch original: init, "
+                                      "forward, gradients, training steps")
+    p.add_argument("--example", choices=EXAMPLES, default=None,
+                   help="a built-in pair (torchvision ResNet-18, Transformer encoder layer, LSTM)")
+    p.add_argument("--torch", default=None, metavar="MODULE:FACTORY",
+                   help="factory() -> the torch module")
+    p.add_argument("--flax", default=None, metavar="MODULE:FACTORY",
+                   help="factory(rngs) -> the nnx port")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="N,C,...",
+                   help="the batch in torch's layout (standard normal, seed 0)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="the port takes (and gives) channels last: NCHW <-> NHWC")
+    p.add_argument("--steps", type=int, default=3, help="SGD steps (0: none)")
+    p.add_argument("--lr", type=_positive(float), default=0.01)
+    p.add_argument("--momentum", type=_momentum, default=0.9)
+    p.add_argument("--train", action="store_true", help="train mode (BatchNorm batch statistics)")
+    p.add_argument("--init-seeds", type=int, default=None, help="seeds of the init check (0: none)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.set_defaults(func=cmd_parity)
     return parser
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 2,3,32,32, got {text!r}")
+    return dims
+
+
+def cmd_parity(args, parser) -> int:
+    """Runs ``winit_jax.parity.check``; exit 0 when every check passes, 1 when one fails."""
+    import json
+
+    import numpy as np
+    from flax import nnx
+
+    from winit_jax import parity
+    from winit_jax.lab.experiment import torch_available
+    from winit_jax.lab import parity_examples as E
+
+    if not torch_available():
+        parser.error("argument --torch: torch is not installed (pip install 'winit-jax[torch]')")
+    if (args.example is None) == (args.torch is None and args.flax is None):
+        parser.error("argument --example: give --example, or --torch and --flax")
+    if args.example:
+        torch_module, model, x, kwargs = E.example(args.example)
+    else:
+        if args.torch is None or args.flax is None or args.input_shape is None:
+            parser.error("argument --torch: needs --flax and --input-shape too")
+        try:
+            torch_factory = E.load_factory(args.torch, "argument --torch")
+            flax_factory = E.load_factory(args.flax, "argument --flax")
+        except ValueError as e:
+            parser.error(str(e))
+        torch_module, model = torch_factory(), flax_factory(nnx.Rngs(0))
+        x = np.random.default_rng(0).standard_normal(args.input_shape).astype(np.float32)
+        kwargs = dict(init_seeds=4, fresh_torch=torch_factory)
+        if args.channels_last:
+            kwargs.update(flax_inputs=E.nhwc, flax_outputs=None)
+    kwargs.update(steps=args.steps, learning_rate=args.lr, momentum=args.momentum)
+    kwargs["train"] = kwargs.get("train", False) or args.train
+    if args.init_seeds is not None:
+        kwargs["init_seeds"] = args.init_seeds
+    try:
+        report = parity.check(torch_module, model, x, **kwargs)
+    except parity.ParityError as e:
+        parser.error(f"argument --flax: {e}")
+    print(report.table())
+    if args.json is not None:
+        from winit_jax.lab.files import write_atomic
+        write_atomic(args.json.parent, args.json.name,
+                     (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    if report.ok:
+        print("parity: every check passed")
+        return 0
+    try:
+        report.assert_ok()
+    except AssertionError as e:
+        print(f"parity: {e}")
+    return 1
 
 
 def _resume_flag(p):

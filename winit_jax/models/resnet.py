@@ -46,10 +46,10 @@ class ResNet18(nnx.Module):
     """``torchvision.models.resnet18(num_classes=...)`` in nnx; inputs (N, H, W, 3).
 
     Examples:
-      >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> ResNet18(num_classes=10, rngs=nnx.Rngs(0))(jnp.ones((2, 32, 32, 3))).shape
-      (2, 10)
+      >>> model = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))
+      >>> model.conv1.kernel.get_value().shape, model.fc.kernel.get_value().shape
+      ((7, 7, 3, 64), (512, 10))
     """
 
     def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, param_dtype=None):
