@@ -138,6 +138,7 @@ def assert_params_close(model, mlp, tol):
             assert np.abs(ours - ref).max() <= tol * max(1.0, np.abs(ref).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_float64_trajectories_agree_to_1e_10(scheme, digits):
     with jax.enable_x64(True):

@@ -335,6 +335,7 @@ def test_init_under_nnx_jit_equals_eager_and_on_an_abstract_model():
         tl.init(Mixed(nnx.Rngs(0)), nnx.Rngs(params=3).params()))["lin/kernel"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
 def test_dtypes_are_kept(dtype):
     with jax.enable_x64(dtype == jnp.float64):
@@ -369,27 +370,8 @@ def test_trunc_normal_has_absolute_bounds():
 # tensor exactly): the init part of tests/twin/test_parity_harness.py::test_resnet18_from_torchvision.
 
 
-@pytest.mark.slow
-def test_transformer_encoder_layer_against_torch():
-    from winit_jax.models import TransformerEncoderLayer
-
-    def get_t(m):
-        return {"in_proj": m.self_attn.in_proj_weight, "out": m.self_attn.out_proj.weight,
-                "linear1.w": m.linear1.weight, "linear1.b": m.linear1.bias,
-                "linear2.w": m.linear2.weight, "linear2.b": m.linear2.bias}
-
-    def get_f(m):
-        a = m.self_attn
-        return {"in_proj": np.concatenate([np.asarray(v(getattr(a, n).kernel)).ravel()
-                                           for n in ("query", "key", "value")]),
-                "out": v(a.out.kernel), "linear1.w": v(m.linear1.kernel),
-                "linear1.b": v(m.linear1.bias), "linear2.w": v(m.linear2.kernel),
-                "linear2.b": v(m.linear2.bias)}
-    size = 64  # the smallest parameter: linear2's bias
-    ours = flax_draws(lambda r: TransformerEncoderLayer(64, 4, rngs=r), get_f, size)
-    theirs = torch_draws(lambda: nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),
-                         get_t, size)
-    assert_same_law(ours, theirs)
+# TransformerEncoderLayer against torch: the init part of
+# tests/twin/test_parity_harness.py::test_transformer_encoder_layer_from_torch.
 
 
 def test_vit_and_convnext_recipes():
