@@ -14,9 +14,9 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata as _metadata
 
+from winit_jax._lazy import lazy as _lazy
 from winit_jax.activations import ACTIVATIONS as ACTIVATIONS
 from winit_jax.activations import gain as gain
 from winit_jax.activations import second_moment as second_moment
@@ -62,15 +62,4 @@ __all__ = sorted([
     "torch_linear_kernel", "variance_scaling", *_LAZY, *_SUBMODULES])
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"winit_jax.{name}")
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'winit_jax' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy("winit_jax", _LAZY, _SUBMODULES)

@@ -30,6 +30,7 @@ def tiny_run(tmp_path_factory, shared_data):
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_files_and_schema(tiny_run):
     out, res = tiny_run
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "loss_curves.png",
@@ -51,6 +52,7 @@ def test_files_and_schema(tiny_run):
     assert "he_normal" in report and "![loss_curves.png](loss_curves.png)" in report
 
 
+@pytest.mark.slow
 def test_json_numbers_equal_the_library(tiny_run, shared_data):
     _, res = tiny_run
     data = load_dataset("sample", shared_data).head(300, 10_000)
@@ -64,6 +66,7 @@ def test_json_numbers_equal_the_library(tiny_run, shared_data):
     assert res["runs"][1]["losses"] == ref["losses"]
 
 
+@pytest.mark.slow
 def test_plots_are_pngs_of_sensible_size(tiny_run):
     import matplotlib.image as mpimg
     out, _ = tiny_run

@@ -119,6 +119,7 @@ def check(entry, scale, ax, shape, dtype):
     assert bool(jnp.all(jnp.isfinite(out))), (name, scale, shape, dtype)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(idx=st.integers(0, len(FACTORIES) - 1), scale=numbers, ax=st.one_of(st.none(), axes),
        shape=shapes, dtype=dtypes)
@@ -126,6 +127,7 @@ def test_every_call_returns_finite_or_raises_cleanly(idx, scale, ax, shape, dtyp
     check(FACTORIES[idx], scale, ax, shape, dtype)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scale=st.floats(1e-6, 1e300), dtype=st.sampled_from(["float16", "bfloat16", "float32"]))
 def test_large_scales_in_small_dtypes(scale, dtype):

@@ -79,6 +79,7 @@ def test_from_torch_rejects_other_models(bad, needle):
 
 # --- exact parity with transferred weights --------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_forward_loss_and_gradients(scheme, digits):
     x, y = digits

@@ -184,6 +184,7 @@ def test_transformer_encoder_layer_from_torch():
     P.check(layer, model, x, steps=5, momentum=0.9, init_seeds=2).assert_ok()
 
 
+@pytest.mark.slow
 def test_lstm_from_torch():
     """Init (torch's two biases compared as their sum), forward over 20 steps, gradients.
     No SGD steps: torch's b_ih and b_hh each take the bias gradient, so their sum moves twice
@@ -275,6 +276,7 @@ def test_mutation_conv_kernel_without_its_transpose(monkeypatch):
     assert not P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok
 
 
+@pytest.mark.slow
 def test_mutation_torch_batchnorm_momentum_left_at_flaxs_default():
     torch.manual_seed(0)
     t = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.ReLU(),
@@ -305,6 +307,7 @@ def tiny_flax_wrong(rngs):
     return nnx.Sequential(nnx.Linear(6, 8, rngs=rngs), nnx.tanh, nnx.Linear(8, 3, rngs=rngs))
 
 
+@pytest.mark.slow
 def test_cli_parity_on_a_built_in_example_and_a_user_pair(capsys, tmp_path):
     from winit_jax.lab.cli import main
 

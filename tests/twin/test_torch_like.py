@@ -125,6 +125,7 @@ def test_conv(flax_args, cls, torch_args, groups):
     assert_same_law(ours, theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transpose_kernel", [False, True])
 @pytest.mark.parametrize("flax_args,cls,torch_args", [
     ((3, 8, (5,)), nn.ConvTranspose1d, (3, 8, 5)),
@@ -228,6 +229,7 @@ def _lstm_torch(m):
     return {"w_ih": m.weight_ih_l0, "w_hh": m.weight_hh_l0, "b": m.bias_ih_l0 + m.bias_hh_l0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", [8, 20])
 @pytest.mark.parametrize("cell", ["OptimizedLSTMCell", "LSTMCell"])
 def test_lstm(cell, hidden):

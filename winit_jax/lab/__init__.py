@@ -8,7 +8,7 @@ rich, matplotlib, mlxtend) are the ``lab`` extra. The names below load on first 
 
 from __future__ import annotations
 
-import importlib
+from winit_jax._lazy import lazy
 
 _EXPORTS = {
     "TrainConfig": "winit_jax.lab.train",
@@ -25,13 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'winit_jax.lab' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy("winit_jax.lab", _EXPORTS)
