@@ -123,7 +123,7 @@ def _convt_to_flax(t, f):
     w = _np(t.weight)  # (in, out, *k)
     nd = w.ndim - 2
     if f.transpose_kernel:  # Flax flips and swaps: (*k, out, in), as torch stores it
-        k = w.transpose(tuple(range(2, 2 + nd)) + (1, 0))
+        k = w.transpose(_conv_perm(nd))
     else:  # (*k, in, out), spatially flipped
         k = np.flip(w, axis=tuple(range(2, 2 + nd))).transpose(tuple(range(2, 2 + nd)) + (0, 1))
     out = {"kernel": np.ascontiguousarray(k)}
@@ -133,13 +133,11 @@ def _convt_to_flax(t, f):
 
 
 def _convt_to_torch(f, t):
+    if f.transpose_kernel:  # the inverse of _conv_perm, as for a convolution
+        return _conv_to_torch(f, t)
     k = np.asarray(f.kernel[...])
     nd = k.ndim - 2
-    spatial = tuple(range(nd))
-    if f.transpose_kernel:
-        w = k.transpose((nd + 1, nd) + spatial)
-    else:
-        w = np.flip(k.transpose((nd, nd + 1) + spatial), axis=tuple(range(2, 2 + nd)))
+    w = np.flip(k.transpose((nd, nd + 1) + tuple(range(nd))), axis=tuple(range(2, 2 + nd)))
     out = {"weight": np.ascontiguousarray(w)}
     if f.bias is not None:
         out["bias"] = np.asarray(f.bias[...])
@@ -221,6 +219,8 @@ def _rnn_weights(t):
 
 
 _GATES = ("i", "f", "g", "o")
+# nnx.LSTMCell's (input, hidden) Linear of each gate
+_LSTM_CELL = {"i": ("ii", "hi"), "f": ("if_", "hf"), "g": ("ig", "hg"), "o": ("io", "ho")}
 
 
 def _lstm_to_flax(t, f):
@@ -232,10 +232,9 @@ def _lstm_to_flax(t, f):
                 "dense_h/bias": np.broadcast_to(b, (w_hh.shape[0],)).astype(w_hh.dtype)}
     h = w_hh.shape[1]
     out = {}
-    names = {"i": ("ii", "hi"), "f": ("if_", "hf"), "g": ("ig", "hg"), "o": ("io", "ho")}
     for k, gate in enumerate(_GATES):
         rows = slice(k * h, (k + 1) * h)
-        i_name, h_name = names[gate]
+        i_name, h_name = _LSTM_CELL[gate]
         out[f"{i_name}/kernel"] = w_ih[rows].T
         out[f"{h_name}/kernel"] = w_hh[rows].T
         out[f"{h_name}/bias"] = np.broadcast_to(b, (4 * h,))[rows].astype(w_hh.dtype)
@@ -247,10 +246,11 @@ def _lstm_to_torch(f, t):
         w_ih, w_hh = np.asarray(f.dense_i.kernel[...]).T, np.asarray(f.dense_h.kernel[...]).T
         b = np.asarray(f.dense_h.bias[...])
     else:
-        names = {"i": ("ii", "hi"), "f": ("if_", "hf"), "g": ("ig", "hg"), "o": ("io", "ho")}
-        w_ih = np.concatenate([np.asarray(getattr(f, names[g][0]).kernel[...]).T for g in _GATES])
-        w_hh = np.concatenate([np.asarray(getattr(f, names[g][1]).kernel[...]).T for g in _GATES])
-        b = np.concatenate([np.asarray(getattr(f, names[g][1]).bias[...]) for g in _GATES])
+        w_ih = np.concatenate([np.asarray(getattr(f, _LSTM_CELL[g][0]).kernel[...]).T
+                               for g in _GATES])
+        w_hh = np.concatenate([np.asarray(getattr(f, _LSTM_CELL[g][1]).kernel[...]).T
+                               for g in _GATES])
+        b = np.concatenate([np.asarray(getattr(f, _LSTM_CELL[g][1]).bias[...]) for g in _GATES])
     return _rnn_out(t, w_ih, w_hh, b)
 
 
