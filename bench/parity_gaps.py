@@ -1,5 +1,6 @@
 """The measured gaps behind README's parity table: ``winit_jax.parity.check`` on
-torchvision's ResNet-18, torch's Transformer encoder layer and LSTM (float32, CPU).
+torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, and a small CNN
+trained one epoch on real digits (float32, CPU).
 
     python bench/parity_gaps.py
 """
@@ -15,6 +16,7 @@ from torchvision.models import resnet18
 
 import winit_jax.torch_like as tl
 from winit_jax import parity as P
+from winit_jax.lab.parity_examples import mnist_cnn
 from winit_jax.models import ResNet18, TransformerEncoderLayer
 
 nn = torch.nn
@@ -41,6 +43,9 @@ def cases():
            nn.LSTM(16, 32, batch_first=True), nnx.RNN(nnx.OptimizedLSTMCell(16, 32,
                                                                            rngs=nnx.Rngs(0))),
            rng.standard_normal((4, 20, 16)).astype(np.float32), dict(init_seeds=8))
+    t, f, x, kw = mnist_cnn()
+    yield ("small CNN, real MNIST: 1 epoch of the sample (50 batches of 100), train mode, "
+           "accuracy on the 10,000 test digits", t, f, x, kw)
 
 
 def main():
@@ -52,6 +57,9 @@ def main():
         for s in report.summary():
             print(f"| {name} | {s['part']} | {s['checks']} | {s['passed']} | {s['worst']} | "
                   f"{s['value']:.2g} | {s['tol']:.2g} |")
+        if report.metrics:
+            print(f"| {name} | (accuracy) | | | | torch {report.metrics['torch']:.4f}, port "
+                  f"{report.metrics['flax']:.4f} | |")
         print(f"| {name} | (wall) | | | | {time.perf_counter() - start:.1f} s | |")
 
 

@@ -25,7 +25,7 @@ Layouts (torch -> Flax):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -559,6 +559,10 @@ class ParityReport:
 
     dtype: str
     checks: list[Check]
+    # per training step, the loss of each run: "torch", "flax", and (float32) "torch_float64"
+    curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # the metric on the held-out data after training, per run (same keys as curves)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -608,7 +612,8 @@ class ParityReport:
 
     def to_json(self) -> dict:
         return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
-                "checks": [dataclasses.asdict(c) for c in self.checks]}
+                "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
+                "metrics": self.metrics}
 
 
 def _rel_gap(a, b) -> float:
@@ -711,10 +716,11 @@ def _init_checks(torch_module, model, paired, seeds, overrides, fresh_torch):
 
 
 def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: int = 0,
-          learning_rate: float = 0.01, momentum: float = 0.0, init_seeds: int = 4,
-          init_overrides: Mapping | None = None, fresh_torch: Callable | None = None,
-          train: bool = False,
+          batches: Iterable | None = None, learning_rate: float = 0.01, momentum: float = 0.0,
+          init_seeds: int = 4, init_overrides: Mapping | None = None,
+          fresh_torch: Callable | None = None, train: bool = False,
           flax_inputs: Callable | None = None, flax_outputs: Callable | None = None,
+          metric: Callable | None = None, eval_data=None,
           mapping: Mapping[str, str] | None = None,
           dtype: str | None = None) -> ParityReport:
     """Checks that an nnx port initialises, computes, differentiates and trains like the torch
@@ -728,30 +734,44 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
     2. forward: torch's weights copied across (``from_torch``); outputs compared, the gap
        relative to the largest |output| (relative so that a net whose outputs are 1e4 or
        1e-9 is judged alike).
-    3. gradient: of ``loss(output)`` for every tensor, relative to that gradient's largest
-       entry. ``loss`` takes the output (a torch tensor or a JAX array) and returns a scalar;
-       the default is mean((y - c)^2) for a fixed random target c (see ``_default_loss``:
-       the sum of squares is degenerate after a final LayerNorm).
-    4. steps: ``steps`` SGD steps (``learning_rate``, ``momentum``: torch.optim.SGD and
-       optax.sgd) on ``inputs`` from the same start; the loss gap per step and every
-       tensor's gap after the last step. With ``train`` the models run in training mode
-       (BatchNorm uses and updates batch statistics); torch's momentum 0.1 is Flax's 0.9,
-       and torch updates the running variance with the unbiased batch variance where Flax
-       uses the biased one, so running variances are compared with a tolerance of that
-       factor, 1 / (n - 1) relative, n the values per channel.
+    3. gradient: of the loss for every tensor, relative to that gradient's largest entry.
+    4. steps: SGD steps (``learning_rate``, ``momentum``: torch.optim.SGD and optax.sgd) from
+       the same start, ``steps`` of them on ``inputs``, or one per item of ``batches`` (an
+       epoch, in the order given); the loss gap per step (``report.curves`` holds both
+       curves) and every tensor's gap after the last step. With ``train`` the models run in
+       training mode (BatchNorm uses and updates batch statistics); torch's momentum 0.1 is
+       Flax's 0.9, and torch updates the running variance with the unbiased batch variance
+       where Flax uses the biased one, so running variances are compared with a tolerance of
+       that factor, 1 / (n - 1) relative, n the values per channel.
+    5. metric (with ``eval_data``): ``metric(output, target)`` (e.g. ``accuracy``) of both
+       trained models on held-out data, in eval mode.
     Dropout must be off in both (``dropout=0``).
+
+    The loss takes the output (a torch tensor or a JAX array), or the output and the target
+    when the data come as ``(inputs, targets)`` pairs, and returns a scalar. Defaults:
+    mean((y - c)^2) for a fixed random c (see ``_default_loss``: the sum of squares is
+    degenerate after a final LayerNorm); with targets, ``cross_entropy`` for integer targets
+    and the mean squared error for real ones.
 
     Args:
       torch_module: the original (its weights are restored at the end).
       model: the nnx port (left holding torch's weights, trained ``steps`` steps).
-      inputs: a batch in torch's layout (NumPy or torch); ``flax_inputs`` maps it to the
-        port's layout (e.g. NCHW -> NHWC), and ``flax_outputs`` the port's output back to
-        torch's (e.g. NHWC -> NCHW); default unchanged.
+      inputs: a batch in torch's layout (NumPy or torch), or an ``(inputs, targets)`` pair;
+        ``flax_inputs`` maps inputs to the port's layout (e.g. NCHW -> NHWC), and
+        ``flax_outputs`` the port's output back to torch's (e.g. NHWC -> NCHW); default
+        unchanged.
+      batches: training batches, each like ``inputs``; excludes ``steps``.
+      metric, eval_data: a metric of (output, target) and an ``(inputs, targets)`` pair.
       dtype: "float32" or "float64" (default: the torch module's); tolerances per dtype in
         ``TOLERANCES``.
 
     Returns:
-      A ``ParityReport``: ``ok``, ``assert_ok()``, ``table()``, ``to_json()``.
+      A ``ParityReport``: ``ok``, ``assert_ok()``, ``table()``, ``to_json()``, ``curves``.
+
+    Raises:
+      ParityError: models that cannot be paired, inputs or batches that do not fit them,
+        outputs of different shapes, ``steps`` with ``batches``, a ``metric`` without
+        ``eval_data``; raised before either model is changed.
     """
     import copy
 
@@ -762,17 +782,26 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
     dtype = dtype or str(first.dtype).removeprefix("torch.")
     _check_dtype(dtype, "check")
     tol = TOLERANCES[dtype]
-    x_t = torch.as_tensor(np.asarray(inputs)).to(getattr(torch, dtype)) if not isinstance(
-        inputs, torch.Tensor) else inputs.to(getattr(torch, dtype))
-    x_np = x_t.numpy()
-    x_f = jnp.asarray(flax_inputs(x_np) if flax_inputs else x_np)
-    loss = loss or _default_loss(x_t, torch_module)
+    tdtype = getattr(torch, dtype)
+    data = _Data(tdtype, flax_inputs)
+    x_t, x_f, c_t, c_f = data(inputs, "inputs")
+    if batches is not None and steps:
+        raise ParityError(f"steps: {steps} steps with batches; the batches set the steps (one each)")
+    schedule = ([data(b, f"batches[{i}]", like=x_t) for i, b in enumerate(batches)]
+                if batches is not None else [(x_t, x_f, c_t, c_f)] * steps)
+    if (metric is None) != (eval_data is None):
+        raise ParityError("metric: metric and eval_data go together")
+    held_out = data(eval_data, "eval_data", like=x_t) if eval_data is not None else None
     out_f = flax_outputs or (lambda y: y)
+    paired = pairs(torch_module, model, mapping)  # once: nnx.jit may reorder attributes later
+    _probe(torch_module, model, x_t, x_f, out_f)
+    if any((b[2] is None) != (c_t is None) for b in schedule):
+        raise ParityError("batches: give targets with every batch or with none (as inputs)")
+    loss = loss or (_default_loss(x_t, torch_module) if c_t is None else _target_loss(c_t))
+    call = (lambda y, c: loss(y)) if c_t is None else loss
     saved = copy.deepcopy(torch_module.state_dict())
-    checks = []
+    checks, curves, metrics = [], {}, {}
     try:
-        # paired once: nnx.jit and nnx.merge may reorder a module's attributes later
-        paired = pairs(torch_module, model, mapping)
         if init_seeds:
             checks += _init_checks(torch_module, model, paired, init_seeds, init_overrides,
                                    fresh_torch)
@@ -786,9 +815,8 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         # forward and gradient, in eval mode (no batch-statistic updates)
         modes(False)
         torch_module.zero_grad()
-        y_t = torch_module(x_t)
-        y_t = y_t[0] if isinstance(y_t, tuple) else y_t
-        loss(y_t).backward()
+        y_t = _first(torch_module(x_t))
+        call(y_t, c_t).backward()
         y_f = out_f(model(x_f))
         checks.append(Check("forward", "output", _rel_gap(y_f, y_t.detach().numpy()),
                             tol["forward"], True, "max |diff| / max |torch output|"))
@@ -797,7 +825,7 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         grads_t = {(f"{n}.{p}" if n else p): _np(t.grad) for n, m, _, _, kind in paired
                    for p, t in m.named_parameters() if t.grad is not None
                    and not (kind.name in ("LSTM", "GRU") and p.startswith("bias_hh"))}
-        grads = nnx.grad(lambda m: loss(out_f(m(x_f))))(model)
+        grads = nnx.grad(lambda m: call(out_f(m(x_f)), c_f))(model)
         # read the gradients through the model's own structure (a merged copy would list its
         # attributes sorted, not in definition order)
         param_vars = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
@@ -809,61 +837,206 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         for k, g in grads_t.items():
             checks.append(Check("gradient", k, _rel_gap(grads_f[k], g), tol["gradient"], True,
                                 "max |diff| / max |torch gradient|"))
-        # training steps
-        if steps:
-            modes(train)
-            # float32: the gap that float32 rounding alone makes, measured on torch itself
-            # (the same steps in float64 from the same start); the port may differ from torch
-            # by NOISE_FACTOR times that, since two float32 runs each err by about as much.
-            ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
-            runs = [(torch_module, x_t)] + ([(ref, x_t.double())] if ref is not None else [])
-            opts = [torch.optim.SGD(m.parameters(), lr=learning_rate, momentum=momentum)
-                    for m, _ in runs]
-            opt_f = nnx.Optimizer(model, optax.sgd(learning_rate, momentum=momentum or None),
-                                  wrt=nnx.Param)
-
-            @nnx.jit
-            def step(model, opt, x):
-                val, g = nnx.value_and_grad(lambda m: loss(out_f(m(x))))(model)
-                opt.update(model, g)
-                return val
-            for s in range(steps):
-                lt = []
-                for (m, xt), opt in zip(runs, opts):
-                    opt.zero_grad()
-                    out = m(xt)
-                    value = loss(out[0] if isinstance(out, tuple) else out)
-                    value.backward()
-                    opt.step()
-                    lt.append(value.item())
-                lf = float(step(model, opt_f, x_f))
-                noise = _rel_gap(lt[0], lt[1]) if ref is not None else 0.0
-                checks.append(Check("step", f"loss {s}", _rel_gap(lf, lt[0]),
-                                    max(tol["step"], NOISE_FACTOR * noise), True,
-                                    f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}"))
-            ours = _torch_tensors(paired, "flax")
-            theirs = _torch_tensors(paired, "torch")
-            wide = (_torch_tensors(paired, "torch", dict(torch_layers(ref)))
-                    if ref is not None else theirs)
-            n_per_channel = _values_per_channel(torch_module, x_t)
-            for k, t in theirs.items():
-                noise = _rel_gap(t, wide[k]) if ref is not None else 0.0
-                tol_k = max(tol["step"], NOISE_FACTOR * noise)
-                how = f"after {steps} steps; torch's own float32 gap {noise:.2g}"
-                if k.endswith("running_var"):
-                    bessel = 1.0 / max(1, n_per_channel(k) - 1)
-                    checks.append(Check("batch_stats", k, _rel_gap(ours[k], t), tol_k + bessel,
-                                        True, f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
-                                              "biased batch variance, torch the unbiased"))
-                elif k.endswith("running_mean"):
-                    checks.append(Check("batch_stats", k, _rel_gap(ours[k], t), tol_k, True, how))
-                else:
-                    checks.append(Check("step", k, _rel_gap(ours[k], t), tol_k, True, how))
+        # float32: the gap that float32 rounding alone makes, measured on torch itself (the
+        # same steps in float64 from the same start); the port may differ from torch by
+        # NOISE_FACTOR times that, since two float32 runs each err by about as much.
+        ref = (copy.deepcopy(torch_module).double()
+               if dtype == "float32" and (schedule or held_out) else None)
+        if schedule:
+            checks += _step_checks(torch_module, model, ref, paired, schedule, call, out_f,
+                                   modes, train, learning_rate, momentum, tol, curves, optax)
+        if held_out is not None:
+            modes(False)
+            value_t, value_r, value_f = _metric_values(torch_module, ref, model, held_out,
+                                                       metric, out_f)
+            metrics.update(torch=value_t, flax=value_f)
+            if ref is not None:
+                metrics["torch_float64"] = value_r
+            noise = _rel_gap(value_t, value_r) if ref is not None else 0.0
+            checks.append(Check("metric", getattr(metric, "__name__", "metric"),
+                                _rel_gap(value_f, value_t), max(tol["step"], NOISE_FACTOR * noise),
+                                True, f"torch {value_t:.6g}, port {value_f:.6g}; torch's own "
+                                      f"float32 gap {noise:.2g}"))
     finally:
         torch_module.load_state_dict(saved)
     checks = [dataclasses.replace(c, ok=c.ok and (c.value <= c.tol if c.part != "init"
                                                   else c.value >= c.tol)) for c in checks]
-    return ParityReport(dtype, checks)
+    return ParityReport(dtype, checks, curves, metrics)
+
+
+def _first(out):
+    """A module's output, or the first of the tuple it returns (an LSTM's (y, state))."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+class _Data:
+    """Turns ``inputs`` / a batch / eval data (an array, or an (inputs, targets) pair) into
+    (torch inputs, Flax inputs, torch targets, Flax targets), checked against the first."""
+
+    def __init__(self, tdtype, flax_inputs):
+        self.tdtype, self.flax_inputs = tdtype, flax_inputs
+
+    def __call__(self, item, what, like=None):
+        import torch
+
+        x, c = item if isinstance(item, tuple) else (item, None)
+        x_t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if x_t.is_floating_point():  # token ids stay integers
+            x_t = x_t.to(self.tdtype)
+        if like is not None and tuple(x_t.shape[1:]) != tuple(like.shape[1:]):
+            raise ParityError(f"{what}: shape {tuple(x_t.shape)} where inputs have "
+                              f"{tuple(like.shape)} (only the batch size may differ)")
+        c_t = None
+        if c is not None:
+            c_t = c if isinstance(c, torch.Tensor) else torch.as_tensor(np.asarray(c))
+            if c_t.is_floating_point():
+                c_t = c_t.to(self.tdtype)
+            if c_t.shape[:1] != x_t.shape[:1]:
+                raise ParityError(f"{what}: {c_t.shape[0] if c_t.ndim else 0} targets for "
+                                  f"{x_t.shape[0]} inputs")
+        x_np = x_t.numpy()
+        x_f = jnp.asarray(self.flax_inputs(x_np) if self.flax_inputs else x_np)
+        return x_t, x_f, c_t, None if c_t is None else jnp.asarray(c_t.numpy())
+
+
+def _probe(torch_module, model, x_t, x_f, out_f):
+    """Runs both models once on the inputs' shapes (torch in eval mode without gradients,
+    the port abstractly) so that inputs that do not fit fail here, before anything changes."""
+    import torch
+
+    was = torch_module.training
+    try:
+        torch_module.eval()
+        with torch.no_grad():
+            y_t = _first(torch_module(x_t))
+    except Exception as e:  # torch's own message, one line, after ours
+        raise ParityError(f"inputs: shape {tuple(x_t.shape)} does not fit the torch module: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        torch_module.train(was)
+    try:
+        y_f = nnx.eval_shape(lambda m, x: out_f(m(x)), _eval_copy(model), x_f)
+    except Exception as e:
+        raise ParityError(f"inputs: shape {tuple(x_f.shape)} (after flax_inputs) does not fit "
+                          f"the nnx model: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if tuple(y_f.shape) != tuple(y_t.shape):
+        raise ParityError(f"outputs: torch {tuple(y_t.shape)} vs nnx {tuple(y_f.shape)}; pass "
+                          "flax_outputs to map the port's output to torch's layout")
+
+
+def _eval_copy(model):
+    """An eval-mode view of ``model`` that shares no mutable state with it."""
+    graph, state = nnx.split(model)
+    copy = nnx.merge(graph, state)
+    copy.eval()
+    return copy
+
+
+def _step_checks(torch_module, model, ref, paired, schedule, call, out_f, modes, train,
+                 learning_rate, momentum, tol, curves, optax):
+    import torch
+
+    modes(train)
+    if ref is not None:
+        ref.train(train)
+    runs = [(torch_module, False)] + ([(ref, True)] if ref is not None else [])
+    opts = [torch.optim.SGD(m.parameters(), lr=learning_rate, momentum=momentum)
+            for m, _ in runs]
+    opt_f = nnx.Optimizer(model, optax.sgd(learning_rate, momentum=momentum or None),
+                          wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, x, c):
+        val, g = nnx.value_and_grad(lambda m: call(out_f(m(x)), c))(model)
+        opt.update(model, g)
+        return val
+
+    checks = []
+    names = ["torch", "torch_float64"][:len(runs)]
+    curves.update({n: [] for n in ["torch", "flax", *names[1:]]})
+    for s, (x_t, x_f, c_t, c_f) in enumerate(schedule):
+        lt = []
+        for (m, wide), opt in zip(runs, opts):
+            opt.zero_grad()
+            value = call(_first(m(_wide(x_t) if wide else x_t)), _wide(c_t) if wide else c_t)
+            value.backward()
+            opt.step()
+            lt.append(value.item())
+        lf = float(step(model, opt_f, x_f, c_f))
+        for n, v in zip(names, lt):
+            curves[n].append(v)
+        curves["flax"].append(lf)
+        noise = _rel_gap(lt[0], lt[1]) if ref is not None else 0.0
+        checks.append(Check("step", f"loss {s}", _rel_gap(lf, lt[0]),
+                            max(tol["step"], NOISE_FACTOR * noise), True,
+                            f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}"))
+    ours = _torch_tensors(paired, "flax")
+    theirs = _torch_tensors(paired, "torch")
+    wide = _torch_tensors(paired, "torch", dict(torch_layers(ref))) if ref is not None else theirs
+    n_per_channel = _values_per_channel(torch_module, schedule[-1][0])
+    for k, t in theirs.items():
+        noise = _rel_gap(t, wide[k]) if ref is not None else 0.0
+        tol_k = max(tol["step"], NOISE_FACTOR * noise)
+        how = f"after {len(schedule)} steps; torch's own float32 gap {noise:.2g}"
+        if k.endswith("running_var"):
+            bessel = 1.0 / max(1, n_per_channel(k) - 1)
+            checks.append(Check("batch_stats", k, _rel_gap(ours[k], t), tol_k + bessel,
+                                True, f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
+                                      "biased batch variance, torch the unbiased"))
+        elif k.endswith("running_mean"):
+            checks.append(Check("batch_stats", k, _rel_gap(ours[k], t), tol_k, True, how))
+        else:
+            checks.append(Check("step", k, _rel_gap(ours[k], t), tol_k, True, how))
+    return checks
+
+
+EVAL_CHUNK = 1000  # examples per forward pass when evaluating a metric (bounds memory)
+
+
+def _metric_values(torch_module, ref, model, held_out, metric, out_f):
+    """``metric`` of torch, its float64 twin (or None) and the port on the held-out data."""
+    import torch
+
+    x_t, x_f, c_t, c_f = held_out
+    chunks = range(0, x_t.shape[0], EVAL_CHUNK)
+    with torch.no_grad():
+        y_t = torch.cat([_first(torch_module(x_t[i:i + EVAL_CHUNK])) for i in chunks])
+        y_r = (torch.cat([_first(ref.eval()(_wide(x_t[i:i + EVAL_CHUNK]))) for i in chunks])
+               if ref is not None else None)
+    forward = nnx.jit(lambda m, x: out_f(m(x)))
+    y_f = jnp.concatenate([forward(model, x_f[i:i + EVAL_CHUNK]) for i in chunks])
+    return (float(metric(y_t, c_t)), None if y_r is None else float(metric(y_r, c_t)),
+            float(metric(y_f, c_f)))
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of integer ``labels``, in whichever framework ``logits``
+    come from (torch.nn.functional.cross_entropy or optax's), so one loss serves both."""
+    import torch
+    if isinstance(logits, torch.Tensor):
+        return torch.nn.functional.cross_entropy(logits, labels)
+    import optax
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits, labels) -> float:
+    """The fraction of ``labels`` that ``argmax(logits)`` gets right, in either framework."""
+    def as_np(a):
+        return _np(a) if hasattr(a, "detach") else np.asarray(a)
+    return float(np.mean(np.argmax(as_np(logits), -1) == as_np(labels)))
+
+
+def _wide(t):
+    """A torch tensor in float64 when it is floating (token ids and labels stay integers)."""
+    return t.double() if t is not None and t.is_floating_point() else t
+
+
+def _target_loss(c_t):
+    """The default loss with targets: cross-entropy for integer targets, else mean((y-c)^2)."""
+    if c_t.is_floating_point():
+        return lambda y, c: ((y - c) ** 2).mean()
+    return cross_entropy
 
 
 def _default_loss(x_t, torch_module):

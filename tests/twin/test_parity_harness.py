@@ -199,6 +199,106 @@ def test_lstm_from_torch():
     assert any("bias" in c.name for c in trained.failures())
 
 
+def test_gru_from_torch():
+    """A torch GRU whose b_hn is 0 (the one bias nnx.GRUCell has no place for): init (the n
+    gate's b_in alone), forward over 12 steps, gradients; a port with r and z swapped fails."""
+    torch.manual_seed(0)
+    gru = nn.GRU(8, 16, batch_first=True)
+    with torch.no_grad():
+        gru.bias_hh_l0[32:] = 0.0
+    model = nnx.RNN(nnx.GRUCell(8, 16, rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(3).standard_normal((4, 12, 8)).astype(np.float32)
+    report = P.check(gru, model, x, init_seeds=4)
+    report.assert_ok()
+    # init: weight_ih, weight_hh, the summed bias_ih, and bias_hh (0 in both once summed)
+    assert {s["part"]: s["checks"] for s in report.summary()} == {
+        "init": 4, "forward": 1, "gradient": 3}
+    real = P._gru_to_flax
+
+    def r_z_swapped(t, f):
+        out = real(t, f)
+        for k in ("dense_i/kernel", "dense_h/kernel", "dense_i/bias"):
+            v = out[k]
+            out[k] = np.concatenate([v[..., 16:32], v[..., :16], v[..., 32:]], axis=-1)
+        return out
+    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, r_z_swapped, k.to_torch)
+                  if k.name == "GRU" else k for k in P.KINDS)
+    import unittest.mock
+    with unittest.mock.patch.object(P, "KINDS", kinds):
+        bad = P.check(gru, model, x, init_seeds=0)
+    assert "forward" in {c.part for c in bad.failures()}
+
+
+@pytest.mark.slow
+def test_small_cnn_trained_one_epoch_on_real_digits(shared_data):
+    """Two convolutions with BatchNorm and ReLU and a Linear head, trained in both frameworks
+    from the same start on the same 50 batches (one epoch of the 5,000-digit sample, SGD lr
+    0.01 momentum 0.6, train mode), then evaluated on the real 10,000-digit test split: every
+    step's loss, every tensor, the running statistics and the accuracy agree."""
+    from winit_jax.lab import parity_examples as E
+
+    torch_module, model, x, kwargs = E.mnist_cnn(data_dir=shared_data)
+    assert len(kwargs["eval_data"][1]) == 10_000  # the real test split, not the sample
+    report = P.check(torch_module, model, x, **kwargs)
+    report.assert_ok()
+    assert len(report.curves["torch"]) == len(report.curves["flax"]) == 5_000 // 100
+    parts = {s["part"]: s["checks"] for s in report.summary()}
+    assert parts["batch_stats"] == 4 and parts["metric"] == 1
+    assert report.metrics["torch"] > 0.5  # it learned (chance: 0.1), so the check means something
+
+
+def test_small_cnn_port_that_flattens_channels_last_fails():
+    """The classic slip: flattening the NHWC activations as they are permutes the head's
+    inputs. The harness's forward check catches it (control: the careful port passes)."""
+    from winit_jax.lab import parity_examples as E
+
+    torch.manual_seed(0)
+    torch_module = E.torch_cnn()
+    x = np.random.default_rng(4).random((8, 1, 28, 28)).astype(np.float32)
+    assert P.check(torch_module, E.flax_cnn(nnx.Rngs(0)), x, flax_inputs=nhwc, init_seeds=0).ok
+    slip = E.flax_cnn(nnx.Rngs(0))
+
+    class Slip(type(slip)):
+        def __call__(self, x):
+            x = nnx.relu(self.bn1(self.conv1(x)))
+            x = nnx.relu(self.bn2(self.conv2(x)))
+            return self.head(x.reshape(x.shape[0], -1))
+    slip.__class__ = Slip
+    bad = P.check(torch_module, slip, x, flax_inputs=nhwc, init_seeds=0)
+    assert {"forward", "gradient"} <= {c.part for c in bad.failures()}
+
+
+def _frozen(t, f):
+    return ({k: v.detach().clone() for k, v in t.state_dict().items()},
+            jax.tree.map(np.asarray, nnx.state(f)))
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(inputs=np.zeros((4, 5), np.float32)), "inputs: shape (4, 5) does not fit the torch"),
+    (dict(flax_inputs=lambda x: x[:, :5]), "(after flax_inputs) does not fit the nnx model"),
+    (dict(flax_outputs=lambda y: y[:, :2]), "outputs: torch (4, 3) vs nnx (4, 2)"),
+    (dict(batches=[np.zeros((4, 6)), np.zeros((4, 5))]), "batches[1]: shape (4, 5)"),
+    (dict(batches=[np.zeros((4, 6))], steps=2), "steps: 2 steps with batches"),
+    (dict(metric=P.accuracy), "metric: metric and eval_data go together"),
+    (dict(batches=[(np.zeros((4, 6)), np.zeros(4, np.int64)), np.zeros((4, 6))]),
+     "batches: give targets with every batch or with none"),
+    (dict(batches=[(np.zeros((4, 6)), np.zeros(3, np.int64))]), "batches[0]: 3 targets for 4"),
+])
+def test_data_that_does_not_fit_is_one_parity_error_and_changes_nothing(kwargs, needle):
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    f = nnx.Sequential(nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu,
+                       nnx.Linear(8, 3, rngs=nnx.Rngs(0)))
+    before_t, before_f = _frozen(t, f)
+    inputs = kwargs.pop("inputs", np.ones((4, 6), np.float32))
+    with pytest.raises(P.ParityError) as e:
+        P.check(t, f, inputs, **kwargs)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    after_t, after_f = _frozen(t, f)
+    assert all(torch.equal(before_t[k], after_t[k]) for k in before_t)
+    jax.tree.map(np.testing.assert_array_equal, before_f, after_f)
+
+
 def test_float64_is_held_to_float64_tolerances():
     with jax.enable_x64(True):
         torch.manual_seed(0)
@@ -334,6 +434,7 @@ def test_cli_parity_on_a_built_in_example_and_a_user_pair(capsys, tmp_path):
     (["parity", "--torch", "tests.twin.test_parity_harness:tiny_torch", "--flax",
       "tests.twin.test_parity_harness:tiny_flax"], "--input-shape"),
     (["parity", "--example", "lstm", "--input-shape", "2,x"], "--input-shape"),
+    (["parity", "--example", "mnist_cnn", "--steps", "3"], "argument --steps: the mnist_cnn"),
 ])
 def test_cli_parity_bad_input_exits_2_with_one_line(argv, needle, capsys):
     from winit_jax.lab.cli import main

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parity", help="check an nnx port against its torch original: init, "
                                       "forward, gradients, training steps")
     p.add_argument("--example", choices=EXAMPLES, default=None,
-                   help="a built-in pair (torchvision ResNet-18, Transformer encoder layer, LSTM)")
+                   help="a built-in pair (torchvision ResNet-18, Transformer encoder layer, LSTM, "
+                        "a small CNN trained one epoch on real digits)")
     p.add_argument("--torch", default=None, metavar="MODULE:FACTORY",
                    help="factory() -> the torch module")
     p.add_argument("--flax", default=None, metavar="MODULE:FACTORY",
@@ -146,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the batch in torch's layout (standard normal, seed 0)")
     p.add_argument("--channels-last", action="store_true",
                    help="the port takes (and gives) channels last: NCHW <-> NHWC")
-    p.add_argument("--steps", type=int, default=3, help="SGD steps (0: none)")
-    p.add_argument("--lr", type=_positive(float), default=0.01)
-    p.add_argument("--momentum", type=_momentum, default=0.9)
+    p.add_argument("--steps", type=int, default=None,
+                   help="SGD steps (0: none; default 3; mnist_cnn: one epoch of batches)")
+    p.add_argument("--lr", type=_positive(float), default=None, help="default 0.01")
+    p.add_argument("--momentum", type=_momentum, default=None,
+                   help="default 0.9 (mnist_cnn: the notebook's 0.6)")
     p.add_argument("--train", action="store_true", help="train mode (BatchNorm batch statistics)")
     p.add_argument("--init-seeds", type=int, default=None, help="seeds of the init check (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
@@ -196,7 +199,14 @@ def cmd_parity(args, parser) -> int:
         kwargs = dict(init_seeds=4, fresh_torch=torch_factory)
         if args.channels_last:
             kwargs.update(flax_inputs=E.nhwc, flax_outputs=None)
-    kwargs.update(steps=args.steps, learning_rate=args.lr, momentum=args.momentum)
+    if "batches" in kwargs and args.steps is not None:
+        parser.error(f"argument --steps: the {args.example} example trains one step per batch "
+                     "of its epoch")
+    for key, flag, default in (("steps", args.steps, 3), ("learning_rate", args.lr, 0.01),
+                               ("momentum", args.momentum, 0.9)):
+        kwargs[key] = flag if flag is not None else kwargs.get(key, default)
+    if "batches" in kwargs:
+        del kwargs["steps"]
     kwargs["train"] = kwargs.get("train", False) or args.train
     if args.init_seeds is not None:
         kwargs["init_seeds"] = args.init_seeds
@@ -205,6 +215,9 @@ def cmd_parity(args, parser) -> int:
     except parity.ParityError as e:
         parser.error(f"argument --flax: {e}")
     print(report.table())
+    if report.metrics:
+        print("metric after training: " + ", ".join(f"{k} {v:.4g}"
+                                                    for k, v in report.metrics.items()))
     if args.json is not None:
         from winit_jax.lab.files import write_atomic
         write_atomic(args.json.parent, args.json.name,
