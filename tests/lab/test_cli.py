@@ -43,11 +43,15 @@ def test_files_and_schema(tiny_run):
     assert res["dataset"]["name"] == "sample" and res["dataset"]["n_train"] == 300
     assert res["dataset"]["n_test"] == 10_000  # the real test split under --data-dir
     assert {"jax", "flax", "torch", "device"} <= set(res["versions"])
-    assert [(r["scheme"], r["framework"]) for r in res["runs"]] == [("he_normal", "jax"),
-                                                                    ("he_normal", "torch")]
+    assert [(r["scheme"], r["framework"]) for r in res["runs"]] == [
+        ("he_normal", "jax"), ("he_normal", "torch"), ("he_normal", "torch_paired")]
     for r in res["runs"]:
         assert len(r["losses"]) == 3  # 300 rows / batch 100, one epoch
-    assert res["parity"]["he_normal"]["forward_rel_gap"] <= 1e-5
+    assert len(res["runs"][2]["twin_losses"]) == 3  # the paired run carries its yardstick
+    v = res["parity"]["he_normal"]
+    assert set(v) == {"scheme", "verdict", "init", "paired", "independent"}
+    assert v["verdict"] == "agree" and v["independent"]["note"] == "n/a (needs 3 seeds)"
+    assert v["init"]["tensors"] == 10 and v["init"]["values"] == 784 * 512
     report = (out / "report.md").read_text()
     assert "he_normal" in report and "![loss_curves.png](loss_curves.png)" in report
 
@@ -64,6 +68,9 @@ def test_json_numbers_equal_the_library(tiny_run, shared_data):
     from reference_torch.lab.train import train_and_evaluate as torch_train
     ref = torch_train(TrainConfig(scheme="he_normal", epochs=1, seed=0), data.arrays())
     assert res["runs"][1]["losses"] == ref["losses"]
+    from winit_jax.lab.experiment import paired_torch_run
+    paired = paired_torch_run(TrainConfig(scheme="he_normal", epochs=1, seed=0), data)
+    assert res["runs"][2]["losses"] == paired.losses
 
 
 @pytest.mark.slow

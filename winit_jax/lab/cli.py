@@ -389,7 +389,8 @@ def _variance(args, dataset, rows, **kw):
 
 def cmd_compare(args, parser) -> int:
     from winit_jax.lab import plots, report
-    from winit_jax.lab.experiment import compare, summarise
+    from winit_jax.lab import verdict
+    from winit_jax.lab.experiment import compare, runs_per_seed, summarise
     from winit_jax.lab.train import TrainConfig
 
     _apply_resume(args, parser)
@@ -399,14 +400,14 @@ def cmd_compare(args, parser) -> int:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     config = TrainConfig(learning_rate=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed)
-    total = len(args.schemes) * len(args.frameworks) * args.seeds
+    total = len(args.schemes) * runs_per_seed(args.frameworks) * args.seeds
     results = _run_with_progress(
         lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb,
                            checkpoint=ckpt),
         total, quiet=args.quiet or not sys.stderr.isatty(),
         describe=lambda r: f"{r.scheme} {r.framework} seed {r.seed}")
     rows = summarise(results)
-    verdicts = report.parity_verdicts(rows, dataset.x_test[:1000]) if len(args.frameworks) == 2 else {}
+    verdicts = verdict.verdicts(results, config, dataset)
     n_rows = min(500, len(dataset.x_train))
     variance = _variance(args, dataset, n_rows, seeds=args.variance_seeds, product_seeds=0,
                          notebook_b_seeds=0)
@@ -419,9 +420,10 @@ def cmd_compare(args, parser) -> int:
                                                    f"{dataset.description}, pixels / 256"))
     _done(ckpt)
     if not args.quiet:
-        _print([report.compare_table(rows, verdicts, dataset)],
-               f"wrote {args.out}/results.json, report.md and plots",
-               columns=[("scheme", "fw", "Var[out]", "loss", "train", "test", "s", "status")])
+        tables = [report.compare_table(rows, verdicts, dataset)]
+        tables += [report.verdict_table(verdicts)] if verdicts else []
+        _print(tables, f"wrote {args.out}/results.json, report.md and plots",
+               columns=[("scheme", "fw", "Var[out]", "loss", "train", "test", "status"), None])
     return 0
 
 

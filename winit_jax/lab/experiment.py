@@ -108,38 +108,85 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
     """Trains every (scheme, framework, seed); returns the results in that order.
 
     The JAX runs train together: every scheme and seed in one vmapped program
-    (``winit_jax.lab.many``), each equal to its run alone; torch loops, as the notebook.
-    With a ``winit_jax.lab.checkpoint.RunCheckpoint`` the JAX program checkpoints every
-    epoch and each finished torch run is kept, so an interrupted compare resumes.
+    (``winit_jax.lab.many``), each equal to its run alone; torch loops, as the notebook,
+    each run with its own initialisation and shuffling (the independent reference). With
+    both frameworks, each seed also gets a paired torch run ("torch_paired"): the JAX run's
+    initial weights copied into torch, trained on the JAX run's batches in the JAX order.
+    Within a seed every scheme sees the same batches in both frameworks (common random
+    numbers). With a ``winit_jax.lab.checkpoint.RunCheckpoint`` the JAX program
+    checkpoints every epoch and each finished torch run is kept, so an interrupted
+    compare resumes.
     """
     configs = {(scheme, seed): dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
                for scheme in schemes for seed in range(seeds)}
-    jax_runs = {}
+    paired = set(FRAMEWORKS) <= set(frameworks)
+    jax_runs, twins = {}, {}
     if "jax" in frameworks:
         from winit_jax.lab.many import train_many
-        jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays(),
-                                                checkpoint=checkpoint)))
+        # with a paired run, each JAX run's rounding twin trains in the same program
+        twin_configs = ([dataclasses.replace(c, sort_rows=True) for c in configs.values()]
+                        if paired else [])
+        trained = train_many(list(configs.values()) + twin_configs, dataset.arrays(),
+                             checkpoint=checkpoint)
+        jax_runs = dict(zip(configs, trained[:len(configs)]))
+        twins = dict(zip(configs, trained[len(configs):]))
+    runs = list(frameworks) + (["torch_paired"] if paired else [])
     results = []
     for scheme in schemes:
-        for framework in frameworks:
+        for framework in runs:
             for seed in range(seeds):
                 if framework == "jax":
                     result = jax_runs[scheme, seed]
-                else:
+                elif framework == "torch":
                     result = _torch_run(configs[scheme, seed], dataset, checkpoint)
+                else:
+                    result = _torch_run(configs[scheme, seed], dataset, checkpoint,
+                                        twin_losses=twins[scheme, seed].losses)
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
     return results
 
 
-def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint) -> RunResult:
-    """A torch reference run: its kept result, or trained (from its newest epoch
-    checkpoint, if an interrupted compare left one)."""
-    name = f"torch-{config.scheme}-{config.seed}"
+def runs_per_seed(frameworks) -> int:
+    """Results ``compare`` makes per (scheme, seed): one per framework, and the paired
+    torch run when both frameworks run."""
+    return len(frameworks) + (set(FRAMEWORKS) <= set(frameworks))
+
+
+def jax_initial_model(config: TrainConfig, dataset: Dataset):
+    """The JAX run's model as initialised (before any step), as ``fit`` and ``many`` make it."""
+    from winit_jax.lab.train import as_arrays, init_key, init_model
+    return init_model(config, init_key(config.seed), as_arrays(config, dataset.arrays())[0])
+
+
+def paired_torch_run(config: TrainConfig, dataset: Dataset) -> RunResult:
+    """The torch run paired with JAX run ``config``: its initial weights, its batch order."""
+    from reference_torch.lab.train import train_paired
+    from winit_jax.lab.train import batch_order
+    from winit_jax.parity import to_torch
+
+    model = to_torch(jax_initial_model(config, dataset))
+    return RunResult(**train_paired(model, config, dataset.arrays(),
+                                    batch_order(config, len(dataset.x_train))))
+
+
+def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint,
+               twin_losses=None) -> RunResult:
+    """A torch reference run, or with ``twin_losses`` the paired one: its kept result, or
+    trained (the independent run from its newest epoch checkpoint, if an interrupted
+    compare left one)."""
+    paired = twin_losses is not None
+    name = f"{'torch_paired' if paired else 'torch'}-{config.scheme}-{config.seed}"
     saved = None if checkpoint is None else checkpoint.load_result(name)
     if saved is not None:
         return RunResult(**saved)
+    if paired:
+        result = dataclasses.replace(paired_torch_run(config, dataset),
+                                     twin_losses=list(twin_losses))
+        if checkpoint is not None:
+            checkpoint.save_result(name, dataclasses.asdict(result))
+        return result
     from reference_torch.lab.train import train_and_evaluate as torch_train
     if checkpoint is None:
         return RunResult(**torch_train(config, dataset.arrays()))

@@ -24,8 +24,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from winit_jax.lab.train import (RunResult, TrainConfig, accuracy, as_arrays, epoch_fn, init_model,
-                             make_result, output_variance)
+from winit_jax.lab.train import (RunResult, TrainConfig, accuracy, as_arrays, epoch_fn, epoch_key,
+                                 init_key, init_model, make_result, output_variance)
 
 MODEL_AXIS = "model"
 
@@ -75,18 +75,23 @@ def _gather(a) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
-def many_epoch_fn(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, batch_size):
+def many_epoch_fn(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, batch_size,
+                  sort_rows=None):
     """One shuffled epoch of K models stacked on a leading axis: ``train.epoch_fn``, vmapped.
 
-    ``keys`` are raw key data (``jax.random.key_data``), ``lrs`` and ``momenta`` one per
-    model (traced: one program serves every value). Returns ``(states, opt_states, losses,
-    finite)``, each with the model axis first. ``many_epoch`` is its jitted form.
+    ``keys`` are raw key data (``jax.random.key_data``), ``lrs``, ``momenta`` and
+    ``sort_rows`` (bools; default all False) one per model (traced: one program serves
+    every value). Returns ``(states, opt_states, losses, finite)``, each with the model axis
+    first. ``many_epoch`` is its jitted form.
     """
-    def one(state, opt_state, key, lr, momentum):
+    if sort_rows is None:
+        sort_rows = jnp.zeros(lrs.shape, bool)
+
+    def one(state, opt_state, key, lr, momentum, sort):
         tx = optax.sgd(lr, momentum=momentum)  # traced hyperparameters: one program for all
         return epoch_fn(graphdef, state, opt_state, jax.random.wrap_key_data(key), x, y,
-                        tx=tx, batch_size=batch_size)
-    return jax.vmap(one)(states, opt_states, keys, lrs, momenta)
+                        tx=tx, batch_size=batch_size, sort_rows=sort)
+    return jax.vmap(one)(states, opt_states, keys, lrs, momenta, sort_rows)
 
 
 def _many_eval(graphdef, states, x_train, y_train, x_test, y_test):
@@ -108,22 +113,22 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     padded = configs + [configs[-1]] * (-len(configs) % n_dev)  # whole shards; extras dropped
     graphdef, states = None, []
     for c in padded:
-        model = init_model(c, jax.random.fold_in(jax.random.key(c.seed), 0), x_train)
+        model = init_model(c, init_key(c.seed), x_train)
         graphdef_c, state = nnx.split(model)
         graphdef = graphdef or graphdef_c
         states.append(jax.tree.map(np.asarray, state))
     stacked = jax.tree.map(lambda *a: np.stack(a), *states)
     dtype = np.dtype(configs[0].dtype)
     hyper = [np.array([getattr(c, f) for c in padded], dtype) for f in ("learning_rate", "momentum")]
-    roots = [jax.random.key(c.seed) for c in padded]
-    epoch_keys = np.stack([np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(r, 1 + e)))
-                                     for r in roots]) for e in range(configs[0].epochs)])
+    hyper.append(np.array([c.sort_rows for c in padded], bool))
+    epoch_keys = np.stack([np.stack([np.asarray(jax.random.key_data(epoch_key(c.seed, e)))
+                                     for c in padded]) for e in range(configs[0].epochs)])
 
     shard, rep = P(MODEL_AXIS), P()
     state = _put(stacked, mesh, shard)
     opt_state = _put(jax.tree.map(np.asarray, jax.vmap(optax.sgd(1.0, momentum=0.5).init)(stacked)),
                      mesh, shard)  # zeros; the layout does not depend on lr or momentum
-    lrs, momenta = _put(hyper, mesh, shard)
+    lrs, momenta, sorts = _put(hyper, mesh, shard)
     data_g = _put((np.asarray(x_train), np.asarray(y_train), np.asarray(x_test),
                    np.asarray(y_test)), mesh, rep)
     n_batches = -(-len(x_train) // configs[0].batch_size)
@@ -142,13 +147,14 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     if first < configs[0].epochs:
         keys0 = _put(epoch_keys[0], mesh, shard)
         epoch = many_epoch.lower(graphdef, run["state"], run["opt_state"], keys0, lrs, momenta,
-                                      *data_g[:2], batch_size=configs[0].batch_size).compile()
+                                 *data_g[:2], batch_size=configs[0].batch_size,
+                                 sort_rows=sorts).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for e in range(first, configs[0].epochs):
         state, opt_state, losses, finite = epoch(
             run["state"], run["opt_state"], _put(epoch_keys[e], mesh, shard), lrs, momenta,
-            *data_g[:2])
+            *data_g[:2], sort_rows=sorts)
         cols = slice(e * n_batches, (e + 1) * n_batches)
         run["losses"][:, cols], run["finite"][:, cols] = _gather(losses), _gather(finite)
         run["state"], run["opt_state"] = state, opt_state

@@ -61,10 +61,11 @@ class Table:
 
         idx = self._pick(columns)
         table = RichTable(title=self.title)
-        for i in idx:
+        for n, i in enumerate(idx):
             name = self.columns[i]
+            # the first column names the row (a scheme): never cut; the others fold
             table.add_column(name, justify="left" if name in self.left else "right",
-                             overflow="fold")
+                             overflow="fold", no_wrap=n == 0)
         for row in self.rows:
             table.add_row(*(row[i] for i in idx))
         return table

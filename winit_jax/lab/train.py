@@ -35,6 +35,10 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     dtype: str = "float32"  # or "float64" (needs jax_enable_x64)
+    # each batch's rows in ascending order instead of the shuffle's: the same batches and
+    # the same mathematics, summed in another order (the rounding twin of a paired
+    # comparison, ``winit_jax.lab.verdict``)
+    sort_rows: bool = False
 
     def __post_init__(self):
         get_scheme(self.scheme)
@@ -63,6 +67,9 @@ class RunResult:
     wall_s: float
     compile_s: float = 0.0
     diverged_at: int | None = None  # first step whose loss (or, in JAX, parameters) was not finite
+    # a paired torch run only: the losses of its JAX run's rounding twin (the JAX run with
+    # each batch's rows in another order), the yardstick of ``winit_jax.lab.verdict``
+    twin_losses: list[float] | None = None
 
 
 def loss_fn(model: MLP, x, y):
@@ -103,24 +110,29 @@ def run_batches(graphdef, state, opt_state, x, y, idx, *, tx):
     return state, opt_state, losses, finite
 
 
-def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
+def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size, sort_rows=False):
     """One shuffled epoch. Returns ``(state, opt_state, losses, finite)``, per batch.
 
     Rows that do not fill a last batch form a smaller final batch (not dropped).
+    ``sort_rows`` (a bool, traced or not) puts each batch's rows in ascending order.
     Pure: ``train_epoch`` jits it, ``winit_jax.lab.many`` vmaps it over models.
     """
     n = x.shape[0]
-    perm = jax.random.permutation(key, n)
+    perm = _permutation(key, n)
     n_full = n // batch_size
+
+    def rows(idx):
+        return jnp.where(sort_rows, jnp.sort(idx, axis=1), idx)
     out = run_batches(graphdef, state, opt_state, x, y,
-                      perm[: n_full * batch_size].reshape(n_full, batch_size), tx=tx)
+                      rows(perm[: n_full * batch_size].reshape(n_full, batch_size)), tx=tx)
     if n % batch_size:
-        last = run_batches(graphdef, *out[:2], x, y, perm[None, n_full * batch_size:], tx=tx)
+        last = run_batches(graphdef, *out[:2], x, y, rows(perm[None, n_full * batch_size:]),
+                           tx=tx)
         out = last[:2] + tuple(jnp.concatenate([a, b]) for a, b in zip(out[2:], last[2:]))
     return out
 
 
-train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size"))
+train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size", "sort_rows"))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -132,6 +144,31 @@ def accuracy(graphdef, state, x, y):
 def output_variance(graphdef, state, x):
     """Variance of the logits over a batch and the classes: the notebook's output variance."""
     return jnp.var(nnx.merge(graphdef, state)(x))
+
+
+def init_key(seed: int):
+    """The key that initialises the model of a run seeded ``seed``."""
+    return jax.random.fold_in(jax.random.key(seed), 0)
+
+
+def epoch_key(seed: int, epoch: int):
+    """The key that shuffles ``epoch`` (0-based) of a run seeded ``seed``."""
+    return jax.random.fold_in(jax.random.key(seed), 1 + epoch)
+
+
+def batch_order(config: TrainConfig, n: int) -> list[list[np.ndarray]]:
+    """The rows of each batch, per epoch, in the order ``fit`` (and ``winit_jax.lab.many``)
+    trains on them: ``epoch_fn``'s permutation cut into ``batch_size`` rows, the rest last.
+    What a paired torch run is fed (``reference_torch.lab.train.train_paired``)."""
+    out = []
+    for e in range(config.epochs):
+        perm = np.asarray(_permutation(epoch_key(config.seed, e), n))
+        out.append([perm[i:i + config.batch_size] for i in range(0, n, config.batch_size)])
+    return out
+
+
+def _permutation(key, n):
+    return jax.random.permutation(key, n)
 
 
 def init_model(config: TrainConfig, key=None, x_train=None) -> MLP:
@@ -183,7 +220,7 @@ def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
     """
     x_train, y_train, x_test, y_test = as_arrays(config, data)
     root = jax.random.key(config.seed)
-    model = init_model(config, jax.random.fold_in(root, 0), x_train)
+    model = init_model(config, init_key(config.seed), x_train)
     graphdef, state = nnx.split(model)
     tx = make_optimizer(config)
     opt_state = tx.init(state)
@@ -191,13 +228,14 @@ def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
 
     start = time.perf_counter()
     epoch = train_epoch.lower(graphdef, state, opt_state, root, x_train, y_train,
-                              tx=tx, batch_size=config.batch_size).compile()
+                              tx=tx, batch_size=config.batch_size,
+                              sort_rows=config.sort_rows).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     losses, finite = [], []
     for e in range(config.epochs):
         state, opt_state, epoch_losses, epoch_finite = epoch(
-            state, opt_state, jax.random.fold_in(root, 1 + e), x_train, y_train)
+            state, opt_state, epoch_key(config.seed, e), x_train, y_train)
         losses.append(epoch_losses)
         finite.append(epoch_finite)
     losses = np.asarray(jnp.concatenate(losses), np.float64)  # one host sync, at the end
