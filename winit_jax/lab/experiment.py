@@ -120,16 +120,11 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
     configs = {(scheme, seed): dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
                for scheme in schemes for seed in range(seeds)}
     paired = set(FRAMEWORKS) <= set(frameworks)
-    jax_runs, twins = {}, {}
+    jax_runs = {}
     if "jax" in frameworks:
         from winit_jax.lab.many import train_many
-        # with a paired run, each JAX run's rounding twin trains in the same program
-        twin_configs = ([dataclasses.replace(c, sort_rows=True) for c in configs.values()]
-                        if paired else [])
-        trained = train_many(list(configs.values()) + twin_configs, dataset.arrays(),
-                             checkpoint=checkpoint)
-        jax_runs = dict(zip(configs, trained[:len(configs)]))
-        twins = dict(zip(configs, trained[len(configs):]))
+        jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays(),
+                                                checkpoint=checkpoint)))
     runs = list(frameworks) + (["torch_paired"] if paired else [])
     results = []
     for scheme in schemes:
@@ -137,11 +132,9 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
             for seed in range(seeds):
                 if framework == "jax":
                     result = jax_runs[scheme, seed]
-                elif framework == "torch":
-                    result = _torch_run(configs[scheme, seed], dataset, checkpoint)
                 else:
                     result = _torch_run(configs[scheme, seed], dataset, checkpoint,
-                                        twin_losses=twins[scheme, seed].losses)
+                                        paired=framework == "torch_paired")
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
@@ -171,19 +164,15 @@ def paired_torch_run(config: TrainConfig, dataset: Dataset) -> RunResult:
                                     batch_order(config, len(dataset.x_train))))
 
 
-def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint,
-               twin_losses=None) -> RunResult:
-    """A torch reference run, or with ``twin_losses`` the paired one: its kept result, or
-    trained (the independent run from its newest epoch checkpoint, if an interrupted
-    compare left one)."""
-    paired = twin_losses is not None
+def _torch_run(config: TrainConfig, dataset: Dataset, checkpoint, paired=False) -> RunResult:
+    """A torch reference run (or the paired one): its kept result, or trained (the
+    independent run from its newest epoch checkpoint, if an interrupted compare left one)."""
     name = f"{'torch_paired' if paired else 'torch'}-{config.scheme}-{config.seed}"
     saved = None if checkpoint is None else checkpoint.load_result(name)
     if saved is not None:
         return RunResult(**saved)
     if paired:
-        result = dataclasses.replace(paired_torch_run(config, dataset),
-                                     twin_losses=list(twin_losses))
+        result = paired_torch_run(config, dataset)
         if checkpoint is not None:
             checkpoint.save_result(name, dataclasses.asdict(result))
         return result

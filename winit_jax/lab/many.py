@@ -75,23 +75,18 @@ def _gather(a) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
-def many_epoch_fn(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, batch_size,
-                  sort_rows=None):
+def many_epoch_fn(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, batch_size):
     """One shuffled epoch of K models stacked on a leading axis: ``train.epoch_fn``, vmapped.
 
-    ``keys`` are raw key data (``jax.random.key_data``), ``lrs``, ``momenta`` and
-    ``sort_rows`` (bools; default all False) one per model (traced: one program serves
-    every value). Returns ``(states, opt_states, losses, finite)``, each with the model axis
-    first. ``many_epoch`` is its jitted form.
+    ``keys`` are raw key data (``jax.random.key_data``), ``lrs`` and ``momenta`` one per
+    model (traced: one program serves every value). Returns ``(states, opt_states, losses,
+    finite)``, each with the model axis first. ``many_epoch`` is its jitted form.
     """
-    if sort_rows is None:
-        sort_rows = jnp.zeros(lrs.shape, bool)
-
-    def one(state, opt_state, key, lr, momentum, sort):
+    def one(state, opt_state, key, lr, momentum):
         tx = optax.sgd(lr, momentum=momentum)  # traced hyperparameters: one program for all
         return epoch_fn(graphdef, state, opt_state, jax.random.wrap_key_data(key), x, y,
-                        tx=tx, batch_size=batch_size, sort_rows=sort)
-    return jax.vmap(one)(states, opt_states, keys, lrs, momenta, sort_rows)
+                        tx=tx, batch_size=batch_size)
+    return jax.vmap(one)(states, opt_states, keys, lrs, momenta)
 
 
 def _many_eval(graphdef, states, x_train, y_train, x_test, y_test):
@@ -120,7 +115,6 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     stacked = jax.tree.map(lambda *a: np.stack(a), *states)
     dtype = np.dtype(configs[0].dtype)
     hyper = [np.array([getattr(c, f) for c in padded], dtype) for f in ("learning_rate", "momentum")]
-    hyper.append(np.array([c.sort_rows for c in padded], bool))
     epoch_keys = np.stack([np.stack([np.asarray(jax.random.key_data(epoch_key(c.seed, e)))
                                      for c in padded]) for e in range(configs[0].epochs)])
 
@@ -128,7 +122,7 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     state = _put(stacked, mesh, shard)
     opt_state = _put(jax.tree.map(np.asarray, jax.vmap(optax.sgd(1.0, momentum=0.5).init)(stacked)),
                      mesh, shard)  # zeros; the layout does not depend on lr or momentum
-    lrs, momenta, sorts = _put(hyper, mesh, shard)
+    lrs, momenta = _put(hyper, mesh, shard)
     data_g = _put((np.asarray(x_train), np.asarray(y_train), np.asarray(x_test),
                    np.asarray(y_test)), mesh, rep)
     n_batches = -(-len(x_train) // configs[0].batch_size)
@@ -147,14 +141,13 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
     if first < configs[0].epochs:
         keys0 = _put(epoch_keys[0], mesh, shard)
         epoch = many_epoch.lower(graphdef, run["state"], run["opt_state"], keys0, lrs, momenta,
-                                 *data_g[:2], batch_size=configs[0].batch_size,
-                                 sort_rows=sorts).compile()
+                                 *data_g[:2], batch_size=configs[0].batch_size).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for e in range(first, configs[0].epochs):
         state, opt_state, losses, finite = epoch(
             run["state"], run["opt_state"], _put(epoch_keys[e], mesh, shard), lrs, momenta,
-            *data_g[:2], sort_rows=sorts)
+            *data_g[:2])
         cols = slice(e * n_batches, (e + 1) * n_batches)
         run["losses"][:, cols], run["finite"][:, cols] = _gather(losses), _gather(finite)
         run["state"], run["opt_state"] = state, opt_state

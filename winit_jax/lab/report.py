@@ -83,8 +83,8 @@ def verdict_table(verdicts) -> Table:
     for s, v in verdicts.items():
         p = v.paired
         apart = [(a, b) for a, b in p.diverged if a != b] if p is not None else []
-        paired = ("n/a" if p is None else f"diverged {apart[0][0]} vs {apart[0][1]}" if apart
-                  else f"{p.worst_ratio:.2g}")
+        paired = ("n/a" if p is None or p.ok is None and not apart else
+                  f"diverged {apart[0][0]} vs {apart[0][1]}" if apart else f"{p.worst_ratio:.2g}")
         ind = v.independent
         welch_cell = ind.note if ind.ok is None else ", ".join(
             fmt(x, ".2g") for x in (ind.acc_p, ind.loss_p))

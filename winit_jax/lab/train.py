@@ -35,10 +35,6 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     dtype: str = "float32"  # or "float64" (needs jax_enable_x64)
-    # each batch's rows in ascending order instead of the shuffle's: the same batches and
-    # the same mathematics, summed in another order (the rounding twin of a paired
-    # comparison, ``winit_jax.lab.verdict``)
-    sort_rows: bool = False
 
     def __post_init__(self):
         get_scheme(self.scheme)
@@ -67,9 +63,6 @@ class RunResult:
     wall_s: float
     compile_s: float = 0.0
     diverged_at: int | None = None  # first step whose loss (or, in JAX, parameters) was not finite
-    # a paired torch run only: the losses of its JAX run's rounding twin (the JAX run with
-    # each batch's rows in another order), the yardstick of ``winit_jax.lab.verdict``
-    twin_losses: list[float] | None = None
 
 
 def loss_fn(model: MLP, x, y):
@@ -110,29 +103,24 @@ def run_batches(graphdef, state, opt_state, x, y, idx, *, tx):
     return state, opt_state, losses, finite
 
 
-def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size, sort_rows=False):
+def epoch_fn(graphdef, state, opt_state, key, x, y, *, tx, batch_size):
     """One shuffled epoch. Returns ``(state, opt_state, losses, finite)``, per batch.
 
     Rows that do not fill a last batch form a smaller final batch (not dropped).
-    ``sort_rows`` (a bool, traced or not) puts each batch's rows in ascending order.
     Pure: ``train_epoch`` jits it, ``winit_jax.lab.many`` vmaps it over models.
     """
     n = x.shape[0]
     perm = _permutation(key, n)
     n_full = n // batch_size
-
-    def rows(idx):
-        return jnp.where(sort_rows, jnp.sort(idx, axis=1), idx)
     out = run_batches(graphdef, state, opt_state, x, y,
-                      rows(perm[: n_full * batch_size].reshape(n_full, batch_size)), tx=tx)
+                      perm[: n_full * batch_size].reshape(n_full, batch_size), tx=tx)
     if n % batch_size:
-        last = run_batches(graphdef, *out[:2], x, y, rows(perm[None, n_full * batch_size:]),
-                           tx=tx)
+        last = run_batches(graphdef, *out[:2], x, y, perm[None, n_full * batch_size:], tx=tx)
         out = last[:2] + tuple(jnp.concatenate([a, b]) for a, b in zip(out[2:], last[2:]))
     return out
 
 
-train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size", "sort_rows"))
+train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size"))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -228,8 +216,7 @@ def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
 
     start = time.perf_counter()
     epoch = train_epoch.lower(graphdef, state, opt_state, root, x_train, y_train,
-                              tx=tx, batch_size=config.batch_size,
-                              sort_rows=config.sort_rows).compile()
+                              tx=tx, batch_size=config.batch_size).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     losses, finite = [], []
