@@ -140,16 +140,17 @@ SCHEME_INITS = {
 }
 
 
-def init_model(model, scheme, batch=None):
+def init_model(model, scheme, batch=None, *, calibrate=True):
     """Initialises ``model`` (any module; its ``nn.Linear`` layers) with the registry scheme
-    ``scheme`` by name, then runs its data-dependent step on ``batch`` if it has one."""
+    ``scheme`` by name, then runs its data-dependent step on ``batch`` if it has one
+    (unless ``calibrate`` is False: the draw before that step)."""
     try:
         init, post = SCHEME_INITS[scheme]
     except KeyError:
         raise ValueError(f"unknown scheme {scheme!r}; the twin knows {', '.join(SCHEME_INITS)}"
                          ) from None
     model.apply(init())
-    if post is not None:
+    if post is not None and calibrate:
         if batch is None:
             raise ValueError(f"scheme {scheme!r} is data-dependent: pass a batch")
         post(model, batch)

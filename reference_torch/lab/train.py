@@ -43,8 +43,9 @@ def train(model, train_loader, epochs=10, lr=0.01, momentum=0.6, *, optimizer=No
 
 
 def accuracy(model, x, y):
+    """The fraction right, as the exact count / rows (a float32 mean would round it)."""
     with torch.no_grad():
-        return (model(x).argmax(dim=1) == y).float().mean().item()
+        return int((model(x).argmax(dim=1) == y).sum()) / len(y)
 
 
 def _snapshot(model, optimizer, epoch, errors, output_var, generator):
@@ -67,13 +68,15 @@ def _restore(snap, model, optimizer, generator):
     generator.set_state(torch.from_numpy(np.array(snap["rng"])))
 
 
-def initial_model(config, x_train):
+def initial_model(config, x_train, *, calibrate=True):
     """The run's model as ``config.scheme`` initialises it: ``torch.manual_seed(seed)``, then
     the scheme (a data-dependent one calibrates on the first ``batch_size`` rows of
-    ``x_train``, a torch tensor, as winit_jax.lab.train does)."""
+    ``x_train``, a torch tensor, as winit_jax.lab.train does; ``calibrate=False``: the draw
+    before that step)."""
     torch.manual_seed(config.seed)
     model = make_model(config.sizes).to(getattr(torch, config.dtype))
-    init_model(model, config.scheme, x_train[:config.batch_size])
+    init_model(model, config.scheme, x_train[:config.batch_size] if calibrate else None,
+               calibrate=calibrate)
     return model
 
 

@@ -90,6 +90,17 @@ def test_welch_needs_three_seeds_and_flags_a_real_gap():
     assert not far.ok and far.acc_p < 1e-5
 
 
+def test_welch_p_is_scipys_welch_test():
+    from scipy import stats
+    rng = np.random.default_rng(3)
+    for n, m in ((3, 3), (3, 8), (10, 4)):
+        a, b = rng.normal(0, 1, n), rng.normal(0.5, 2, m)
+        assert V.welch_p(a, b) == pytest.approx(
+            stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-10)
+    # nearly identical runs: no warning (filterwarnings = error), a p near 1
+    assert V.welch_p([2.3022899, 2.3022936, 2.3023069], [2.3022814, 2.3023103, 2.3023007]) > 0.5
+
+
 def test_welch_skips_non_finite_losses():
     assert V.welch_p([np.nan, np.nan, 1.0], [1.0, 2.0, 3.0]) is None
     assert V.welch_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0

@@ -147,10 +147,12 @@ def runs_per_seed(frameworks) -> int:
     return len(frameworks) + (set(FRAMEWORKS) <= set(frameworks))
 
 
-def jax_initial_model(config: TrainConfig, dataset: Dataset):
-    """The JAX run's model as initialised (before any step), as ``fit`` and ``many`` make it."""
+def jax_initial_model(config: TrainConfig, dataset: Dataset, *, calibrate: bool = True):
+    """The JAX run's model as initialised (before any step), as ``fit`` and ``many`` make it
+    (``calibrate=False``: before a data-dependent scheme's calibration)."""
     from winit_jax.lab.train import as_arrays, init_key, init_model
-    return init_model(config, init_key(config.seed), as_arrays(config, dataset.arrays())[0])
+    return init_model(config, init_key(config.seed), as_arrays(config, dataset.arrays())[0],
+                      calibrate=calibrate)
 
 
 def paired_torch_run(config: TrainConfig, dataset: Dataset) -> RunResult:

@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from winit_jax.lab.train import (RunResult, TrainConfig, accuracy, as_arrays, epoch_fn, epoch_key,
+from winit_jax.lab.train import (RunResult, TrainConfig, as_arrays, correct, epoch_fn, epoch_key,
                                  init_key, init_model, make_result, output_variance)
 
 MODEL_AXIS = "model"
@@ -90,9 +90,9 @@ def many_epoch_fn(graphdef, states, opt_states, keys, lrs, momenta, x, y, *, bat
 
 
 def _many_eval(graphdef, states, x_train, y_train, x_test, y_test):
-    """Train and test accuracy of every model: ``train.accuracy``, vmapped."""
-    return jax.vmap(lambda s: jnp.stack([accuracy(graphdef, s, x_train, y_train),
-                                         accuracy(graphdef, s, x_test, y_test)]))(states)
+    """Train and test rows classified right, per model: ``train.correct``, vmapped."""
+    return jax.vmap(lambda s: jnp.stack([correct(graphdef, s, x_train, y_train),
+                                         correct(graphdef, s, x_test, y_test)]))(states)
 
 
 many_epoch = jax.jit(many_epoch_fn, static_argnames=("graphdef", "batch_size"))
@@ -153,7 +153,8 @@ def _fit_group(configs: list[TrainConfig], data, mesh: Mesh, ckpt=None):
         run["state"], run["opt_state"] = state, opt_state
         if ckpt is not None:
             ckpt.save(e + 1, run)
-    acc = _gather(_many_eval_jit(graphdef, run["state"], *data_g))
+    right = _gather(_many_eval_jit(graphdef, run["state"], *data_g))
+    acc = right / np.array([len(y_train), len(y_test)], np.float64)  # exact fractions
     wall_s = (time.perf_counter() - start) / len(padded)  # each model's share of the program
     input_var = float(jnp.var(x_train))
     results = [make_result(c, input_var, run["output_var"][i], run["losses"][i],

@@ -124,8 +124,10 @@ train_epoch = jax.jit(epoch_fn, static_argnames=("graphdef", "tx", "batch_size")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def accuracy(graphdef, state, x, y):
-    return jnp.mean(jnp.argmax(nnx.merge(graphdef, state)(x), -1) == y)
+def correct(graphdef, state, x, y):
+    """How many rows of ``x`` the model classifies right (an integer: ``correct / len(y)``
+    on the host is the exact fraction, where a float32 mean would round it)."""
+    return jnp.sum(jnp.argmax(nnx.merge(graphdef, state)(x), -1) == y)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -159,15 +161,18 @@ def _permutation(key, n):
     return jax.random.permutation(key, n)
 
 
-def init_model(config: TrainConfig, key=None, x_train=None) -> MLP:
+def init_model(config: TrainConfig, key=None, x_train=None, *, calibrate: bool = True) -> MLP:
     """The scheme's MLP; a data-dependent scheme (LSUV) calibrates on the first
-    ``batch_size`` rows of ``x_train``, as the torch reference does."""
+    ``batch_size`` rows of ``x_train``, as the torch reference does (``calibrate=False``:
+    the draw before that step)."""
     key = jax.random.key(config.seed) if key is None else key
     scheme = get_scheme(config.scheme)
     model = MLP(config.sizes, **scheme.mlp_kwargs(), param_dtype=jnp.dtype(config.dtype),
                 rngs=nnx.Rngs(params=key))
-    batch = None if x_train is None else jnp.asarray(x_train[:config.batch_size], config.dtype)
-    scheme.calibrate(model, batch)
+    if calibrate:
+        batch = (None if x_train is None else
+                 jnp.asarray(x_train[:config.batch_size], config.dtype))
+        scheme.calibrate(model, batch)
     return model
 
 
@@ -227,8 +232,8 @@ def fit(config: TrainConfig, data, workdir=None) -> tuple[RunResult, MLP]:
         finite.append(epoch_finite)
     losses = np.asarray(jnp.concatenate(losses), np.float64)  # one host sync, at the end
     finite = np.asarray(jnp.concatenate(finite))
-    train_acc = float(accuracy(graphdef, state, x_train, y_train))
-    test_acc = float(accuracy(graphdef, state, x_test, y_test))
+    train_acc = int(correct(graphdef, state, x_train, y_train)) / len(y_train)
+    test_acc = int(correct(graphdef, state, x_test, y_test)) / len(y_test)
     result = make_result(config, float(jnp.var(x_train)), out_var, losses, finite, train_acc,
                          test_acc, wall_s=time.perf_counter() - start, compile_s=compile_s)
     if workdir is not None:
