@@ -144,19 +144,18 @@ def train_and_evaluate(config, data, checkpoint=None) -> dict:
 
 
 class _GivenOrder:
-    """A batch sampler that yields epoch e's batches on its e-th pass (a DataLoader asks
-    for a fresh iterator every epoch)."""
+    """The batches of a given order, one epoch per pass (``train`` iterates its loader once
+    an epoch): ``epochs[e]`` lists epoch e's batches as row indices. Rows are gathered with
+    one index per batch, where a DataLoader would fetch and collate them one by one."""
 
-    def __init__(self, epochs):
-        self.epochs, self.epoch = [[list(map(int, b)) for b in e] for e in epochs], 0
-
-    def __len__(self):
-        return len(self.epochs[min(self.epoch, len(self.epochs) - 1)])
+    def __init__(self, x, y, epochs):
+        self.x, self.y, self.epoch = x, y, 0
+        self.epochs = [[torch.as_tensor(np.asarray(b, np.int64)) for b in e] for e in epochs]
 
     def __iter__(self):
         batches = self.epochs[self.epoch]
         self.epoch += 1
-        return iter(batches)
+        return ((self.x[i], self.y[i]) for i in batches)
 
 
 def train_paired(model, config, data, epochs) -> dict:
@@ -169,8 +168,7 @@ def train_paired(model, config, data, epochs) -> dict:
                          "config")
     with torch.no_grad():
         output_var = model(x_train).var(unbiased=False).item()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train),
-                                         batch_sampler=_GivenOrder(epochs))
+    loader = _GivenOrder(x_train, y_train, epochs)
     start = time.perf_counter()
     errors = train(model, loader, config.epochs, lr=config.learning_rate,
                    momentum=config.momentum)
