@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
+                              TensorDataset)
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -52,9 +53,17 @@ def notebook_a_tensors(data, targets):
 
 
 def notebook_a_loader(x, y, batch_size=100, shuffle=True, generator=None):
-    """TensorDataset + DataLoader(batch_size=100, shuffle=True)."""
+    """TensorDataset + DataLoader(batch_size=100, shuffle=True): the same sampler chain
+    (RandomSampler(generator) -> BatchSampler, so the same batches in the same order), but
+    each batch fetched with one index instead of 100 fetches and a collate (``batch_size=None``
+    with a batch sampler as ``sampler``: torch's documented batched-loading idiom)."""
     dataset = TensorDataset(x, y)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    order = (RandomSampler(dataset, generator=generator) if shuffle
+             else SequentialSampler(dataset))
+    # the loader draws its workers' base seed from ``generator`` before the sampler draws,
+    # as DataLoader(shuffle=True, generator=...) does: the same stream, the same order
+    return DataLoader(dataset, batch_size=None, generator=generator,
+                      sampler=BatchSampler(order, batch_size=batch_size, drop_last=False))
 
 
 # Notebook B ----------------------------------------------------------------------
