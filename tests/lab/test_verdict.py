@@ -122,6 +122,7 @@ def test_init_part_passes_equal_laws_and_fails_a_scale_or_a_constant():
 
 # --- the paired run's batches ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_batch_order_is_the_order_fit_trains_on():
     """Steps on ``batch_order``'s rows, one by one, give fit's losses bit for bit."""
     import jax.numpy as jnp
@@ -148,6 +149,7 @@ def test_batch_order_is_the_order_fit_trains_on():
     np.testing.assert_allclose(losses, result.losses, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_torch_run_shuffles_the_same_for_every_scheme(monkeypatch):
     """Common random numbers in torch: the loader's generator is seeded by the run's seed,
     not drawn from the global RNG that each scheme's init consumes differently, so every
