@@ -899,6 +899,10 @@ class _Data:
         return x_t, x_f, c_t, None if c_t is None else jnp.asarray(c_t.numpy())
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def _probe(torch_module, model, x_t, x_f, out_f):
     """Runs both models once on the inputs' shapes (torch in eval mode without gradients,
     the port abstractly) so that inputs that do not fit fail here, before anything changes."""
@@ -911,7 +915,7 @@ def _probe(torch_module, model, x_t, x_f, out_f):
             y_t = _first(torch_module(x_t))
     except Exception as e:  # torch's own message, one line, after ours
         raise ParityError(f"inputs: shape {tuple(x_t.shape)} does not fit the torch module: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                          f"{_first_line(e)}") from None
     finally:
         torch_module.train(was)
     try:
@@ -919,7 +923,7 @@ def _probe(torch_module, model, x_t, x_f, out_f):
     except Exception as e:
         raise ParityError(f"inputs: shape {tuple(x_f.shape)} (after flax_inputs) does not fit "
                           f"the nnx model: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                          f"{_first_line(e)}") from None
     if tuple(y_f.shape) != tuple(y_t.shape):
         raise ParityError(f"outputs: torch {tuple(y_t.shape)} vs nnx {tuple(y_f.shape)}; pass "
                           "flax_outputs to map the port's output to torch's layout")
@@ -1054,7 +1058,7 @@ def _default_loss(x_t, torch_module):
         torch_module.eval()
         y = torch_module(x_t)
         torch_module.train(was)
-    y = y[0] if isinstance(y, tuple) else y
+    y = _first(y)
     target = np.random.default_rng(0).standard_normal(tuple(y.shape)).astype(
         str(y.dtype).removeprefix("torch."))
 

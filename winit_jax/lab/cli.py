@@ -390,7 +390,7 @@ def _variance(args, dataset, rows, **kw):
 def cmd_compare(args, parser) -> int:
     from winit_jax.lab import plots, report
     from winit_jax.lab import verdict
-    from winit_jax.lab.experiment import compare, runs_per_seed, summarise
+    from winit_jax.lab.experiment import compare, run_kinds, summarise
     from winit_jax.lab.train import TrainConfig
 
     _apply_resume(args, parser)
@@ -400,7 +400,7 @@ def cmd_compare(args, parser) -> int:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
     config = TrainConfig(learning_rate=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed)
-    total = len(args.schemes) * runs_per_seed(args.frameworks) * args.seeds
+    total = len(args.schemes) * len(run_kinds(args.frameworks)) * args.seeds
     results = _run_with_progress(
         lambda cb: compare(args.schemes, args.frameworks, args.seeds, config, dataset, cb,
                            checkpoint=ckpt),

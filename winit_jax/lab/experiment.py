@@ -119,16 +119,14 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
     """
     configs = {(scheme, seed): dataclasses.replace(config, scheme=scheme, seed=config.seed + seed)
                for scheme in schemes for seed in range(seeds)}
-    paired = set(FRAMEWORKS) <= set(frameworks)
     jax_runs = {}
     if "jax" in frameworks:
         from winit_jax.lab.many import train_many
         jax_runs = dict(zip(configs, train_many(list(configs.values()), dataset.arrays(),
                                                 checkpoint=checkpoint)))
-    runs = list(frameworks) + (["torch_paired"] if paired else [])
     results = []
     for scheme in schemes:
-        for framework in runs:
+        for framework in run_kinds(frameworks):
             for seed in range(seeds):
                 if framework == "jax":
                     result = jax_runs[scheme, seed]
@@ -141,10 +139,10 @@ def compare(schemes, frameworks, seeds: int, config: TrainConfig, dataset: Datas
     return results
 
 
-def runs_per_seed(frameworks) -> int:
-    """Results ``compare`` makes per (scheme, seed): one per framework, and the paired
-    torch run when both frameworks run."""
-    return len(frameworks) + (set(FRAMEWORKS) <= set(frameworks))
+def run_kinds(frameworks) -> list[str]:
+    """The runs ``compare`` makes per (scheme, seed): one per framework, and the paired
+    torch run ("torch_paired") when both frameworks run."""
+    return list(frameworks) + (["torch_paired"] if set(FRAMEWORKS) <= set(frameworks) else [])
 
 
 def jax_initial_model(config: TrainConfig, dataset: Dataset, *, calibrate: bool = True):

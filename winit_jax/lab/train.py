@@ -176,8 +176,10 @@ def init_model(config: TrainConfig, key=None, x_train=None, *, calibrate: bool =
     return model
 
 
-def first_nonfinite(losses: np.ndarray) -> int | None:
-    bad = np.flatnonzero(~np.isfinite(losses))
+def first_nonfinite(losses) -> int | None:
+    """Index of the first loss that is NaN or inf (a list from JSON may hold None for it),
+    or None."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, np.float64)))
     return int(bad[0]) if bad.size else None
 
 

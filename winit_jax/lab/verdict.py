@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from winit_jax.lab.train import RunResult, TrainConfig
+from winit_jax.lab.train import RunResult, TrainConfig, first_nonfinite
 from winit_jax.registry import get_scheme
 
 INIT_ALPHA = 1e-3  # family-wise false-alarm rate of the init part, Bonferroni over its tests
@@ -215,11 +215,6 @@ def tolerance(n: int, config_or_points) -> np.ndarray | None:
     floor = ROUNDING_FLOOR * float(np.finfo(np.float32).eps)
     tol = PAIRED_FACTOR * np.maximum(envelope(steps, points), floor)
     return np.where(steps < ENVELOPE_STEPS, tol, np.inf)
-
-
-def first_nonfinite(losses) -> int | None:
-    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, np.float64)))
-    return int(bad[0]) if bad.size else None
 
 
 def paired_part(jax_runs: Sequence[RunResult], paired_runs: Sequence[RunResult],
