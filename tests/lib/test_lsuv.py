@@ -126,6 +126,57 @@ def test_torch_twin_fails_the_same_way(batch):
         assert (v == before[k]).all()
 
 
+class _HeadFirst:
+    """A torch net whose head is defined before its body (called body, then head)."""
+
+    @staticmethod
+    def make(seed=0):
+        import torch
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.head = nn.Linear(64, 10)
+                self.body = nn.Linear(784, 64)
+
+            def forward(self, x):
+                return self.head(torch.relu(self.body(x)))
+
+        torch.manual_seed(seed)
+        return Net()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_torch_twin_follows_the_call_order(batch, reverse):
+    """Every layer, measured afterwards in a fresh forward pass, is within tol of Var 1 --
+    which fails if the head is rescaled first, on the body's input before the body's
+    rescaling (the definition order). ``reverse`` is that negative control: the hooks
+    replayed in definition order must leave the head off."""
+    require_torch()
+    import torch
+
+    from reference_torch.lsuv import lsuv as torch_lsuv
+
+    net = _HeadFirst.make()
+    x = torch.as_tensor(batch)
+    with torch.no_grad():
+        net.body.weight *= 3.0  # the body's output far from Var 1: its rescaling matters
+    if reverse:  # definition order: head on the unrescaled body, then the body
+        with torch.no_grad():
+            h = torch.relu(net.body(x))
+        torch_lsuv(net.head, h.numpy(), tol=1e-3)
+        torch_lsuv(net.body, batch, tol=1e-3)
+    else:
+        torch_lsuv(net, batch, tol=1e-3)
+    with torch.no_grad():
+        body = net.body(x)
+        head = net.head(torch.relu(body))
+    assert abs(float(body.var(unbiased=False)) - 1) <= 1e-3
+    ok = abs(float(head.var(unbiased=False)) - 1) <= 1e-3
+    assert ok != reverse
+
+
 # --- any nnx model: Conv and Linear layers, in call order ------------------------------------
 
 class SmallCNN(nnx.Module):

@@ -21,7 +21,7 @@ from flax import nnx
 
 from winit_jax.lab import stats as S
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES, NOTEBOOK_B_SIZES
-from winit_jax.registry import get_scheme
+from winit_jax.registry import SCHEMES, get_scheme
 
 # For y ~ N(0, s^2): E[relu(y)] = s / sqrt(2 pi), Var[relu(y)] = s^2 (1/2 - 1/(2 pi)).
 RELU_MEAN = 1 / math.sqrt(2 * math.pi)             # 0.399
@@ -109,8 +109,8 @@ def depth_sizes(n_in: int, width: int, depth: int) -> tuple[int, ...]:
     return (n_in,) + (width,) * depth
 
 
-def deep_net_stats(key, x, *, scheme: str, width: int, depth: int,
-                   activation=jax.nn.relu) -> S.LayerStats:
+def deep_net_stats(key, x, *, scheme: str | Sequence[str], width: int, depth: int,
+                   activation=jax.nn.relu, index=0) -> S.LayerStats:
     """``LayerStats`` of a random ``depth``-layer net of ``width`` units on ``x``.
 
     The same statistics as ``forward_stats`` of ``MLP(depth_sizes(...))``, but no model
@@ -118,16 +118,17 @@ def deep_net_stats(key, x, *, scheme: str, width: int, depth: int,
     loop, so it compiles once per layer shape and never holds more than one kernel (50
     layers x 32 seeds would not fit otherwise). ``tests/lab/test_stats.py`` checks it
     equals the model's own forward pass.
+
+    ``scheme`` may be a tuple of schemes, with ``index`` (traced) choosing one: each layer
+    then draws through a ``lax.switch`` over the schemes' own initialisers, so one
+    compiled program serves all of them (the draws are those of the scheme alone).
     """
-    s = get_scheme(scheme)
-    init = s.jax_init()
+    schemes = (scheme,) if isinstance(scheme, str) else tuple(scheme)
+    draws = [_layer_draw(get_scheme(name), width) for name in schemes]
 
     def linear(h, k):
-        k_kernel, k_bias = jax.random.split(k)
-        w = init(k_kernel, (h.shape[-1], width), x.dtype)
-        b = (jnp.zeros((width,), x.dtype) if s.jax_bias_init is None
-             else s.jax_bias_init(h.shape[-1])(k_bias, (width,), x.dtype))
-        w, b = s.calibrate_layer(h, w, b)  # data-dependent schemes: on this batch
+        w, b = (draws[0](h, k) if len(draws) == 1 else
+                jax.lax.switch(index, draws, h, k))
         return h @ w + b
 
     first, rest = jax.random.split(key)
@@ -143,13 +144,51 @@ def deep_net_stats(key, x, *, scheme: str, width: int, depth: int,
     return S.LayerStats(*(jnp.concatenate([h[None], r]) for h, r in zip(head, rows)))
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "sizes", "chunk"))
-def _jax_stats(keys, x, *, scheme, sizes, chunk):
-    if len(sizes) > 3 and len(set(sizes[1:])) == 1:
-        fn = functools.partial(deep_net_stats, x=x, scheme=scheme, width=sizes[1],
-                               depth=len(sizes) - 1)
+def _layer_draw(s, width: int):
+    """``(h, key) -> (w, b)``: one dense layer of ``width`` units on the input batch ``h``,
+    drawn with scheme ``s`` (and calibrated on ``h`` if it is data-dependent)."""
+    init = s.jax_init()
+
+    def draw(h, k):
+        k_kernel, k_bias = jax.random.split(k)
+        w = init(k_kernel, (h.shape[-1], width), h.dtype)
+        b = (jnp.zeros((width,), h.dtype) if s.jax_bias_init is None
+             else s.jax_bias_init(h.shape[-1])(k_bias, (width,), h.dtype))
+        return s.calibrate_layer(h, w, b)  # data-dependent schemes: on this batch
+    return draw
+
+
+def _chunk(scheme: str) -> int:
+    """Models vmapped at a time in ``stats_over_seeds``."""
+    if get_scheme(scheme).distribution == "orthogonal":
+        # XLA CPU (jaxlib 0.10.2) deadlocks -- every thread asleep, no error -- on a
+        # batched QR of several shapes (orthogonal notebook A nets, >= 3 seeds at a
+        # time, inside lax.map). One model per step does not: tests/lab/test_stats.py.
+        return 1
+    return 8
+
+
+def program_group(scheme: str) -> tuple[str, ...]:
+    """The registered schemes whose depth sweeps share ``scheme``'s compiled program (a
+    ``lax.switch`` over them): those stepped with the same chunk. The draws are bit for
+    bit those of a program per scheme, and compiling is most of a sweep's cost on a CPU:
+    the 8 schemes of the default sweep took 24.4 s to compile one program each and 3.7 s
+    shared, on a 2-core CPU (``python bench/depth_compile.py``, BENCHMARKS.md)."""
+    return tuple(n for n in SCHEMES if _chunk(n) == _chunk(scheme))
+
+
+def _is_deep(sizes) -> bool:
+    return len(sizes) > 3 and len(set(sizes[1:])) == 1
+
+
+@functools.partial(jax.jit, static_argnames=("schemes", "sizes", "chunk"))
+def _jax_stats(index, keys, x, *, schemes, sizes, chunk):
+    if _is_deep(sizes):
+        fn = functools.partial(deep_net_stats, x=x, scheme=schemes, index=index,
+                               width=sizes[1], depth=len(sizes) - 1)
     else:
-        s = get_scheme(scheme)
+        (name,) = schemes
+        s = get_scheme(name)
         kwargs = s.mlp_kwargs()
 
         def fn(key):
@@ -165,16 +204,15 @@ def stats_over_seeds(framework: str, scheme: str, x, sizes: Sequence[int], seeds
 
     Seed ``s`` uses the key ``fold_in(key(s), 0)`` in JAX (as ``train_and_evaluate``)
     and ``torch.manual_seed(s)`` in torch. Returns NumPy arrays of shape (seeds, layers).
+    A deep net (equal hidden widths) compiles one program for its ``program_group``.
     """
     sizes = tuple(int(n) for n in sizes)
     if framework == "jax":
         keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in seeds])
-        if get_scheme(scheme).distribution == "orthogonal":
-            # XLA CPU (jaxlib 0.10.2) deadlocks -- every thread asleep, no error -- on a
-            # batched QR of several shapes (orthogonal notebook A nets, >= 3 seeds at a
-            # time, inside lax.map). One model per step does not: tests/test_variance.py.
-            chunk = 1
-        out = _jax_stats(keys, jnp.asarray(x), scheme=scheme, sizes=sizes, chunk=chunk)
+        chunk = min(chunk, _chunk(scheme))
+        group = program_group(scheme) if _is_deep(sizes) else (scheme,)
+        out = _jax_stats(jnp.int32(group.index(scheme)), keys, jnp.asarray(x), schemes=group,
+                         sizes=sizes, chunk=chunk)
         return S.LayerStats(*(np.asarray(a) for a in out))
     if framework == "torch":
         from reference_torch.lab.stats import stats_over_seeds as torch_stats
