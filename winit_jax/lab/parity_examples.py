@@ -64,7 +64,8 @@ def flax_cnn(rngs):
     class CNN(nnx.Module):
         def __init__(self, rngs):
             conv = dict(kernel_size=(3, 3), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
-            bn = dict(momentum=0.9, epsilon=1e-5, rngs=rngs)  # torch's BatchNorm2d defaults
+            bn = dict(momentum=0.9, epsilon=1e-5, use_fast_variance=False,  # torch's BatchNorm2d
+                      rngs=rngs)  # (its variance: the two-pass form, see models/resnet.py)
             self.conv1, self.bn1 = nnx.Conv(1, 16, **conv), nnx.BatchNorm(16, **bn)
             self.conv2, self.bn2 = nnx.Conv(16, 32, **conv), nnx.BatchNorm(32, **bn)
             self.head = nnx.Linear(32 * 7 * 7, 10, rngs=rngs)

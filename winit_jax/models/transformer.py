@@ -28,8 +28,11 @@ class TransformerEncoderLayer(nnx.Module):
             decode=False, param_dtype=param_dtype, rngs=rngs)
         self.linear1 = nnx.Linear(d_model, dim_feedforward, param_dtype=param_dtype, rngs=rngs)
         self.linear2 = nnx.Linear(dim_feedforward, d_model, param_dtype=param_dtype, rngs=rngs)
-        self.norm1 = nnx.LayerNorm(d_model, epsilon=1e-5, param_dtype=param_dtype, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(d_model, epsilon=1e-5, param_dtype=param_dtype, rngs=rngs)
+        # torch's variance is the two-pass form (Flax's default one-pass: see resnet.BN)
+        self.norm1 = nnx.LayerNorm(d_model, epsilon=1e-5, use_fast_variance=False,
+                                   param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(d_model, epsilon=1e-5, use_fast_variance=False,
+                                   param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x):
         x = self.norm1(x + self.self_attn(x))
