@@ -91,28 +91,28 @@ def test_scan_sweep_equals_the_mlp_with_the_same_kernels(scheme):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_shared_sweep_program_draws_each_scheme_as_alone(every):
-    """The depth sweep's one program per group (a lax.switch over the schemes) gives each
-    scheme exactly its own program's statistics: a switch on the wrong branch, or draws that
-    moved, would differ (the schemes differ from each other, checked too). Quick: the first
-    and last scheme of the largest group; slow: every scheme of every group."""
+def test_shared_sweep_program_draws_each_scheme_as_alone():
+    """The depth sweep's one program per group (a lax.switch over the schemes) gives a scheme
+    exactly its own program's statistics: a switch on the wrong branch, or draws that moved,
+    would differ (the two schemes differ from each other, checked too). The first and last
+    scheme of each group (bench/depth_compile.py checks every scheme at the sweep's size)."""
     x = jnp.asarray(np.random.default_rng(1).random((50, 30), np.float32))
     keys = jnp.stack([jax.random.key(s) for s in range(2)])
     sizes = V.depth_sizes(30, 16, 5)
     groups = list(dict.fromkeys(V.program_group(s) for s in V.SCHEMES))
-    for group in groups if every else [max(groups, key=len)]:
+    assert sorted(n for g in groups for n in g) == sorted(V.SCHEMES)
+    for group in groups:
         assert len(group) >= 2
         chunk = V._chunk(group[0])
-        previous = None
-        for i in range(len(group)) if every else (0, len(group) - 1):
+        ends = []
+        for i in (0, len(group) - 1):
             shared = V._jax_stats(jnp.int32(i), keys, x, schemes=group, sizes=sizes, chunk=chunk)
             alone = V._jax_stats(jnp.int32(0), keys, x, schemes=(group[i],), sizes=sizes,
                                  chunk=chunk)
             for a, b in zip(shared, alone):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=group[i])
-            assert previous is None or not np.array_equal(previous, alone.pre_log_sq)
-            previous = np.asarray(alone.pre_log_sq)
+            ends.append(np.asarray(alone.pre_log_sq))
+        assert not np.array_equal(*ends)
 
 
 def test_torch_hooks_equal_jax_on_the_same_weights():
