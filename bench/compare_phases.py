@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,16 +117,12 @@ def main():
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
                            capture_output=True)
 
-    def median(v):
-        v = sorted(v)
-        return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-
     walls = {k: [x["wall"] for x in v] for k, v in rows.items()}
     for k, v in walls.items():
         print(f"{k:8s} ({args.baseline if k == 'baseline' else 'this checkout'}): "
-              f"{', '.join(f'{x:.1f}' for x in v)} s; median {median(v):.1f} s")
+              f"{', '.join(f'{x:.1f}' for x in v)} s; median {statistics.median(v):.1f} s")
     ratios = [c / b for b, c in zip(walls["baseline"], walls["current"])]
-    print(f"current / baseline: median {median(walls['current']) / median(walls['baseline']):.3f}"
+    print(f"current / baseline: median {statistics.median(walls['current']) / statistics.median(walls['baseline']):.3f}"
           f" (per round: {', '.join(f'{x:.3f}' for x in ratios)})")
 
 

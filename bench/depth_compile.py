@@ -44,7 +44,7 @@ def main():
     keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in range(args.seeds)])
     jax.block_until_ready(jnp.ones(1) + 1)
     for group in dict.fromkeys(V.program_group(s) for s in V.SCHEMES):
-        chunk = min(8, V._chunk(group[0]))
+        chunk = 1 if V.one_at_a_time(group[0]) else 8  # stats_over_seeds' default
         alone_c = alone_r = 0.0
         alone = {}
         for name in group:

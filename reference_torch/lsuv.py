@@ -29,7 +29,7 @@ def _check(layer, it, v, tol, max_iter):
 
 @torch.no_grad()
 def lsuv(model: nn.Module, x, *, tol=TOL, max_iter=MAX_ITER, center_bias=False):
-    """LSUV on every ``nn.Linear`` of ``model``, in order; returns [(iterations, variance)]
+    """LSUV on every ``nn.Linear`` of ``model``, in call order; returns [(iterations, variance)]
     per layer; raises ``LSUVError`` as the JAX version, leaving ``model`` as it was."""
     x = torch.as_tensor(x)
     backup = {k: v.clone() for k, v in model.state_dict().items()}

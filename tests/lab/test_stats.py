@@ -103,7 +103,7 @@ def test_shared_sweep_program_draws_each_scheme_as_alone():
     assert sorted(n for g in groups for n in g) == sorted(V.SCHEMES)
     for group in groups:
         assert len(group) >= 2
-        chunk = V._chunk(group[0])
+        chunk = 1 if V.one_at_a_time(group[0]) else 8
         ends = []
         for i in (0, len(group) - 1):
             shared = V._jax_stats(jnp.int32(i), keys, x, schemes=group, sizes=sizes, chunk=chunk)

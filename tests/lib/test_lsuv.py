@@ -126,25 +126,22 @@ def test_torch_twin_fails_the_same_way(batch):
         assert (v == before[k]).all()
 
 
-class _HeadFirst:
+def _head_first_net():
     """A torch net whose head is defined before its body (called body, then head)."""
+    import torch
+    import torch.nn as nn
 
-    @staticmethod
-    def make(seed=0):
-        import torch
-        import torch.nn as nn
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(64, 10)
+            self.body = nn.Linear(784, 64)
 
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.head = nn.Linear(64, 10)
-                self.body = nn.Linear(784, 64)
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
 
-            def forward(self, x):
-                return self.head(torch.relu(self.body(x)))
-
-        torch.manual_seed(seed)
-        return Net()
+    torch.manual_seed(0)
+    return Net()
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -158,7 +155,7 @@ def test_torch_twin_follows_the_call_order(batch, reverse):
 
     from reference_torch.lsuv import lsuv as torch_lsuv
 
-    net = _HeadFirst.make()
+    net = _head_first_net()
     x = torch.as_tensor(batch)
     with torch.no_grad():
         net.body.weight *= 3.0  # the body's output far from Var 1: its rescaling matters

@@ -127,8 +127,7 @@ def deep_net_stats(key, x, *, scheme: str | Sequence[str], width: int, depth: in
     draws = [_layer_draw(get_scheme(name), width) for name in schemes]
 
     def linear(h, k):
-        w, b = (draws[0](h, k) if len(draws) == 1 else
-                jax.lax.switch(index, draws, h, k))
+        w, b = jax.lax.switch(index, draws, h, k)  # one branch: called as it is
         return h @ w + b
 
     first, rest = jax.random.split(key)
@@ -158,23 +157,23 @@ def _layer_draw(s, width: int):
     return draw
 
 
-def _chunk(scheme: str) -> int:
-    """Models vmapped at a time in ``stats_over_seeds``."""
-    if get_scheme(scheme).distribution == "orthogonal":
-        # XLA CPU (jaxlib 0.10.2) deadlocks -- every thread asleep, no error -- on a
-        # batched QR of several shapes (orthogonal notebook A nets, >= 3 seeds at a
-        # time, inside lax.map). One model per step does not: tests/lab/test_stats.py.
-        return 1
-    return 8
+def one_at_a_time(scheme: str) -> bool:
+    """Whether ``stats_over_seeds`` steps ``scheme``'s nets one at a time (chunk 1).
+
+    XLA CPU (jaxlib 0.10.2) deadlocks -- every thread asleep, no error -- on a batched QR
+    of several shapes (orthogonal notebook A nets, >= 3 seeds at a time, inside lax.map).
+    One model per step does not: tests/lab/test_stats.py.
+    """
+    return get_scheme(scheme).distribution == "orthogonal"
 
 
 def program_group(scheme: str) -> tuple[str, ...]:
     """The registered schemes whose depth sweeps share ``scheme``'s compiled program (a
-    ``lax.switch`` over them): those stepped with the same chunk. The draws are bit for
+    ``lax.switch`` over them): those stepped alike (``one_at_a_time``). The draws are bit for
     bit those of a program per scheme, and compiling is most of a sweep's cost on a CPU:
     the 8 schemes of the default sweep took 24.4 s to compile one program each and 3.7 s
     shared, on a 2-core CPU (``python bench/depth_compile.py``, BENCHMARKS.md)."""
-    return tuple(n for n in SCHEMES if _chunk(n) == _chunk(scheme))
+    return tuple(n for n in SCHEMES if one_at_a_time(n) == one_at_a_time(scheme))
 
 
 def _is_deep(sizes) -> bool:
@@ -209,7 +208,7 @@ def stats_over_seeds(framework: str, scheme: str, x, sizes: Sequence[int], seeds
     sizes = tuple(int(n) for n in sizes)
     if framework == "jax":
         keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in seeds])
-        chunk = min(chunk, _chunk(scheme))
+        chunk = 1 if one_at_a_time(scheme) else chunk
         group = program_group(scheme) if _is_deep(sizes) else (scheme,)
         out = _jax_stats(jnp.int32(group.index(scheme)), keys, jnp.asarray(x), schemes=group,
                          sizes=sizes, chunk=chunk)
