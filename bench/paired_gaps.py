@@ -32,7 +32,7 @@ from winit_jax.lab.experiment import default_data_dir, jax_initial_model, load_d
 from winit_jax.lab.many import train_many
 from winit_jax.lab.train import TrainConfig, batch_order
 from winit_jax.lab.verdict import paired_gaps, tolerance
-from winit_jax.parity import to_torch
+from reference_torch.models import torch_from_mlp
 from winit_jax.registry import SCHEMES
 
 EDGES = (0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000)
@@ -58,7 +58,7 @@ def null_gaps(ds, base, schemes, seeds):
     configs = [dataclasses.replace(base, scheme=s, seed=k) for s in schemes for k in seeds]
     out = []
     for c, j in zip(configs, train_many(configs, ds.arrays())):
-        t = train_paired(to_torch(jax_initial_model(c, ds)), c, ds.arrays(),
+        t = train_paired(torch_from_mlp(jax_initial_model(c, ds)), c, ds.arrays(),
                          batch_order(c, len(ds.x_train)))
         out.append((c, paired_gaps(j.losses, t["losses"])))
     return out
@@ -120,7 +120,7 @@ def mutants(ds, base):
         for name, cfg, data in (
                 ("momentum 0.5", dataclasses.replace(c, momentum=0.5), ds.arrays()),
                 ("inputs / 255", c, (x[0] * 256 / 255, x[1], x[2] * 256 / 255, x[3]))):
-            t = train_paired(to_torch(jax_initial_model(c, ds)), cfg, data, order)
+            t = train_paired(torch_from_mlp(jax_initial_model(c, ds)), cfg, data, order)
             by_range(f"{scheme}, {name}", paired_gaps(j.losses, t["losses"]) / tol)
 
 

@@ -46,6 +46,29 @@ def test_library_imports_neither_the_lab_nor_the_twin():
     assert files and _violations(files, ("winit_jax.lab", "reference_torch")) == []
 
 
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported (its module body, not functions)."""
+    out = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_library_imports_torch_and_scipy_only_inside_functions():
+    """``torch_like.init`` and the recording forward need no torch: ``parity`` reaches
+    torch and scipy only from inside the functions that use them."""
+    files = [f for f in _package_files("winit_jax", exclude="lab") if f.name != "__main__.py"]
+    bad = [f"{f.relative_to(ROOT)} imports {m} at import time" for f in files
+           for m in sorted(_top_level_imports(f))
+           if any(m == p or m.startswith(p + ".") for p in ("torch", "scipy"))]
+    assert files and bad == []
+    mods = _modules_after("import winit_jax.torch_like, winit_jax.parity, winit_jax.forward")
+    assert not [m for m in mods if m == "torch" or m.startswith("torch.")]
+
+
 def test_twin_never_imports_the_lab():
     files = _package_files("reference_torch")
     assert files and _violations(files, ("winit_jax.lab",)) == []

@@ -1,7 +1,7 @@
 """One forward pass that shows each layer's input and output, for any ``nnx`` model.
 
-LSUV, per-layer statistics and the parity checks need what a model's Linear and Conv layers
-see, in the order the model calls them, without a second copy of the model's forward pass.
+LSUV and per-layer statistics need what a model's linear layers (the registry's kinds with
+``linear_map``: Linear, LinearGeneral, Conv, ConvTranspose, and any a porter registers) see, in the order the model calls them, without a second copy of the model's forward pass.
 :func:`layer_io` runs the model's own ``__call__`` once and records, for each call of a
 watched layer, ``(path, layer, input, output)``; :func:`layer_input` stops the pass as soon
 as one layer is reached (torch does the same with a forward pre-hook that raises).
@@ -21,8 +21,7 @@ from typing import NamedTuple
 import jax
 from flax import nnx
 
-# The layers whose kernels an initialiser draws (linear maps of their input).
-LINEAR_TYPES: tuple[type, ...] = (nnx.Linear, nnx.Conv, nnx.ConvTranspose, nnx.LinearGeneral)
+from winit_jax.parity.kinds import linear_types
 
 
 class LayerCall(NamedTuple):
@@ -70,10 +69,12 @@ class _Hook:
             self.calls.append(LayerCall(self.paths[id(layer)], layer, x, y))
 
 
-def watched_layers(model: nnx.Module, types: tuple[type, ...] = LINEAR_TYPES
+def watched_layers(model: nnx.Module, types: tuple[type, ...] | None = None
                    ) -> list[tuple[tuple, nnx.Module]]:
-    """``(path, layer)`` of every module of ``model`` that is an instance of ``types``,
-    in ``nnx.iter_modules`` order (by attribute path, not necessarily call order)."""
+    """``(path, layer)`` of every module of ``model`` that is an instance of ``types``
+    (default: the registry's linear kinds), in ``nnx.iter_modules`` order (by attribute
+    path, not necessarily call order)."""
+    types = linear_types() if types is None else types
     return [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, types)]
 
 
@@ -95,10 +96,10 @@ def _watching(model, types, stop_before=None, on_call=None) -> Iterator[_Hook]:
             m.__dict__.pop("_winit_hook", None)
 
 
-def layer_io(model: Callable, *args, types: tuple[type, ...] = LINEAR_TYPES,
+def layer_io(model: Callable, *args, types: tuple[type, ...] | None = None,
              on_call: Callable | None = None, **kwargs) -> tuple[object, list[LayerCall]]:
     """Runs ``model(*args, **kwargs)`` once; returns its output and every call of a layer of
-    ``types`` in call order (a layer called twice appears twice).
+    ``types`` (default: the registry's linear kinds) in call order (a layer called twice appears twice).
 
     ``on_call(path, layer, input)`` runs just before each such call and may change the
     layer's parameters (LSUV calibrates each layer on its input this way, in one pass).

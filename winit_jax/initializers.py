@@ -415,3 +415,86 @@ def torch_linear_bias(fan_in: int, dtype=None):
     # U(-b, b) with b = 1 / sqrt(fan_in) has variance 1 / (3 fan_in), whatever the shape
     return _variance_scaling(1.0 / (3.0 * int(fan_in)), "none", "uniform", -2, -1, (), dtype,
                              allow_complex=False, scale_name="fan_in")
+
+
+# --- torch.nn.init's named draws, in Flax's layouts ---------------------------------------
+# The draws torch's layers make in ``reset_parameters`` that are not a named scheme above;
+# the layer-kind registry (``winit_jax.parity.kinds``) and ``torch_like``'s recipes use them.
+# Hyperparameters are keyword-only, as in optax and flax.
+
+def constant(value: float):
+    """``torch.nn.init.constant_``: every entry ``value`` (the norms' ones and zeros)."""
+    def init(key, shape, dtype=None, out_sharding=None):
+        shape, dtype, _ = _prepare(shape, dtype)
+        return _place(jnp.full(shape, value, dtype), out_sharding)
+    return init
+
+
+def trunc_normal(*, std: float = 1.0, a: float = -2.0, b: float = 2.0, mean: float = 0.0,
+                 dtype=None):
+    """``torch.nn.init.trunc_normal_(w, mean=mean, std=std, a=a, b=b)``: N(mean, std^2) cut
+    at the **absolute** bounds [a, b] (flax #4091), not at a number of standard deviations.
+
+    With ViT's ``std=0.02`` and torch's default ``a=-2, b=2`` the cut is at 100 standard
+    deviations, i.e. no cut at all; ``jax.nn.initializers.truncated_normal(0.02)`` cuts at
+    2 standard deviations (+-0.04) and then has a smaller variance. The returned weights'
+    std is that of the cut law, as in torch (not rescaled to ``std``).
+
+    Examples:
+      >>> import jax
+      >>> w = trunc_normal(std=0.02)(jax.random.key(0), (256, 256))
+      >>> bool(abs(float(w.std()) - 0.02) < 0.001)
+      True
+    """
+    std = check_sigma(std, "std")
+    if not (math.isfinite(a) and math.isfinite(b) and a < b):
+        raise ValueError(f"trunc_normal needs finite bounds a < b, got a={a!r}, b={b!r}")
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        shape, dtype, work = _prepare(shape, dtype, allow_complex=False)
+        z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, work)
+        return _place((z * jnp.asarray(std, work) + jnp.asarray(mean, work)).astype(dtype),
+                      out_sharding)
+    return init
+
+
+def kaiming_normal(*, mode: str = "fan_in", nonlinearity_gain_sq: float = 2.0,
+                   in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (), dtype=None):
+    """``torch.nn.init.kaiming_normal_(w, mode=mode)``, **untruncated**, in Flax's layout
+    (``jax.nn.initializers.he_normal`` is truncated). ``nonlinearity_gain_sq`` is the
+    square of torch's ``calculate_gain``: 2 for ReLU."""
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    return variance_scaling(nonlinearity_gain_sq, mode, "normal", in_axis, out_axis, batch_axis,
+                            dtype)
+
+
+def packed_xavier_uniform(*, n_packed: int = 3, in_axis: Axes = -3, out_axis: Axes = (-2, -1),
+                          dtype=None):
+    """``xavier_uniform_`` of torch's packed (n E, E) in-projection, for one Flax
+    projection kernel (E, heads, head_dim): Var = 2 / (E + n E), not 2 / (E + E).
+
+    For a kernel with fans (f_in, f_out) the packed matrix has (f_in, n f_out), so the
+    variance is 2 / (f_in + n f_out) = scale / ((f_in + f_out) / 2) with
+    scale = (f_in + f_out) / (f_in + n f_out).
+    """
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        f_in, f_out = compute_fans(shape, in_axis, out_axis)
+        scale = (f_in + f_out) / (f_in + n_packed * f_out)
+        return variance_scaling(scale, "fan_avg", "uniform", in_axis, out_axis)(
+            key, shape, dtype, out_sharding)
+    return init
+
+
+def uniform_sum(*, bound: float, terms: int = 2, dtype=None):
+    """The sum of ``terms`` independent U(-bound, bound): torch's b_ih + b_hh, for a Flax
+    cell that holds one bias where torch adds two (Var = terms bound^2 / 3)."""
+    bound = check_sigma(bound, "bound")
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        keys = jax.random.split(key, terms)
+        one = _variance_scaling(bound * bound / 3, "none", "uniform", -2, -1, (), dtype,
+                                allow_complex=False)
+        return _place(sum(one(k, shape) for k in keys), out_sharding)
+    return init
+

@@ -120,7 +120,7 @@ def test_torch_hooks_equal_jax_on_the_same_weights():
     from reference_torch.lab.stats import layer_stats as torch_stats
     from reference_torch.init import SCHEME_INITS
     from reference_torch.models import make_model
-    from winit_jax.parity import from_torch
+    from reference_torch.models import mlp_from_torch as from_torch
 
     x = np.random.default_rng(2).random((100, 784), np.float32)
     for scheme in SCHEMES:

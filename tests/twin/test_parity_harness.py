@@ -4,6 +4,9 @@ torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, with mutati
 must make it fail."""
 
 
+import contextlib
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +24,17 @@ nn = torch.nn
 
 def nhwc(x):
     return x.transpose(0, 2, 3, 1)
+
+
+@contextlib.contextmanager
+def mutant(name, **changes):
+    """The built-in kind ``name`` with ``changes`` registered over it (a later kind wins)."""
+    base = next(k for k in P.kinds() if k.name == name)
+    kind = P.register(dataclasses.replace(base, **changes))
+    try:
+        yield base
+    finally:
+        P.unregister(kind)
 
 
 # --- weights across, both ways --------------------------------------------------------------
@@ -110,35 +124,56 @@ def test_each_layer_computes_the_same_after_transfer():
         with torch.no_grad():
             ref = t(torch.from_numpy(x)).numpy()
         ours = np.moveaxis(np.asarray(f(jnp.asarray(nhwc(x)))), -1, 1)
-        assert P._rel_gap(ours, ref) < 1e-5, type(t).__name__
+        assert P.rel_gap(ours, ref) < 1e-5, type(t).__name__
 
 
 def test_a_mismatch_names_the_pair_and_changes_nothing():
     t = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     f = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.Linear(3, 3, rngs=nnx.Rngs(0)))
     before = np.asarray(f.layers[0].kernel[...]).copy()
-    with pytest.raises(P.ParityError, match=r"torch 2 -> nnx layers/1/kernel: shape \(3, 2\)"):
+    with pytest.raises(P.ParityError, match=r"torch layer 2 \(Linear\) has no partner.*nearest: "
+                                            r"nnx layers/1 \(Linear\): kernel: shape \(3, 2\)"):
         P.from_torch(t, f)
     np.testing.assert_array_equal(np.asarray(f.layers[0].kernel[...]), before)  # untouched
-    with pytest.raises(P.ParityError, match="3 layers|2 layers"):
+    with pytest.raises(P.ParityError, match=r"torch layer 1 \(Linear\) has no partner"):
         P.from_torch(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2), nn.Linear(2, 2)), f)
-    with pytest.raises(P.ParityError, match=r"torch 0 \(Conv1d\) vs nnx layers/0 \(Linear\)"):
+    with pytest.raises(P.ParityError, match=r"torch layer 0 \(Conv1d\) has no partner"):
         P.from_torch(nn.Sequential(nn.Conv1d(4, 3, 1), nn.Linear(3, 2)), f)
     with pytest.raises(P.ParityError, match="does not know"):
         P.from_torch(nn.Sequential(nn.PReLU(), nn.Linear(4, 3)), f)
 
 
-def test_an_explicit_mapping_pairs_layers_defined_in_another_order():
+def test_layers_of_different_shapes_pair_whatever_their_order_and_names():
     t = nn.ModuleDict(dict(a=nn.Linear(4, 3), b=nn.Linear(3, 2)))
 
     class Reversed(nnx.Module):
         def __init__(self, rngs):
             self.second = nnx.Linear(3, 2, rngs=rngs)
             self.first = nnx.Linear(4, 3, rngs=rngs)
-    with pytest.raises(P.ParityError, match="shape"):
-        P.from_torch(t, Reversed(nnx.Rngs(0)))
-    f = P.from_torch(t, Reversed(nnx.Rngs(0)), mapping={"a": "first", "b": "second"})
+    f = P.from_torch(t, Reversed(nnx.Rngs(0)))
     np.testing.assert_array_equal(np.asarray(f.first.kernel[...]), t.a.weight.detach().numpy().T)
+    assert {(p.torch_name, p.flax_path, p.rule) for p in P.pairs(t, f)} == {
+        ("a", "first", "forced"), ("b", "second", "forced")}
+
+
+def test_two_layers_that_could_be_swapped_are_refused_until_mapped():
+    """Same kind, same shapes, different names: no rule can tell them apart, so the error
+    names both candidates; an explicit mapping pairs them."""
+    t = nn.ModuleDict(dict(a=nn.Linear(4, 4), b=nn.Linear(4, 4)))
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.first = nnx.Linear(4, 4, rngs=rngs)
+            self.second = nnx.Linear(4, 4, rngs=rngs)
+    f = Port(nnx.Rngs(0))
+    before = np.asarray(f.first.kernel[...]).copy()
+    with pytest.raises(P.ParityError, match=r"ambiguous: torch a \(Linear\) fits nnx 'first' "
+                                            r"and nnx 'second' alike; pass mapping="):
+        P.from_torch(t, f)
+    np.testing.assert_array_equal(np.asarray(f.first.kernel[...]), before)
+    P.from_torch(t, f, mapping={"a": "second", "b": "first"})
+    np.testing.assert_array_equal(np.asarray(f.second.kernel[...]), t.a.weight.detach().numpy().T)
+    np.testing.assert_array_equal(np.asarray(f.first.kernel[...]), t.b.weight.detach().numpy().T)
 
 
 def test_float64_needs_x64_and_dtypes_must_match():
@@ -213,18 +248,15 @@ def test_gru_from_torch():
     # init: weight_ih, weight_hh, the summed bias_ih, and bias_hh (0 in both once summed)
     assert {s["part"]: s["checks"] for s in report.summary()} == {
         "init": 4, "forward": 1, "gradient": 3}
-    real = P._gru_to_flax
 
     def r_z_swapped(t, f):
-        out = real(t, f)
+        out = base.to_flax(t, f)
         for k in ("dense_i/kernel", "dense_h/kernel", "dense_i/bias"):
             v = out[k]
             out[k] = np.concatenate([v[..., 16:32], v[..., :16], v[..., 32:]], axis=-1)
         return out
-    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, r_z_swapped, k.to_torch)
-                  if k.name == "GRU" else k for k in P.KINDS)
-    import unittest.mock
-    with unittest.mock.patch.object(P, "KINDS", kinds):
+    base = next(k for k in P.kinds() if k.name == "GRU")
+    with mutant("GRU", to_flax=r_z_swapped):
         bad = P.check(gru, model, x, init_seeds=0)
     assert "forward" in {c.part for c in bad.failures()}
 
@@ -324,38 +356,38 @@ def _transformer():
 
 
 @pytest.mark.slow
-def test_mutation_one_weight_perturbed_after_transfer(monkeypatch):
+def test_mutation_one_weight_perturbed_after_transfer():
     layer, model, x = _transformer()
-    real = P.from_torch
+    base = next(k for k in P.kinds() if k.name == "Linear")
 
-    def perturbed(*a, **k):
-        m = real(*a, **k)
-        w = m.linear1.kernel[...]
-        m.linear1.kernel.set_value(w.at[0, 0].add(1e-3))
-        return m
-    monkeypatch.setattr(P, "from_torch", perturbed)
-    report = P.check(layer, model, x, init_seeds=0)
+    def perturbed(t, f):
+        out = base.to_flax(t, f)
+        if out["kernel"].shape == (32, 64):  # linear1 only
+            out["kernel"] = out["kernel"].copy()
+            out["kernel"][0, 0] += 1e-3
+        return out
+    with mutant("Linear", to_flax=perturbed):
+        report = P.check(layer, model, x, init_seeds=0)
     assert not report.ok
     with pytest.raises(AssertionError, match="forward|gradient"):
         report.assert_ok()
 
 
 @pytest.mark.slow
-def test_mutation_in_projection_split_in_the_wrong_order(monkeypatch):
+def test_mutation_in_projection_split_in_the_wrong_order():
     layer, model, x = _transformer()
-    real = P._mha_to_flax
+    base = next(k for k in P.kinds() if k.name == "MultiheadAttention")
 
     def swapped(t, f):
-        out = real(t, f)
+        out = base.to_flax(t, f)
         out["query/kernel"], out["key/kernel"] = out["key/kernel"], out["query/kernel"]
         return out
-    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, swapped, k.to_torch)
-                  if k.name == "MultiheadAttention" else k for k in P.KINDS)
-    monkeypatch.setattr(P, "KINDS", kinds)
-    assert not P.check(layer, model, x, init_seeds=0).ok
+    assert P.check(layer, model, x, init_seeds=0).ok  # control
+    with mutant("MultiheadAttention", to_flax=swapped):
+        assert not P.check(layer, model, x, init_seeds=0).ok
 
 
-def test_mutation_conv_kernel_without_its_transpose(monkeypatch):
+def test_mutation_conv_kernel_without_its_transpose():
     torch.manual_seed(0)
     t = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
     f = nnx.Sequential(nnx.Conv(3, 3, (3, 3), padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0)),
@@ -368,12 +400,11 @@ def test_mutation_conv_kernel_without_its_transpose(monkeypatch):
     assert P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok  # control
 
     def no_transpose(tm, fm):  # (out, in, kh, kw) reshaped, not transposed, to (kh, kw, in, out)
-        w = P._np(tm.weight)
-        return {"kernel": w.reshape(w.shape[2:] + w.shape[1::-1]), "bias": P._np(tm.bias)}
-    kinds = tuple(P.Kind(k.name, k.torch_types, k.flax_types, no_transpose, k.to_torch)
-                  if k.name == "Conv" else k for k in P.KINDS)
-    monkeypatch.setattr(P, "KINDS", kinds)
-    assert not P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok
+        w = tm.weight.detach().numpy().copy()
+        return {"kernel": w.reshape(w.shape[2:] + w.shape[1::-1]),
+                "bias": tm.bias.detach().numpy().copy()}
+    with mutant("Conv", to_flax=no_transpose):
+        assert not P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok
 
 
 @pytest.mark.slow
@@ -401,6 +432,35 @@ def tiny_torch():
 
 def tiny_flax(rngs):
     return nnx.Sequential(nnx.Linear(6, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 3, rngs=rngs))
+
+
+def tiny_conv_torch():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+
+
+def tiny_conv_flax(rngs):
+    pad = ((1, 1), (1, 1))
+    return nnx.Sequential(nnx.Conv(3, 4, (3, 3), padding=pad, rngs=rngs), nnx.relu,
+                          nnx.Conv(4, 2, (3, 3), padding=pad, rngs=rngs))
+
+
+def test_cli_parity_channels_last(capsys):
+    """--channels-last maps inputs NCHW -> NHWC and the port's outputs back (it used to exit 2
+    asking for a flax_outputs the command does not have); without it the inputs do not fit
+    the port, and the error blames --input-shape, not --flax."""
+    from winit_jax.lab.cli import main
+
+    me = "tests.twin.test_parity_harness"
+    argv = ["parity", "--torch", f"{me}:tiny_conv_torch", "--flax", f"{me}:tiny_conv_flax",
+            "--input-shape", "2,3,8,8", "--steps", "2", "--init-seeds", "2"]
+    assert main(argv + ["--channels-last"]) == 0
+    assert "every check passed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --input-shape: inputs: shape (2, 3, 8, 8) (after flax_inputs) does not " \
+           "fit the nnx model" in err
 
 
 def tiny_flax_wrong(rngs):

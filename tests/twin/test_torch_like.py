@@ -144,7 +144,7 @@ def test_conv_transpose_uses_torchs_fan(flax_args, cls, torch_args, transpose_ke
     if flax_args[0] != flax_args[1]:
         # negative control: the fan_in a Linear would use (in x prod(k)) is not torch's
         k = math.prod(flax_args[2])
-        wrong_fan = {"kernel": tl.uniform_sum(1 / math.sqrt(flax_args[0] * k), terms=1)}
+        wrong_fan = {"kernel": tl.uniform_sum(bound=1 / math.sqrt(flax_args[0] * k), terms=1)}
         wrong = flax_draws(build, get, flax_args[1], overrides={nnx.ConvTranspose: wrong_fan})
         assert_different_law(wrong, theirs, "w")
 
@@ -218,9 +218,9 @@ def test_multihead_attention(embed, heads):
     # negative controls: Flax's default, and xavier on a (E, E) matrix instead of (3E, E)
     default = flax_draws(build, get, embed * embed, init=flax_default(build))
     assert_different_law(default, theirs, "in_proj")
-    unpacked = {"query/kernel": tl.packed_xavier_uniform(1, in_axis=0, out_axis=(1, 2)),
-                "key/kernel": tl.packed_xavier_uniform(1, in_axis=0, out_axis=(1, 2)),
-                "value/kernel": tl.packed_xavier_uniform(1, in_axis=0, out_axis=(1, 2))}
+    unpacked = {"query/kernel": tl.packed_xavier_uniform(n_packed=1, in_axis=0, out_axis=(1, 2)),
+                "key/kernel": tl.packed_xavier_uniform(n_packed=1, in_axis=0, out_axis=(1, 2)),
+                "value/kernel": tl.packed_xavier_uniform(n_packed=1, in_axis=0, out_axis=(1, 2))}
     wrong = flax_draws(build, get, embed * embed, overrides={nnx.MultiHeadAttention: unpacked})
     assert_different_law(wrong, theirs, "in_proj")
 
@@ -248,9 +248,9 @@ def test_lstm(cell, hidden):
     assert_same_law(ours, theirs)
     # negative control: one U(+-1/sqrt(h)) bias instead of torch's sum of two
     single = flax_draws(lambda r: getattr(nnx, cell)(16, hidden, rngs=r), get, 4 * hidden,
-                        overrides={nnx.Linear: {"bias": tl.uniform_sum(1 / math.sqrt(hidden), 1)}}
+                        overrides={nnx.Linear: {"bias": tl.uniform_sum(bound=1 / math.sqrt(hidden), terms=1)}}
                         if cell == "LSTMCell" else
-                        {"dense_h": {"bias": tl.uniform_sum(1 / math.sqrt(hidden), 1)}})
+                        {"dense_h": {"bias": tl.uniform_sum(bound=1 / math.sqrt(hidden), terms=1)}})
     assert_different_law(single, theirs, "b")
 
 
@@ -353,17 +353,17 @@ def test_dtypes_are_kept(dtype):
 
 
 def test_trunc_normal_has_absolute_bounds():
-    w = np.asarray(tl.trunc_normal(1.0, a=-0.5, b=2.0)(jax.random.key(0), (200, 500)))
+    w = np.asarray(tl.trunc_normal(std=1.0, a=-0.5, b=2.0)(jax.random.key(0), (200, 500)))
     assert w.min() >= -0.5 and w.max() <= 2.0 and w.min() < -0.49
     t = torch.empty(200, 500)
     torch.manual_seed(0)
     nn.init.trunc_normal_(t, std=1.0, a=-0.5, b=2.0)
     assert stats.ks_2samp(w.ravel(), t.numpy().ravel()).pvalue > ALPHA
     # std 0.02 with torch's default bounds +-2: 100 sigma, so no cut (jax's cuts at 2 sigma)
-    small = np.asarray(tl.trunc_normal(0.02)(jax.random.key(1), (400, 500)))
+    small = np.asarray(tl.trunc_normal(std=0.02)(jax.random.key(1), (400, 500)))
     assert np.abs(small).max() > 2 * 0.02 * 1.5
     with pytest.raises(ValueError, match="bounds"):
-        tl.trunc_normal(1.0, a=1.0, b=0.0)
+        tl.trunc_normal(std=1.0, a=1.0, b=0.0)
 
 
 # --- models nobody here wrote ------------------------------------------------------------------

@@ -169,6 +169,15 @@ def _shape(text):
     return dims
 
 
+def _blame(error, args) -> str:
+    """The argument a ParityError is about: the inputs' shape, the layout flag, or the pair."""
+    if str(error).startswith("inputs:"):
+        return "argument --input-shape"
+    if str(error).startswith("outputs:"):
+        return "argument --channels-last"
+    return "argument --example" if args.example else "arguments --torch/--flax"
+
+
 def cmd_parity(args, parser) -> int:
     """Runs ``winit_jax.parity.check``; exit 0 when every check passes, 1 when one fails."""
     import json
@@ -198,7 +207,7 @@ def cmd_parity(args, parser) -> int:
         x = np.random.default_rng(0).standard_normal(args.input_shape).astype(np.float32)
         kwargs = dict(init_seeds=4, fresh_torch=torch_factory)
         if args.channels_last:
-            kwargs.update(flax_inputs=E.nhwc, flax_outputs=None)
+            kwargs.update(flax_inputs=E.nhwc, flax_outputs=E.nchw)
     if "batches" in kwargs and args.steps is not None:
         parser.error(f"argument --steps: the {args.example} example trains one step per batch "
                      "of its epoch")
@@ -213,7 +222,7 @@ def cmd_parity(args, parser) -> int:
     try:
         report = parity.check(torch_module, model, x, **kwargs)
     except parity.ParityError as e:
-        parser.error(f"argument --flax: {e}")
+        parser.error(f"{_blame(e, args)}: {e}")
     print(report.table())
     if report.metrics:
         print("metric after training: " + ", ".join(f"{k} {v:.4g}"

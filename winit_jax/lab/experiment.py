@@ -156,10 +156,10 @@ def jax_initial_model(config: TrainConfig, dataset: Dataset, *, calibrate: bool 
 def paired_torch_run(config: TrainConfig, dataset: Dataset) -> RunResult:
     """The torch run paired with JAX run ``config``: its initial weights, its batch order."""
     from reference_torch.lab.train import train_paired
+    from reference_torch.models import torch_from_mlp
     from winit_jax.lab.train import batch_order
-    from winit_jax.parity import to_torch
 
-    model = to_torch(jax_initial_model(config, dataset))
+    model = torch_from_mlp(jax_initial_model(config, dataset))
     return RunResult(**train_paired(model, config, dataset.arrays(),
                                     batch_order(config, len(dataset.x_train))))
 

@@ -13,7 +13,8 @@ def nhwc(x):
 
 
 def nchw(y):
-    return y.transpose(0, 3, 1, 2)
+    """A channels-last output back to torch's channels-first layout; (N, C) as it is."""
+    return y if y.ndim < 3 else y.transpose((0, y.ndim - 1) + tuple(range(1, y.ndim - 1)))
 
 
 def example(name: str):

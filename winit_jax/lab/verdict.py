@@ -126,10 +126,10 @@ def init_draws(config: TrainConfig, dataset) -> tuple[dict, dict]:
 
     from reference_torch.lab.train import initial_model
     from winit_jax.lab.experiment import jax_initial_model
-    from winit_jax.parity import to_torch
+    from reference_torch.models import torch_from_mlp
 
     full = calibrated(config.scheme)
-    ours = to_torch(jax_initial_model(config, dataset, calibrate=full)).state_dict()
+    ours = torch_from_mlp(jax_initial_model(config, dataset, calibrate=full)).state_dict()
     theirs = initial_model(config, torch.as_tensor(dataset.x_train).to(
         getattr(torch, config.dtype)), calibrate=full).state_dict()
     return ({k: v.numpy().ravel().copy() for k, v in ours.items()},

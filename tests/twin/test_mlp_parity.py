@@ -11,7 +11,6 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax.lab import data as D
-from winit_jax.parity import from_torch, to_torch
 from winit_jax.registry import SCHEMES
 from winit_jax.lab.train import loss_fn, run_batches
 
@@ -19,6 +18,8 @@ torch = require_torch()
 from reference_torch.init import SCHEME_INITS  # noqa: E402
 from reference_torch.lab.train import train  # noqa: E402
 from reference_torch.models import make_model  # noqa: E402
+from reference_torch.models import mlp_from_torch as from_torch  # noqa: E402
+from reference_torch.models import torch_from_mlp as to_torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,317 @@
+"""Pairing that never reads attribute order, classes matched by isinstance, a porter's own
+layer pair through the one registry, and errors that name the right layer and change
+nothing. Public API only."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import winit_jax.torch_like as tl
+from tests.conftest import require_torch
+from winit_jax import parity as P
+from winit_jax.initializers import constant, torch_linear_kernel
+
+torch = require_torch()
+nn = torch.nn
+
+
+# --- the jit-sorted swap (issue #25's first finding) ---------------------------------------
+
+class TorchGated(nn.Module):
+    """Two same-shaped Linears defined as proj, then gate (not in alphabetical order)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.gate = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.proj(x) * torch.sigmoid(self.gate(x))
+
+
+class FlaxGated(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.Linear(8, 8, rngs=rngs)
+        self.gate = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x) * jax.nn.sigmoid(self.gate(x))
+
+
+def _after_jit(m):
+    nnx.jit(lambda m, x: m(x))(m, jnp.ones((1, 8)))
+    return m
+
+
+def _after_update(m):
+    nnx.update(m, nnx.state(m))
+    return m
+
+
+def _after_optimizer_step(m):
+    opt = nnx.Optimizer(m, optax.sgd(0.0), wrt=nnx.Param)
+    grads = nnx.grad(lambda m: m(jnp.ones((1, 8))).sum())(m)
+    opt.update(m, grads)
+    return m
+
+
+def _after_split_merge(m):
+    return nnx.merge(*nnx.split(m))
+
+
+@pytest.mark.parametrize("touch", [_after_jit, _after_update, _after_optimizer_step,
+                                   _after_split_merge, copy.deepcopy],
+                         ids=["nnx.jit", "nnx.update", "optimizer", "split/merge", "deepcopy"])
+def test_pairs_do_not_depend_on_attribute_order(touch):
+    torch.manual_seed(0)
+    t = TorchGated()
+    model = FlaxGated(nnx.Rngs(0))
+    before = [(p.torch_name, p.flax_path) for p in P.pairs(t, model)]
+    model = touch(model)
+    assert [(p.torch_name, p.flax_path) for p in P.pairs(t, model)] == before == [
+        ("proj", "proj"), ("gate", "gate")]
+    P.from_torch(t, model)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = t(torch.from_numpy(x)).numpy()
+    assert P.rel_gap(np.asarray(model(jnp.asarray(x))), ref) < 1e-6
+    # and a second check on the same (now jit-touched) port still passes
+    assert P.check(t, model, x, steps=2, init_seeds=2).ok
+
+
+def test_negative_control_the_swap_is_what_the_forward_would_catch():
+    """Were proj and gate swapped (what reading attribute order after nnx.jit did), the
+    forward would be far off: the regression test above can fail."""
+    torch.manual_seed(0)
+    t = TorchGated()
+    model = P.from_torch(t, FlaxGated(nnx.Rngs(0)), mapping={"proj": "gate", "gate": "proj"})
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = t(torch.from_numpy(x)).numpy()
+    assert P.rel_gap(np.asarray(model(jnp.asarray(x))), ref) > 0.1
+
+
+# --- classes by isinstance ------------------------------------------------------------------
+
+class MyTorchLinear(nn.Linear):
+    pass
+
+
+class MyFlaxLinear(nnx.Linear):
+    pass
+
+
+class Linear(nn.Module):  # merely named Linear
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(3, 4))
+
+
+def test_subclasses_pair_and_a_class_merely_named_linear_does_not():
+    t = MyTorchLinear(4, 3)
+    f = P.from_torch(t, MyFlaxLinear(4, 3, rngs=nnx.Rngs(0)))
+    np.testing.assert_array_equal(np.asarray(f.kernel[...]), t.weight.detach().numpy().T)
+    assert P.pairs(t, f)[0].kind.name == "Linear"
+    with pytest.raises(P.ParityError, match=r"torch layer <root> \(Linear\) has parameters "
+                                            r"\['weight'\] of a kind winit_jax.parity does not "
+                                            r"know; register the pair"):
+        P.pairs(Linear(), nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
+
+
+# --- list order -----------------------------------------------------------------------------
+
+def test_same_shaped_layers_in_lists_pair_in_index_order():
+    t = nn.Sequential(nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5))
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(5, 5, rngs=rngs) for _ in range(3)])
+    got = [(p.torch_name, p.flax_path, p.rule) for p in P.pairs(t, _after_update(Port(
+        nnx.Rngs(0))))]
+    assert got == [("0", "layers/0", "list order"), ("2", "layers/1", "list order"),
+                   ("4", "layers/2", "list order")]
+
+
+# --- a porter's own layer pair ----------------------------------------------------------------
+
+class TorchScaled(nn.Module):
+    """A porter's layer: y = (x W^T) * s, W drawn as torch's Linear draws it, s = 1."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        self.scale = nn.Parameter(torch.ones(n_out))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        nn.init.ones_(self.scale)
+
+    def forward(self, x):
+        return (x @ self.weight.T) * self.scale
+
+
+class FlaxScaled(nnx.Module):
+    def __init__(self, n_in, n_out, rngs):
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (n_in, n_out)))
+        self.scale = nnx.Param(jnp.ones(n_out))
+
+    def __call__(self, x):
+        return (x @ self.kernel[...]) * self.scale[...]
+
+
+def _scaled_models():
+    torch.manual_seed(0)
+    t = nn.Sequential(TorchScaled(6, 12), nn.Tanh(), TorchScaled(12, 3))
+    f = nnx.Sequential(FlaxScaled(6, 12, nnx.Rngs(0)), nnx.tanh, FlaxScaled(12, 3, nnx.Rngs(1)))
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    return t, f, x
+
+
+def test_a_registered_layer_pair_works_everywhere():
+    t, f, x = _scaled_models()
+    with pytest.raises(P.ParityError, match="does not know"):
+        P.pairs(t, f)
+    kind = P.register_layer(TorchScaled, FlaxScaled,
+                            tensors={"weight": ("kernel", "transpose"), "scale": "scale"},
+                            init={"kernel": torch_linear_kernel(), "scale": constant(1.0)})
+    try:
+        # torch_like.init knows it (and draws torch's law: checked by check's init part)
+        tl.init(f, jax.random.key(0))
+        assert np.abs(np.asarray(f.layers[0].kernel[...])).max() <= 1 / 6 ** 0.5
+        # both transfers, exactly
+        P.from_torch(t, f)
+        back = P.to_torch(f, nn.Sequential(TorchScaled(6, 12), nn.Tanh(), TorchScaled(12, 3)))
+        for a, b in zip(t.state_dict().values(), back.state_dict().values()):
+            assert torch.equal(a, b)
+        report = P.check(t, f, x, steps=3, momentum=0.9, init_seeds=4)
+        report.assert_ok()
+        assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "step"}
+    finally:
+        P.unregister(kind)
+
+
+def test_a_registered_pair_with_the_wrong_layout_fails_check():
+    """Mutant: the porter forgets the transpose (a square weight, so shapes cannot tell)."""
+    torch.manual_seed(0)
+    t = TorchScaled(5, 5)
+    f = FlaxScaled(5, 5, nnx.Rngs(0))
+    x = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)
+    kind = P.register_layer(TorchScaled, FlaxScaled, tensors={"weight": "kernel",
+                                                             "scale": "scale"})
+    try:
+        assert not P.check(t, f, x, init_seeds=0).ok
+    finally:
+        P.unregister(kind)
+
+
+# --- errors that name the right layer and change nothing -----------------------------------
+
+def _snapshot(t, f):
+    return ({k: v.detach().clone() for k, v in t.state_dict().items()},
+            jax.tree.map(np.asarray, nnx.state(f)))
+
+
+def _unchanged(before, t, f):
+    after = _snapshot(t, f)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    jax.tree.map(np.testing.assert_array_equal, before[1], after[1])
+
+
+def test_a_partial_mapping_names_the_layers_left_unpaired():
+    t = nn.ModuleDict(dict(emb=nn.Embedding(10, 4), rnn0=nn.LSTM(4, 4, batch_first=True),
+                           rnn1=nn.LSTM(4, 4, batch_first=True), head=nn.Linear(4, 10)))
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.emb = nnx.Embed(10, 4, rngs=rngs)
+            self.rnn = nnx.List([nnx.RNN(nnx.OptimizedLSTMCell(4, 4, rngs=rngs))
+                                 for _ in range(2)])
+            self.head = nnx.Linear(4, 10, rngs=rngs)
+    f = Port(nnx.Rngs(0))
+    with pytest.raises(P.ParityError, match=r"ambiguous: torch rnn0 \(LSTM\) fits nnx "
+                                            r"'rnn/0/cell' and nnx 'rnn/1/cell'"):
+        P.pairs(t, f)
+    got = P.pairs(t, f, mapping={"rnn0": "rnn/0/cell", "rnn1": "rnn/1/cell"})
+    assert [(p.torch_name, p.flax_path) for p in got] == [
+        ("emb", "emb"), ("rnn0", "rnn/0/cell"), ("rnn1", "rnn/1/cell"), ("head", "head")]
+    with pytest.raises(P.ParityError, match=r"mapping: the nnx model has no layer 'rnn/2/cell'"):
+        P.pairs(t, f, mapping={"rnn0": "rnn/2/cell"})
+    with pytest.raises(P.ParityError, match=r"mapping: nnx layer 'head' is given to two"):
+        P.pairs(t, f, mapping={"rnn0": "head", "rnn1": "head"})
+
+
+def test_a_torch_linear_without_bias_against_one_with_bias_is_refused():
+    t = nn.Linear(4, 3, bias=False)
+    f = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    before = _snapshot(t, f)
+    with pytest.raises(P.ParityError, match=r"torch <root> \(Linear\) vs nnx <root> \(Linear\): "
+                                            r"the nnx layer has bias, which torch does not give"):
+        P.from_torch(t, f)
+    with pytest.raises(P.ParityError, match="the nnx layer has bias"):
+        P.to_torch(f, t)
+    _unchanged(before, t, f)
+
+
+def test_attention_without_biases():
+    """nnx attention with use_bias=False: refused against a torch one with biases (was an
+    AttributeError), and round trips, initialises and checks against one without."""
+    t = nn.MultiheadAttention(8, 2, batch_first=True)
+    f = nnx.MultiHeadAttention(2, 8, decode=False, use_bias=False, rngs=nnx.Rngs(0))
+    with pytest.raises(P.ParityError, match="torch gives key/bias, out/bias, query/bias"):
+        P.from_torch(t, f)
+    torch.manual_seed(0)
+    t = nn.MultiheadAttention(8, 2, batch_first=True, bias=False)
+
+    class Self(nnx.Module):
+        def __init__(self, rngs):
+            self.attn = nnx.MultiHeadAttention(2, 8, decode=False, use_bias=False, rngs=rngs)
+
+        def __call__(self, x):
+            return self.attn(x)
+
+    class TorchSelf(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = t
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    P.check(TorchSelf(), Self(nnx.Rngs(0)), x, steps=2, init_seeds=4).assert_ok()
+
+
+@pytest.mark.parametrize("where", ["loss", "metric"])
+def test_an_error_after_the_init_part_leaves_both_models_as_they_were(where):
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    f = nnx.Sequential(nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu,
+                       nnx.Linear(8, 3, rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    before = _snapshot(t, f)
+    if where == "loss":  # not a scalar: refused before anything changes
+        with pytest.raises(P.ParityError, match=r"loss: gives shape \(4,\) on the torch output"):
+            P.check(t, f, x, loss=lambda y: (y ** 2).sum(-1), steps=2)
+    else:  # a metric that fails after init, transfer and steps: all undone
+        def broken(y, c):
+            raise RuntimeError("metric broke")
+        with pytest.raises(RuntimeError, match="metric broke"):
+            P.check(t, f, (x, np.zeros(4, np.int64)), steps=2, metric=broken,
+                    eval_data=(x, np.zeros(4, np.int64)))
+    _unchanged(before, t, f)
+    assert all(p.grad is None for p in t.parameters())
+
+
+def test_conv_padding_mode_other_than_zeros_is_refused():
+    t = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    f = nnx.Conv(3, 4, (3, 3), padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0))
+    before = _snapshot(t, f)
+    with pytest.raises(P.ParityError, match=r"Conv2d\(padding_mode='reflect'\): nnx.Conv pads "
+                                            "with zeros only"):
+        P.from_torch(t, f)
+    _unchanged(before, t, f)

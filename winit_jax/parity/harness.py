@@ -1,0 +1,474 @@
+"""``check``: does an nnx port initialise, compute, differentiate and train like its torch
+original? In stages that share one ``_Run``: data, init, forward and gradient, steps,
+metric. Every error, in any stage, leaves both models as they were."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from winit_jax.parity.kinds import ParityError, np_copy
+from winit_jax.parity.losses import regression_loss, target_loss
+from winit_jax.parity.pairing import Pair, pairs, torch_layers
+from winit_jax.parity.report import (KS_ALPHA, MIN_KS_VALUES, NOISE_FACTOR, TOLERANCES, Check,
+                                     ParityReport, rel_gap)
+from winit_jax.parity.transfer import check_dtype, flax_updates, torch_values
+
+EVAL_CHUNK = 1000  # examples per forward pass when evaluating a metric (bounds memory)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the stages of one ``check`` share."""
+
+    torch_module: object
+    model: nnx.Module
+    paired: list[Pair]
+    dtype: str
+    tol: dict
+    inputs: tuple                  # (x_t, x_f, c_t, c_f)
+    schedule: list                 # one (x_t, x_f, c_t, c_f) per training step
+    held_out: tuple | None
+    call: Callable                 # loss(output, target)
+    out_f: Callable                # the port's output -> torch's layout
+    checks: list = dataclasses.field(default_factory=list)
+    curves: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def modes(self, training: bool) -> None:
+        self.torch_module.train(training)
+        (self.model.train if training else self.model.eval)()
+
+
+def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: int = 0,
+          batches: Iterable | None = None, learning_rate: float = 0.01, momentum: float = 0.0,
+          init_seeds: int = 4, init_overrides: Mapping | None = None,
+          fresh_torch: Callable | None = None, train: bool = False,
+          flax_inputs: Callable | None = None, flax_outputs: Callable | None = None,
+          metric: Callable | None = None, eval_data=None,
+          mapping: Mapping[str, str] | None = None,
+          dtype: str | None = None) -> ParityReport:
+    """Checks that an nnx port initialises, computes, differentiates and trains like the torch
+    module it ports, in one call. The parts, each tolerance and the traps are in the README
+    ("Checking a port").
+
+    Args:
+      torch_module: the original (its weights are restored at the end).
+      model: the nnx port (left holding torch's weights, trained ``steps`` steps; on an
+        error it is left as it was).
+      inputs: a batch in torch's layout (NumPy or torch), or an ``(inputs, targets)`` pair.
+      loss: ``loss(output)`` or, with targets, ``loss(output, target)`` in either framework,
+        a scalar; default: a regression to a fixed random target, or with targets
+        ``cross_entropy`` (integer) / mean squared error (real).
+      steps: SGD steps on ``inputs``; or ``batches``: one step per item, in order.
+      learning_rate, momentum: ``torch.optim.SGD`` and ``optax.sgd``'s.
+      init_seeds: seeds of the init comparison (0: none); ``init_overrides`` the recipe
+        (``torch_like.init``'s overrides) and ``fresh_torch`` a factory for a model whose
+        constructor re-initialises (torchvision's ResNet).
+      train: run the steps in training mode (BatchNorm batch statistics).
+      flax_inputs, flax_outputs: inputs to the port's layout (NCHW -> NHWC), the port's
+        outputs back to torch's.
+      metric, eval_data: ``metric(output, target)`` on an ``(inputs, targets)`` pair after
+        training (e.g. ``accuracy``).
+      mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+      dtype: "float32" or "float64" (default: the torch module's).
+
+    Returns:
+      A ``ParityReport``: ``ok``, ``assert_ok()``, ``table()``, ``to_json()``, ``curves``.
+
+    Raises:
+      ParityError: models that cannot be paired, inputs or batches that do not fit them,
+        outputs of different shapes, a loss that is not a scalar, ``steps`` with
+        ``batches``, a ``metric`` without ``eval_data``. Whatever is raised, both models
+        are left as they were.
+    """
+    first = next(iter(torch_module.parameters()))
+    dtype = check_dtype(dtype or str(first.dtype).removeprefix("torch."), "check")
+    run = _prepare(torch_module, model, inputs, loss=loss, steps=steps, batches=batches,
+                   flax_inputs=flax_inputs, flax_outputs=flax_outputs, metric=metric,
+                   eval_data=eval_data, mapping=mapping, dtype=dtype)
+    with _restored(torch_module, model):
+        if init_seeds:
+            _init_stage(run, init_seeds, init_overrides, fresh_torch)
+        for var, value in flax_updates(run.paired):
+            var.set_value(value)
+        _forward_and_gradient_stage(run)
+        ref = (copy.deepcopy(torch_module).double()
+               if dtype == "float32" and (run.schedule or run.held_out) else None)
+        if run.schedule:
+            _step_stage(run, ref, train, learning_rate, momentum)
+        if run.held_out is not None:
+            _metric_stage(run, ref, metric)
+    checks = [dataclasses.replace(c, ok=c.ok and (c.value <= c.tol if c.part != "init"
+                                                  else c.value >= c.tol)) for c in run.checks]
+    return ParityReport(dtype, checks, run.curves, run.metrics)
+
+
+class _restored:
+    """Restores torch's state, gradients and mode at the end, and the nnx model's variables
+    and mode when an error leaves the block (on success the port keeps what ``check`` did)."""
+
+    def __init__(self, torch_module, model):
+        self.torch_module, self.model = torch_module, model
+
+    def __enter__(self):
+        t = self.torch_module
+        self.state = copy.deepcopy(t.state_dict())
+        self.grads = [(p, None if p.grad is None else p.grad.clone()) for p in t.parameters()]
+        self.modes = [(m, m.training) for m in t.modules()]
+        self.variables = [(v, v.get_value()) for _, v in nnx.iter_graph(self.model)
+                          if isinstance(v, nnx.Variable)]
+        self.flax_modes = {id(m): dict(vars(m)) for _, m in nnx.iter_modules(self.model)}
+        return self
+
+    def __exit__(self, kind, error, tb):
+        self.torch_module.load_state_dict(self.state)
+        for p, g in self.grads:
+            p.grad = g
+        for m, training in self.modes:
+            m.training = training
+        if error is not None:
+            for var, value in self.variables:
+                var.set_value(value)
+            for _, m in nnx.iter_modules(self.model):
+                for k, v in self.flax_modes.get(id(m), {}).items():
+                    if isinstance(v, (bool, type(None))) and vars(m).get(k) is not v:
+                        setattr(m, k, v)
+        return False
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, flax_outputs,
+             metric, eval_data, mapping, dtype) -> _Run:
+    """Everything checked before either model changes: pairs, data, shapes, the loss."""
+    import torch
+
+    data = _Data(getattr(torch, dtype), flax_inputs)
+    first = data(inputs, "inputs")
+    x_t, _, c_t, _ = first
+    if batches is not None and steps:
+        raise ParityError(f"steps: {steps} steps with batches; the batches set the steps (one each)")
+    schedule = ([data(b, f"batches[{i}]", like=x_t) for i, b in enumerate(batches)]
+                if batches is not None else [first] * steps)
+    if (metric is None) != (eval_data is None):
+        raise ParityError("metric: metric and eval_data go together")
+    held_out = data(eval_data, "eval_data", like=x_t) if eval_data is not None else None
+    out_f = flax_outputs or (lambda y: y)
+    paired = pairs(torch_module, model, mapping)
+    y_t, y_f = _probe(torch_module, model, first, out_f)
+    if any((b[2] is None) != (c_t is None) for b in schedule):
+        raise ParityError("batches: give targets with every batch or with none (as inputs)")
+    loss = loss or (regression_loss(y_t) if c_t is None else target_loss(c_t))
+    call = (lambda y, c: loss(y)) if c_t is None else loss
+    _probe_loss(call, y_t, y_f, first)
+    return _Run(torch_module, model, paired, dtype, TOLERANCES[dtype], first, schedule,
+                held_out, call, out_f)
+
+
+class _Data:
+    """Turns ``inputs`` / a batch / eval data (an array, or an (inputs, targets) pair) into
+    (torch inputs, Flax inputs, torch targets, Flax targets), checked against the first."""
+
+    def __init__(self, tdtype, flax_inputs):
+        self.tdtype, self.flax_inputs = tdtype, flax_inputs
+
+    def __call__(self, item, what, like=None):
+        import torch
+
+        x, c = item if isinstance(item, tuple) else (item, None)
+        x_t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if x_t.is_floating_point():  # token ids stay integers
+            x_t = x_t.to(self.tdtype)
+        if like is not None and tuple(x_t.shape[1:]) != tuple(like.shape[1:]):
+            raise ParityError(f"{what}: shape {tuple(x_t.shape)} where inputs have "
+                              f"{tuple(like.shape)} (only the batch size may differ)")
+        c_t = None
+        if c is not None:
+            c_t = c if isinstance(c, torch.Tensor) else torch.as_tensor(np.asarray(c))
+            if c_t.is_floating_point():
+                c_t = c_t.to(self.tdtype)
+            if c_t.shape[:1] != x_t.shape[:1]:
+                raise ParityError(f"{what}: {c_t.shape[0] if c_t.ndim else 0} targets for "
+                                  f"{x_t.shape[0]} inputs")
+        x_np = x_t.numpy()
+        x_f = jnp.asarray(self.flax_inputs(x_np) if self.flax_inputs else x_np)
+        return x_t, x_f, c_t, None if c_t is None else jnp.asarray(c_t.numpy())
+
+
+def _first(out):
+    """A module's output, or the first of the tuple it returns (an LSTM's (y, state))."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _probe(torch_module, model, first, out_f):
+    """Runs both models once on the inputs' shapes (torch in eval mode without gradients,
+    the port abstractly) so that inputs that do not fit fail here, before anything changes.
+    Returns torch's output and the port's (abstract) one."""
+    import torch
+
+    x_t, x_f = first[0], first[1]
+    was = torch_module.training
+    try:
+        torch_module.eval()
+        with torch.no_grad():
+            y_t = _first(torch_module(x_t))
+    except Exception as e:  # torch's own message, one line, after ours
+        raise ParityError(f"inputs: shape {tuple(x_t.shape)} does not fit the torch module: "
+                          f"{_first_line(e)}") from None
+    finally:
+        torch_module.train(was)
+    try:
+        y_f = nnx.eval_shape(lambda m, x: out_f(m(x)), _eval_copy(model), x_f)
+    except Exception as e:
+        raise ParityError(f"inputs: shape {tuple(x_f.shape)} (after flax_inputs) does not fit "
+                          f"the nnx model: {_first_line(e)}") from None
+    if tuple(y_f.shape) != tuple(y_t.shape):
+        raise ParityError(f"outputs: torch {tuple(y_t.shape)} vs nnx {tuple(y_f.shape)}; pass "
+                          "flax_outputs to map the port's output to torch's layout")
+    return y_t, y_f
+
+
+def _probe_loss(call, y_t, y_f, first):
+    """The loss must give a scalar in both frameworks (checked on the probe's outputs)."""
+    try:
+        value_t = call(y_t, first[2])
+        value_f = jax.eval_shape(lambda y, c: call(y, c), y_f, first[3])
+    except Exception as e:
+        raise ParityError(f"loss: fails on the outputs: {_first_line(e)}") from None
+    for side, v in (("torch", value_t), ("nnx", value_f)):
+        if tuple(getattr(v, "shape", ())) != ():
+            raise ParityError(f"loss: gives shape {tuple(v.shape)} on the {side} output; it "
+                              "must return a scalar (e.g. .mean())")
+
+
+def _eval_copy(model):
+    """An eval-mode view of ``model`` that shares no mutable state with it."""
+    graph, state = nnx.split(model)
+    clone = nnx.merge(graph, state)
+    clone.eval()
+    return clone
+
+
+# --- 1. init ---------------------------------------------------------------------------------
+
+def _reset_torch(module):
+    """What constructing ``module`` again draws: every submodule's ``reset_parameters`` (or
+    ``_reset_parameters``), children before parents (MultiheadAttention zeroes the bias its
+    out_proj Linear drew)."""
+    for m in reversed(list(module.modules())):
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
+        if reset is not None:
+            reset()
+
+
+def _init_stage(run: _Run, seeds, overrides, fresh_torch):
+    """Every paired tensor drawn by ``torch_like.init`` against torch's own draw, pooled
+    over the seeds: KS with p >= 1e-3 / (tensors) (Bonferroni); constants exactly."""
+    import torch
+    from scipy import stats
+
+    from winit_jax import torch_like
+
+    ours, theirs = {}, {}
+    names = {p.torch_name for p in run.paired}
+    saved = copy.deepcopy(run.torch_module.state_dict())
+    for seed in range(seeds):
+        torch_like.init(run.model, jax.random.key(seed), overrides=overrides)
+        for k, v in torch_values(run.paired, "flax").items():
+            ours.setdefault(k, []).append(v.ravel())
+        torch.manual_seed(seed)
+        if fresh_torch is None:
+            _reset_torch(run.torch_module)
+            layers = None
+        else:
+            fresh = fresh_torch().to(next(run.torch_module.parameters()).dtype)
+            layers = dict(torch_layers(fresh))
+            if set(layers) != names:
+                raise ParityError("fresh_torch builds a module with other layers than torch_module")
+        for k, v in torch_values(run.paired, "torch", layers).items():
+            theirs.setdefault(k, []).append(v.ravel())
+    ours = {k: np.concatenate(v).astype(np.float64) for k, v in ours.items()}
+    theirs = {k: np.concatenate(v).astype(np.float64) for k, v in theirs.items()}
+    random = [k for k in theirs if np.ptp(theirs[k]) > 0]
+    threshold = KS_ALPHA / max(1, len(random))
+    for k in theirs:
+        if k in random and min(len(theirs[k]), len(ours[k])) >= MIN_KS_VALUES:
+            p = float(stats.ks_2samp(ours[k], theirs[k]).pvalue)
+            run.checks.append(Check("init", k, p, threshold, p >= threshold,
+                                    f"KS, {len(theirs[k])} values each, {seeds} seeds"))
+        elif k in random:  # too few values for a KS test: the port must stay in torch's range
+            lo, hi = theirs[k].min(), theirs[k].max()
+            span = hi - lo
+            inside = bool(np.all((ours[k] >= lo - span) & (ours[k] <= hi + span)))
+            run.checks.append(Check("init", k, 1.0 if inside else 0.0, threshold, inside,
+                                    f"{len(theirs[k])} values: within torch's range +- its width"))
+        else:  # a constant in torch: must be that constant here
+            gap = float(np.abs(ours[k] - theirs[k][0]).max()) if ours[k].size else 0.0
+            run.checks.append(Check("init", k, 1.0 if gap == 0 else 0.0, threshold, gap == 0,
+                                    f"constant {theirs[k][0]:g} in torch"))
+    run.torch_module.load_state_dict(saved)
+
+
+# --- 2, 3. forward and gradient ---------------------------------------------------------------
+
+def _forward_and_gradient_stage(run: _Run):
+    """Eval mode (no batch-statistic updates): the outputs, then every tensor's gradient."""
+    x_t, x_f, c_t, c_f = run.inputs
+    run.modes(False)
+    run.torch_module.zero_grad()
+    y_t = _first(run.torch_module(x_t))
+    run.call(y_t, c_t).backward()
+    y_f = run.out_f(run.model(x_f))
+    run.checks.append(Check("forward", "output", rel_gap(y_f, y_t.detach().numpy()),
+                            run.tol["forward"], True, "max |diff| / max |torch output|"))
+    # an LSTM/GRU's bias_hh gets the same gradient as bias_ih (r, z, and the LSTM's all):
+    # Flax's one bias is compared with bias_ih
+    grads_t = {(f"{p.torch_name}.{n}" if p.torch_name else n): np_copy(t.grad)
+               for p in run.paired for n, t in p.torch_module.named_parameters()
+               if t.grad is not None and not (p.kind.torch_values is not None
+                                              and n.startswith("bias_hh"))}
+    grads = nnx.grad(lambda m: run.call(run.out_f(m(x_f)), c_f))(run.model)
+    # read the gradients in torch's layout through the pairs: write them into the model's
+    # parameters for a moment, convert, and put the parameters back
+    params = [v for _, v in nnx.iter_graph(run.model) if isinstance(v, nnx.Param)]
+    originals = [v.get_value() for v in params]
+    nnx.update(run.model, grads)
+    try:
+        grads_f = torch_values(run.paired, "flax")
+    finally:
+        for var, value in zip(params, originals):
+            var.set_value(value)
+    for k, g in grads_t.items():
+        run.checks.append(Check("gradient", k, rel_gap(grads_f[k], g), run.tol["gradient"], True,
+                                "max |diff| / max |torch gradient|"))
+
+
+# --- 4. steps --------------------------------------------------------------------------------
+
+def _wide(t):
+    """A torch tensor in float64 when it is floating (token ids and labels stay integers)."""
+    return t.double() if t is not None and t.is_floating_point() else t
+
+
+def _step_stage(run: _Run, ref, train, learning_rate, momentum):
+    """SGD steps from the same start; float32 tolerances from torch's own float32-vs-float64
+    gap on the same steps (the port may differ by ``NOISE_FACTOR`` times that)."""
+    import optax
+    import torch
+
+    run.modes(train)
+    if ref is not None:
+        ref.train(train)
+    runs = [(run.torch_module, False)] + ([(ref, True)] if ref is not None else [])
+    opts = [torch.optim.SGD(m.parameters(), lr=learning_rate, momentum=momentum)
+            for m, _ in runs]
+    opt_f = nnx.Optimizer(run.model, optax.sgd(learning_rate, momentum=momentum or None),
+                          wrt=nnx.Param)
+    call, out_f = run.call, run.out_f
+
+    @nnx.jit
+    def step(model, opt, x, c):
+        val, g = nnx.value_and_grad(lambda m: call(out_f(m(x)), c))(model)
+        opt.update(model, g)
+        return val
+
+    names = ["torch", "torch_float64"][:len(runs)]
+    run.curves.update({n: [] for n in ["torch", "flax", *names[1:]]})
+    for s, (x_t, x_f, c_t, c_f) in enumerate(run.schedule):
+        lt = []
+        for (m, wide), opt in zip(runs, opts):
+            opt.zero_grad()
+            value = call(_first(m(_wide(x_t) if wide else x_t)), _wide(c_t) if wide else c_t)
+            value.backward()
+            opt.step()
+            lt.append(value.item())
+        lf = float(step(run.model, opt_f, x_f, c_f))
+        for n, v in zip(names, lt):
+            run.curves[n].append(v)
+        run.curves["flax"].append(lf)
+        noise = rel_gap(lt[0], lt[1]) if ref is not None else 0.0
+        run.checks.append(Check("step", f"loss {s}", rel_gap(lf, lt[0]),
+                                max(run.tol["step"], NOISE_FACTOR * noise), True,
+                                f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}"))
+    ours = torch_values(run.paired, "flax")
+    theirs = torch_values(run.paired, "torch")
+    wide = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
+            else theirs)
+    n_per_channel = _values_per_channel(run.torch_module, run.schedule[-1][0])
+    for k, t in theirs.items():
+        noise = rel_gap(t, wide[k]) if ref is not None else 0.0
+        tol_k = max(run.tol["step"], NOISE_FACTOR * noise)
+        how = f"after {len(run.schedule)} steps; torch's own float32 gap {noise:.2g}"
+        if k.endswith("running_var"):
+            bessel = 1.0 / max(1, n_per_channel(k) - 1)
+            run.checks.append(Check("batch_stats", k, rel_gap(ours[k], t), tol_k + bessel,
+                                    True, f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
+                                          "biased batch variance, torch the unbiased"))
+        elif k.endswith("running_mean"):
+            run.checks.append(Check("batch_stats", k, rel_gap(ours[k], t), tol_k, True, how))
+        else:
+            run.checks.append(Check("step", k, rel_gap(ours[k], t), tol_k, True, how))
+
+
+def _values_per_channel(torch_module, x_t):
+    """name of a BatchNorm's running_var -> n, the values per channel of that layer's input
+    (every axis but the channel's), read with forward hooks on one eval-mode pass."""
+    import torch
+
+    sizes, handles = {}, []
+    for name, m in torch_module.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            prefix = f"{name}." if name else ""
+
+            def hook(mod, inp, key=prefix + "running_var"):  # returns None: input unchanged
+                sizes.setdefault(key, inp[0].numel() // inp[0].shape[1])
+            handles.append(m.register_forward_pre_hook(hook))
+    was = torch_module.training
+    try:
+        torch_module.eval()
+        with torch.no_grad():
+            torch_module(x_t)
+    finally:
+        torch_module.train(was)
+        for h in handles:
+            h.remove()
+    return lambda key: sizes.get(key, 2)
+
+
+# --- 5. metric -------------------------------------------------------------------------------
+
+def _metric_stage(run: _Run, ref, metric):
+    """``metric`` of both trained models (and torch's float64 twin) on the held-out data."""
+    import torch
+
+    run.modes(False)
+    x_t, x_f, c_t, c_f = run.held_out
+    chunks = range(0, x_t.shape[0], EVAL_CHUNK)
+    with torch.no_grad():
+        y_t = torch.cat([_first(run.torch_module(x_t[i:i + EVAL_CHUNK])) for i in chunks])
+        y_r = (torch.cat([_first(ref.eval()(_wide(x_t[i:i + EVAL_CHUNK]))) for i in chunks])
+               if ref is not None else None)
+    forward = nnx.jit(lambda m, x: run.out_f(m(x)))
+    y_f = jnp.concatenate([forward(run.model, x_f[i:i + EVAL_CHUNK]) for i in chunks])
+    value_t, value_f = float(metric(y_t, c_t)), float(metric(y_f, c_f))
+    run.metrics.update(torch=value_t, flax=value_f)
+    noise = 0.0
+    if ref is not None:
+        value_r = float(metric(y_r, c_t))
+        run.metrics["torch_float64"] = value_r
+        noise = rel_gap(value_t, value_r)
+    run.checks.append(Check("metric", getattr(metric, "__name__", "metric"),
+                            rel_gap(value_f, value_t), max(run.tol["step"], NOISE_FACTOR * noise),
+                            True, f"torch {value_t:.6g}, port {value_f:.6g}; torch's own "
+                                  f"float32 gap {noise:.2g}"))

@@ -1,0 +1,177 @@
+"""What a layer kind is, and the one registry of them.
+
+A :class:`Kind` says everything winit_jax knows about one kind of layer in both frameworks:
+which torch classes and which Flax classes it matches (``isinstance``, so subclasses match),
+how its tensors convert each way, what torch's ``reset_parameters`` draws for it (in Flax's
+layout), whether its kernel maps its input linearly (LSUV and per-layer statistics watch
+those), and how its activations map to torch's layout. ``torch_like.init``, ``from_torch``
+/ ``to_torch``, ``pairs``, ``check`` and the recording forward pass all read this registry,
+and nothing else.
+
+The registry imports no torch: torch classes may be named by their dotted path
+(``"torch.nn.Linear"``) and are resolved when a torch module is first matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from flax import nnx
+
+
+class ParityError(ValueError):
+    """Two models that cannot be paired, or a value that does not fit; nothing was changed."""
+
+
+Converter = Callable[[object, object], dict]  # (source layer, target layer) -> {name: array}
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of layer in both frameworks.
+
+    Attributes:
+      name: what reports call it ("Linear", "Conv", ...).
+      torch_classes: torch module classes, or their dotted paths (``"torch.nn.Linear"``).
+      flax_classes: nnx module classes.
+      to_flax: ``(torch layer, nnx layer) -> {nnx variable path inside the layer: array}``,
+        every tensor in Flax's layout (NumPy copies).
+      to_torch: ``(nnx layer, torch layer) -> {torch tensor name: array}``, torch's layout.
+      init: ``nnx layer -> {variable path: initialiser}``: what torch's
+        ``reset_parameters`` draws, in Flax's layout; None where torch draws nothing of
+        its own (``torch_like.init`` then needs an override).
+      torch_values: ``torch layer -> {torch tensor name: array}``: torch's tensors as
+        ``to_torch`` would write them from the nnx layer (e.g. an LSTM's two biases as the
+        one Flax holds); default: read ``to_torch``'s names from the torch layer.
+      linear_map: its ``kernel`` maps its input linearly (LSUV rescales it; the recording
+        forward watches it).
+      activation_to_torch: ``(array, nnx layer) -> array``: one of the layer's inputs or
+        outputs in torch's layout (channels last -> first for convolutions); default
+        unchanged.
+    """
+
+    name: str
+    torch_classes: tuple
+    flax_classes: tuple[type, ...]
+    to_flax: Converter
+    to_torch: Converter
+    init: Callable[[object], Mapping[str, Callable]] | None = None
+    torch_values: Callable[[object], dict] | None = None
+    linear_map: bool = False
+    activation_to_torch: Callable | None = None
+
+    def matches_torch(self, module) -> bool:
+        return isinstance(module, _resolve(self.torch_classes))
+
+    def matches_flax(self, layer) -> bool:
+        return isinstance(layer, self.flax_classes)
+
+
+_REGISTRY: list[Kind] = []
+
+
+def register(kind: Kind) -> Kind:
+    """Adds ``kind`` to the registry (a later kind wins where two match the same pair:
+    a porter's kind for a subclass overrides the built-in one). Returns it."""
+    if not isinstance(kind, Kind):
+        raise TypeError(f"register: expected a Kind, got {type(kind).__name__}")
+    if not kind.flax_classes or not kind.torch_classes:
+        raise ValueError(f"register: kind {kind.name!r} needs torch_classes and flax_classes")
+    _REGISTRY.append(kind)
+    return kind
+
+
+def unregister(kind: Kind) -> None:
+    """Removes a kind added by :func:`register` (tests, or a porter's temporary kind)."""
+    _REGISTRY.remove(kind)
+
+
+def kinds() -> tuple[Kind, ...]:
+    """Every registered kind, the built-in ones first."""
+    return tuple(_REGISTRY)
+
+
+def torch_kinds(module) -> list[Kind]:
+    """The kinds whose torch classes ``module`` is an instance of, latest registered first."""
+    return [k for k in reversed(_REGISTRY) if k.matches_torch(module)]
+
+
+def flax_kinds(layer) -> list[Kind]:
+    """The kinds whose nnx classes ``layer`` is an instance of, latest registered first."""
+    return [k for k in reversed(_REGISTRY) if k.matches_flax(layer)]
+
+
+def kind_for(torch_module, layer) -> Kind | None:
+    """The kind that matches both layers (the latest registered), or None."""
+    return next((k for k in reversed(_REGISTRY)
+                 if k.matches_flax(layer) and k.matches_torch(torch_module)), None)
+
+
+def flax_layer_types() -> tuple[type, ...]:
+    """Every nnx class some kind matches."""
+    return tuple(dict.fromkeys(c for k in _REGISTRY for c in k.flax_classes))
+
+
+def linear_types() -> tuple[type, ...]:
+    """The nnx classes whose kernel maps their input linearly (LSUV, layer statistics)."""
+    return tuple(dict.fromkeys(c for k in _REGISTRY if k.linear_map for c in k.flax_classes))
+
+
+def init_rule(layer):
+    """torch's draw for ``layer`` (``{variable path: initialiser}``), or None."""
+    for k in flax_kinds(layer):
+        if k.init is not None:
+            return k.init(layer)
+    return None
+
+
+_CLASSES: dict[tuple, tuple[type, ...]] = {}
+
+
+def _resolve(classes: tuple) -> tuple[type, ...]:
+    """torch classes from their dotted paths (cached; torch is imported only here)."""
+    if classes not in _CLASSES:
+        out = []
+        for c in classes:
+            if isinstance(c, str):
+                module, _, attr = c.rpartition(".")
+                c = getattr(importlib.import_module(module), attr)
+            out.append(c)
+        _CLASSES[classes] = tuple(out)
+    return _CLASSES[classes]
+
+
+# --- helpers the kinds share ----------------------------------------------------------------
+
+def np_copy(t) -> np.ndarray:
+    """A NumPy *copy* of a torch tensor: ``.numpy()`` shares torch's memory, and a JAX array
+    made from it on the CPU can alias that memory too, so a later in-place torch update
+    (BatchNorm's running statistics, an optimiser step) would silently change the nnx model."""
+    return t.detach().cpu().numpy().copy()
+
+
+def value(variable) -> np.ndarray:
+    """An nnx variable's value as a NumPy array."""
+    return np.asarray(variable[...])
+
+
+def flax_variables(layer) -> dict[str, nnx.Variable]:
+    """``{path inside the layer: variable}`` of every parameter and batch statistic."""
+    return {"/".join(map(str, p)): v for p, v in nnx.iter_graph(layer)
+            if isinstance(v, (nnx.Param, nnx.BatchStat))}
+
+
+def torch_tensor_names(module) -> list[str]:
+    """Every parameter and buffer of a torch layer that a kind converts
+    (``num_batches_tracked`` has no Flax twin)."""
+    names = [n for n, _ in module.named_parameters()]
+    names += [n for n, b in module.named_buffers() if not n.endswith("num_batches_tracked")]
+    return names
+
+
+def channels_first(x, layer, which):
+    """An activation in torch's layout: (N, *spatial, C) -> (N, C, *spatial); (N, C) as it is."""
+    return np.moveaxis(np.asarray(x), -1, 1) if np.ndim(x) >= 3 else np.asarray(x)

@@ -1,0 +1,191 @@
+"""Linear maps: Linear, LinearGeneral, Conv, ConvTranspose, Embedding.
+
+Layouts (torch -> Flax):
+
+- Linear: weight (out, in) -> kernel (in, out).
+- LinearGeneral (a porter's multi-head projection written as one torch Linear): weight
+  (prod(out), prod(in)) -> kernel (*in, *out), bias (prod(out),) -> (*out); no batch axes.
+- Conv{1,2,3}d, groups g: (out, in/g, *k) -> (*k, in/g, out); both cross-correlate, no flip.
+- ConvTranspose{1,2,3}d: (in, out, *k) -> (*k, out, in) for ``transpose_kernel=True`` (Flax
+  flips and swaps itself), or, for the default ``transpose_kernel=False``, the spatially
+  flipped (*k, in, out): torch's transposed convolution is the gradient of a convolution.
+- Embedding: weight -> embedding, same layout.
+
+torch's draws (``reset_parameters``): Linear and Conv weight and bias U(+-1/sqrt(fan_in))
+(``kaiming_uniform_(a=sqrt(5))``: gain sqrt(1/3), bound gain sqrt(3/fan_in)), fan_in =
+in/g x prod(kernel) for a convolution; ConvTranspose the same with torch's fan from dim 1 of
+its (in, out/g, *k) weight, i.e. out/g x prod(kernel); Embedding N(0, 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flax import nnx
+
+from winit_jax.initializers import torch_linear_bias, torch_linear_kernel, variance_scaling
+from winit_jax.parity.kinds._base import Kind, channels_first, ParityError, np_copy, register, value
+
+
+def _bias(out, source, target_name="bias"):
+    if getattr(source, "bias", None) is not None:
+        b = source.bias
+        out[target_name] = np_copy(b) if hasattr(b, "detach") else value(b)
+    return out
+
+
+# --- Linear ---------------------------------------------------------------------------------
+
+def _linear_to_flax(t, f):
+    return _bias({"kernel": np_copy(t.weight).T}, t)
+
+
+def _linear_to_torch(f, t):
+    return _bias({"weight": value(f.kernel).T}, f)
+
+
+def _linear_init(layer):
+    fan_in = int(np.prod(layer.kernel.get_value().shape[:-1]))
+    out = {"kernel": torch_linear_kernel()}
+    if layer.bias is not None:
+        out["bias"] = torch_linear_bias(fan_in)
+    return out
+
+
+LINEAR = register(Kind(
+    "Linear", ("torch.nn.Linear",), (nnx.Linear,), _linear_to_flax, _linear_to_torch,
+    init=_linear_init, linear_map=True))
+
+
+# --- LinearGeneral: one torch Linear as an (*in) -> (*out) kernel ----------------------------
+
+def _general_axes(f):
+    if f.batch_axis:
+        raise ParityError("LinearGeneral with batch_axis has no torch Linear twin")
+    return len(f.in_features), len(f.out_features)
+
+
+def _reshaped(a, shape):
+    """``a`` in ``shape``, or as it is when the sizes differ (the fit check names the shapes)."""
+    return a.reshape(shape) if a.size == math.prod(shape) else a
+
+
+def _general_to_flax(t, f):
+    _general_axes(f)
+    out = {"kernel": _reshaped(np_copy(t.weight).T, tuple(f.in_features) + tuple(f.out_features))}
+    if t.bias is not None:
+        out["bias"] = _reshaped(np_copy(t.bias), tuple(f.out_features))
+    return out
+
+
+def _general_to_torch(f, t):
+    n_in, _ = _general_axes(f)
+    k = value(f.kernel)
+    out = {"weight": k.reshape(math.prod(k.shape[:n_in]), -1).T}
+    if f.bias is not None:
+        out["bias"] = value(f.bias).reshape(-1)
+    return out
+
+
+def _general_init(layer):
+    n_in, n_out = _general_axes(layer)
+    ins, outs = tuple(range(n_in)), tuple(range(n_in, n_in + n_out))
+    out = {"kernel": torch_linear_kernel(in_axis=ins, out_axis=outs)}
+    if layer.bias is not None:
+        out["bias"] = torch_linear_bias(math.prod(layer.in_features))
+    return out
+
+
+def _general_activation(x, layer, which):
+    """(..., *features) -> (..., prod(features)), as torch's Linear sees it."""
+    n = len(layer.in_features if which == "input" else layer.out_features)
+    x = np.asarray(x)
+    return x.reshape(x.shape[:x.ndim - n] + (-1,))
+
+
+LINEAR_GENERAL = register(Kind(
+    "LinearGeneral", ("torch.nn.Linear",), (nnx.LinearGeneral,), _general_to_flax,
+    _general_to_torch, init=_general_init, linear_map=True,
+    activation_to_torch=_general_activation))
+
+
+# --- Conv -----------------------------------------------------------------------------------
+
+def _conv_perm(nd):
+    return tuple(range(2, 2 + nd)) + (1, 0)  # (out, in, *k) -> (*k, in, out)
+
+
+def _conv_to_flax(t, f):
+    if getattr(t, "padding_mode", "zeros") != "zeros":
+        raise ParityError(f"{type(t).__name__}(padding_mode={t.padding_mode!r}): nnx.Conv pads "
+                          "with zeros only; pad the input explicitly in the port (jnp.pad "
+                          "mode='reflect'/'edge'/'wrap') and use padding='VALID'")
+    w = np_copy(t.weight)
+    return _bias({"kernel": w.transpose(_conv_perm(w.ndim - 2))}, t)
+
+
+def _conv_to_torch(f, t):
+    k = value(f.kernel)
+    nd = k.ndim - 2
+    return _bias({"weight": k.transpose((nd + 1, nd) + tuple(range(nd)))}, f)
+
+
+CONV = register(Kind(
+    "Conv", ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.Conv3d"), (nnx.Conv,),
+    _conv_to_flax, _conv_to_torch,
+    # Flax (*k, in/g, out): default axes give fan_in = prod(k) in/g, torch's
+    init=_linear_init, linear_map=True, activation_to_torch=channels_first))
+
+
+# --- ConvTranspose --------------------------------------------------------------------------
+
+def _convt_to_flax(t, f):
+    if getattr(t, "padding_mode", "zeros") != "zeros":
+        raise ParityError(f"{type(t).__name__}(padding_mode={t.padding_mode!r}) is not supported")
+    w = np_copy(t.weight)  # (in, out, *k)
+    nd = w.ndim - 2
+    if f.transpose_kernel:  # Flax flips and swaps: (*k, out, in), as torch stores it
+        k = w.transpose(_conv_perm(nd))
+    else:  # (*k, in, out), spatially flipped
+        k = np.flip(w, axis=tuple(range(2, 2 + nd))).transpose(tuple(range(2, 2 + nd)) + (0, 1))
+    return _bias({"kernel": np.ascontiguousarray(k)}, t)
+
+
+def _convt_to_torch(f, t):
+    if f.transpose_kernel:  # the inverse of _conv_perm, as for a convolution
+        return _conv_to_torch(f, t)
+    k = value(f.kernel)
+    nd = k.ndim - 2
+    w = np.flip(k.transpose((nd, nd + 1) + tuple(range(nd))), axis=tuple(range(2, 2 + nd)))
+    return _bias({"weight": np.ascontiguousarray(w)}, f)
+
+
+def _convt_init(layer):
+    shape = layer.kernel.get_value().shape
+    # torch's fan: out/g x prod(k), from dim 1 of its (in, out/g, *k) weight. Flax's kernel is
+    # (*k, in, out), or (*k, out, in) with transpose_kernel.
+    out_axis_flax = -2 if layer.transpose_kernel else -1
+    fan = int(np.prod(shape[:-2])) * shape[out_axis_flax]
+    kernel = (torch_linear_kernel(in_axis=-2, out_axis=-1) if layer.transpose_kernel
+              else torch_linear_kernel(in_axis=-1, out_axis=-2))
+    out = {"kernel": kernel}
+    if layer.bias is not None:
+        out["bias"] = torch_linear_bias(fan)
+    return out
+
+
+CONV_TRANSPOSE = register(Kind(
+    "ConvTranspose", ("torch.nn.ConvTranspose1d", "torch.nn.ConvTranspose2d",
+                      "torch.nn.ConvTranspose3d"), (nnx.ConvTranspose,),
+    _convt_to_flax, _convt_to_torch, init=_convt_init, linear_map=True,
+    activation_to_torch=channels_first))
+
+
+# --- Embedding ------------------------------------------------------------------------------
+
+EMBEDDING = register(Kind(
+    "Embedding", ("torch.nn.Embedding",), (nnx.Embed,),
+    lambda t, f: {"embedding": np_copy(t.weight)},
+    lambda f, t: {"weight": value(f.embedding)},
+    init=lambda layer: {"embedding": variance_scaling(1.0, "none", "normal")}))

@@ -1,0 +1,50 @@
+"""Normalisations: LayerNorm, GroupNorm, RMSNorm, BatchNorm.
+
+torch weight -> Flax scale, bias -> bias, running_mean/var -> mean/var (BatchNorm's
+``num_batches_tracked`` has no Flax twin and is left alone). torch draws weight 1, bias 0,
+running mean 0 and running var 1. nnx keeps BatchNorm statistics in float32 whatever
+its ``param_dtype``.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from winit_jax.initializers import constant
+from winit_jax.parity.kinds._base import Kind, channels_first, np_copy, register, value
+
+_NAMES = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var"))
+
+
+def _to_flax(t, f):
+    # every tensor torch has; the pairing's fit check refuses a tensor only one side holds
+    return {fn: np_copy(getattr(t, tn)) for tn, fn in _NAMES if getattr(t, tn, None) is not None}
+
+
+def _to_torch(f, t):
+    return {tn: value(getattr(f, fn)) for tn, fn in _NAMES if getattr(f, fn, None) is not None}
+
+
+def _affine(layer):
+    out = {}
+    if getattr(layer, "scale", None) is not None:
+        out["scale"] = constant(1.0)
+    if getattr(layer, "bias", None) is not None:
+        out["bias"] = constant(0.0)
+    return out
+
+
+def _batch_norm_init(layer):
+    return {**_affine(layer), "mean": constant(0.0), "var": constant(1.0)}
+
+
+LAYER_NORM = register(Kind("LayerNorm", ("torch.nn.LayerNorm",), (nnx.LayerNorm,), _to_flax,
+                           _to_torch, init=_affine))
+GROUP_NORM = register(Kind("GroupNorm", ("torch.nn.GroupNorm",), (nnx.GroupNorm,), _to_flax,
+                           _to_torch, init=_affine, activation_to_torch=channels_first))
+RMS_NORM = register(Kind("RMSNorm", ("torch.nn.RMSNorm",), (nnx.RMSNorm,), _to_flax, _to_torch,
+                         init=_affine))
+BATCH_NORM = register(Kind(
+    "BatchNorm", ("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d"),
+    (nnx.BatchNorm,), _to_flax, _to_torch, init=_batch_norm_init,
+    activation_to_torch=channels_first))

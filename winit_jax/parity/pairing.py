@@ -1,0 +1,271 @@
+"""Which torch layer is which nnx layer: rules that never read attribute order.
+
+``nnx.jit``, ``nnx.update``, an optimiser step and ``nnx.split``/``merge`` hand a model back
+with its attributes sorted by name, so the order in which a port's attributes were set is
+not a fact one can rely on. Pairs are found by these rules, in this order; each pairs only
+what it proves:
+
+1. ``mapping``: the porter's ``{torch name: nnx path}``.
+2. Names: torch's ``a.b.0.c`` is nnx's ``a/b/0/c``.
+3. Forced: a layer that fits exactly one layer of the other side (same kind, every tensor
+   of the same shape, the same tensors present) pairs with it; repeated until nothing
+   changes.
+4. List order: layers left that differ only by list indices on each side (torch
+   ``net.0, net.2, net.4``, nnx ``layers/0, layers/1, layers/2``) pair in index order.
+
+Whatever is left is an error: with two candidates, one error names both (pass ``mapping``
+or name the layers alike); with none, one error says why the nearest one does not fit.
+Pairs come back in torch's definition order (``named_modules``), which torch keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from flax import nnx
+
+from winit_jax.parity.kinds import (Kind, ParityError, flax_layer_types, flax_variables,
+                                    kind_for, kinds, torch_kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """One torch layer and its nnx twin.
+
+    Attributes:
+      torch_name: the layer's name in ``torch_module.named_modules()`` ("" for the root).
+      torch_module: the torch layer.
+      flax_path: its nnx path, "/"-joined ("" for the root).
+      flax_layer: the nnx layer.
+      kind: the registry's ``Kind`` of the pair.
+      rule: which rule paired them: "mapping", "name", "forced" or "list order".
+    """
+
+    torch_name: str
+    torch_module: object
+    flax_path: str
+    flax_layer: nnx.Module
+    kind: Kind
+    rule: str
+
+    def describe(self) -> str:
+        return (f"torch {self.torch_name or '<root>'} ({type(self.torch_module).__name__}) <-> "
+                f"nnx {self.flax_path or '<root>'} ({type(self.flax_layer).__name__})")
+
+
+def _natural(path: str, sep: str):
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split(sep) if p)
+
+
+def _own_tensors(module, torch: bool) -> list[str]:
+    if torch:
+        return [n for n, _ in module.named_parameters(recurse=False)]
+    return [k for k, v in vars(module).items() if isinstance(v, (nnx.Param, nnx.BatchStat))]
+
+
+def torch_layers(module) -> list[tuple[str, object]]:
+    """``(name, layer)`` of every torch layer some kind matches, in definition order; a
+    matched layer's submodules belong to it.
+
+    Raises:
+      ParityError: a module with parameters of its own that no kind matches.
+    """
+    out, inside = [], []
+    for name, m in module.named_modules():
+        if any(p == "" or name.startswith(p + ".") for p in inside):
+            continue
+        if torch_kinds(m):
+            out.append((name, m))
+            inside.append(name)
+        elif _own_tensors(m, torch=True):
+            raise ParityError(
+                f"torch layer {name or '<root>'} ({type(m).__name__}) has parameters "
+                f"{_own_tensors(m, torch=True)} of a kind winit_jax.parity does not know; "
+                "register the pair with winit_jax.parity.register_layer")
+    return out
+
+
+def flax_layers(model) -> list[tuple[str, nnx.Module]]:
+    """``(path, layer)`` of every nnx layer some kind matches, sorted by path (list indices
+    as numbers); a matched layer's submodules belong to it, a shared layer counts once.
+
+    Raises:
+      ParityError: a module with parameters of its own that no kind matches.
+    """
+    types = flax_layer_types()
+    found, seen = [], set()
+    modules = sorted(((("/".join(map(str, p))), m) for p, m in nnx.iter_modules(model)),
+                     key=lambda pm: _natural(pm[0], "/"))
+    for path, m in modules:
+        if any(p == "" or path.startswith(p + "/") for p, _ in found):
+            continue
+        if isinstance(m, types):
+            if id(m) not in seen:
+                found.append((path, m))
+                seen.add(id(m))
+        elif _own_tensors(m, torch=False):
+            raise ParityError(
+                f"nnx layer {path or '<root>'} ({type(m).__name__}) has parameters "
+                f"{_own_tensors(m, torch=False)} of a kind winit_jax.parity does not know; "
+                "register the pair with winit_jax.parity.register_layer")
+    return found
+
+
+def misfit(kind: Kind, t, f) -> str | None:
+    """Why torch layer ``t`` cannot hold ``f``'s tensors under ``kind`` (None if it can):
+    a converter's refusal, a tensor one side has and the other lacks, or a shape."""
+    try:
+        values = kind.to_flax(t, f)
+    except ParityError as e:
+        return str(e)
+    have = flax_variables(f)
+    extra = sorted(set(values) - set(have))
+    if extra:
+        return f"torch gives {', '.join(extra)}, which the nnx layer does not have"
+    missing = sorted(set(have) - set(values))
+    if missing:
+        return f"the nnx layer has {', '.join(missing)}, which torch does not give"
+    for k, v in values.items():
+        want = tuple(have[k].get_value().shape)
+        if tuple(v.shape) != want:
+            return f"{k}: shape {tuple(v.shape)} (from torch) vs {want}"
+    return None
+
+
+def _fits(t, f) -> tuple[Kind | None, str | None]:
+    kind = kind_for(t, f)
+    if kind is None:
+        return None, "not a pair of one kind"
+    return kind, misfit(kind, t, f)
+
+
+def _template(name: str, sep: str) -> tuple:
+    return tuple("#" if p.isdigit() else p for p in name.split(sep))
+
+
+def _label(name: str, module) -> str:
+    return f"{name or '<root>'} ({type(module).__name__})"
+
+
+def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list[Pair]:
+    """The paired layers of ``torch_module`` and ``model``, in torch's definition order.
+
+    The same pairs before and after ``nnx.jit``, ``nnx.update``, an optimiser step,
+    ``nnx.split``/``merge`` or ``copy.deepcopy`` of the model (no rule reads attribute
+    order; see the module's docstring for the rules).
+
+    Args:
+      torch_module: the torch original.
+      model: the nnx port.
+      mapping: ``{torch name: nnx path}`` for layers the other rules cannot pair.
+
+    Returns:
+      A list of ``Pair``.
+
+    Raises:
+      ParityError: a mapping entry that names no layer; a pair that does not fit (naming
+        both layers and why); two candidates for one layer (naming both); a layer left
+        without a partner (naming it).
+    """
+    t_all = dict(torch_layers(torch_module))
+    f_all = dict(flax_layers(model))
+    t_left, f_left = dict(t_all), dict(f_all)
+    found: dict[str, tuple[str, Kind, str]] = {}
+
+    def take(tname, fpath, rule):
+        t, f = t_left.pop(tname), f_left.pop(fpath)
+        kind, why = _fits(t, f)
+        if why is not None:
+            raise ParityError(f"layer pair does not fit ({rule}): torch {_label(tname, t)} vs "
+                              f"nnx {_label(fpath, f)}: {why}")
+        found[tname] = (fpath, kind, rule)
+
+    mapping = dict(mapping or {})
+    if len(set(mapping.values())) != len(mapping):
+        dup = next(p for p in mapping.values() if list(mapping.values()).count(p) > 1)
+        raise ParityError(f"mapping: nnx layer {dup!r} is given to two torch layers")
+    for tname, fpath in mapping.items():
+        if tname not in t_all:
+            raise ParityError(f"mapping: torch has no layer {tname!r} (its layers: "
+                              f"{', '.join(repr(n) for n in list(t_all)[:8])}...)")
+        if fpath not in f_all:
+            raise ParityError(f"mapping: the nnx model has no layer {fpath!r} (its layers: "
+                              f"{', '.join(repr(p) for p in list(f_all)[:8])}...)")
+        take(tname, fpath, "mapping")
+    for tname in list(t_left):
+        if tname.replace(".", "/") in f_left:
+            take(tname, tname.replace(".", "/"), "name")
+
+    changed = True
+    while changed and t_left:
+        changed = False
+        fit = {tn: [fp for fp, f in f_left.items() if _fits(t, f)[1] is None]
+               for tn, t in t_left.items()}
+        back = {fp: [tn for tn, fps in fit.items() if fp in fps] for fp in f_left}
+        for tn, fps in fit.items():
+            if len(fps) == 1 and tn in t_left and fps[0] in f_left:
+                take(tn, fps[0], "forced")
+                changed = True
+        for fp, tns in back.items():
+            if len(tns) == 1 and fp in f_left and tns[0] in t_left:
+                take(tns[0], fp, "forced")
+                changed = True
+        if changed:
+            continue
+        # list order: one torch template, one nnx template, as many layers, all fitting
+        by_t: dict[tuple, list[str]] = {}
+        for tn in t_left:
+            by_t.setdefault(_template(tn, "."), []).append(tn)
+        for tns in by_t.values():
+            fps = {fp for tn in tns for fp in fit[tn]}
+            templates = {_template(fp, "/") for fp in fps}
+            if len(templates) != 1:
+                continue
+            group = [fp for fp in f_left if _template(fp, "/") in templates]
+            if len(group) != len(tns) or any(
+                    set(back[fp]) - set(tns) for fp in group):
+                continue
+            tns = sorted(tns, key=lambda n: _natural(n, "."))
+            group = sorted(group, key=lambda p: _natural(p, "/"))
+            for tn, fp in zip(tns, group):
+                take(tn, fp, "list order")
+            changed = True
+            break
+
+    if t_left or f_left:
+        raise ParityError(_unpaired_message(t_left, f_left))
+    out = []
+    for tn, t in t_all.items():
+        fpath, kind, rule = found[tn]
+        out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule))
+    return out
+
+
+def _unpaired_message(t_left, f_left) -> str:
+    """One line: two candidates for a layer, or a layer without a partner and why."""
+    for side, left, others in (("torch", t_left, f_left), ("nnx", f_left, t_left)):
+        other_side = "nnx" if side == "torch" else "torch"
+        for name, layer in left.items():
+            cands = [o for o, ol in others.items()
+                     if _fits(*((layer, ol) if side == "torch" else (ol, layer)))[1] is None]
+            if len(cands) >= 2:
+                hint = ({name: cands[0]} if side == "torch" else {cands[0]: name})
+                return (f"ambiguous: {side} {_label(name, layer)} fits {other_side} {cands[0]!r} "
+                        f"and {other_side} {cands[1]!r} alike; pass mapping={hint} (torch name: "
+                        "nnx path) or give the layers the same names in both")
+    side, (name, layer) = (("torch", next(iter(t_left.items()))) if t_left
+                           else ("nnx", next(iter(f_left.items()))))
+    others = f_left if side == "torch" else t_left
+    why = ""
+    for other, o in others.items():
+        t, f = (layer, o) if side == "torch" else (o, layer)
+        kind, reason = _fits(t, f)
+        if kind is not None:
+            why = f"; nearest: {'nnx' if side == 'torch' else 'torch'} {_label(other, o)}: {reason}"
+            break
+    return (f"{side} layer {_label(name, layer)} has no partner ({len(t_left)} torch and "
+            f"{len(f_left)} nnx layers left unpaired){why}")
+
+
+__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "torch_layers"]

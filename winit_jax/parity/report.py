@@ -1,0 +1,109 @@
+"""What ``check`` found: one ``Check`` per comparison, and the ``ParityReport`` of them all;
+the tolerances they are held to, and the relative gap they measure."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# Tolerances, relative to the largest entry of the reference tensor (the scale of the
+# tensor, not of each element: near-zero entries would otherwise dominate).
+# float64: both frameworks compute the same sums in a different order; rounding alone
+# leaves gaps of ~1e-15 relative, measured up to 5e-14 after 5 training steps (README).
+# float32: HF transformers' PT<->Flax forward tolerance 1e-5; measured gaps on the built-in
+# models are 1e-7..4e-6 (README), gradients up to 1e-5, steps grow them, hence 1e-4.
+TOLERANCES = {
+    "float64": {"forward": 1e-10, "gradient": 1e-9, "step": 1e-8},
+    "float32": {"forward": 1e-5, "gradient": 1e-4, "step": 1e-3},
+}
+NOISE_FACTOR = 10.0  # how far beyond torch's own float32 rounding gap a port may be
+KS_ALPHA = 1e-3  # per test, Bonferroni-corrected over the tensors compared
+MIN_KS_VALUES = 8  # below this a tensor is compared by its range only (KS has no power)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One comparison: what, its figure, its threshold, and whether it passed."""
+
+    part: str      # "init", "forward", "gradient", "step", "batch_stats"
+    name: str      # tensor or output
+    value: float   # gap (relative), or p-value for "init"
+    tol: float
+    ok: bool
+    how: str = ""
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """What ``check`` found; ``ok`` when every check passed."""
+
+    dtype: str
+    checks: list[Check]
+    # per training step, the loss of each run: "torch", "flax", and (float32) "torch_float64"
+    curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # the metric on the held-out data after training, per run (same keys as curves)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def worst(self, part: str) -> Check | None:
+        """The check of ``part`` farthest beyond (or nearest to) its threshold."""
+        cs = [c for c in self.checks if c.part == part]
+        if not cs:
+            return None
+        if part == "init":
+            return min(cs, key=lambda c: c.value / c.tol)
+        return max(cs, key=lambda c: c.value / c.tol if c.tol else c.value)
+
+    def assert_ok(self) -> None:
+        """Raises one readable ``AssertionError`` naming the worst failing check."""
+        bad = self.failures()
+        if bad:
+            worst = max(bad, key=lambda c: (c.part != "init") * c.value / max(c.tol, 1e-300)
+                        + (c.part == "init") * c.tol / max(c.value, 1e-300))
+            raise AssertionError(
+                f"parity failed in {len(bad)} of {len(self.checks)} checks; worst: {worst.part} "
+                f"{worst.name}: {'p' if worst.part == 'init' else 'gap'} {worst.value:.3g} vs "
+                f"{'threshold' if worst.part == 'init' else 'tolerance'} {worst.tol:.3g} "
+                f"({worst.how})")
+
+    def summary(self) -> list[dict]:
+        """Per part: how many checks, how many passed, the worst figure and its threshold."""
+        out = []
+        for part in dict.fromkeys(c.part for c in self.checks):
+            cs = [c for c in self.checks if c.part == part]
+            w = self.worst(part)
+            out.append({"part": part, "checks": len(cs), "passed": sum(c.ok for c in cs),
+                        "worst": w.name, "value": w.value, "tol": w.tol})
+        return out
+
+    def table(self) -> str:
+        """A plain-text table of ``summary()``."""
+        rows = [("part", "checks", "passed", "worst tensor", "figure", "threshold")]
+        rows += [(s["part"], str(s["checks"]), str(s["passed"]), s["worst"], f"{s['value']:.3g}",
+                  f"{s['tol']:.3g}") for s in self.summary()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+    def to_json(self) -> dict:
+        return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
+                "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
+                "metrics": self.metrics}
+
+
+def rel_gap(a, b) -> float:
+    """max |a - b| / max |b|: the gap relative to the reference tensor's scale (not each
+    entry's: near-zero entries would dominate); the absolute gap where ``b`` is all zero,
+    inf where the shapes differ."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    scale = np.abs(b).max() if b.size else 0.0
+    gap = np.abs(a - b).max() if b.size else 0.0
+    return float(gap / scale) if scale > 0 else float(gap)

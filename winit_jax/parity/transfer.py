@@ -1,0 +1,145 @@
+"""Weights across, both ways: ``from_torch`` and ``to_torch``.
+
+Every value is converted (through the pair's kind) and checked, shape and dtype, before
+anything is written, so an error leaves both models as they were. Dtypes are kept
+(float32, or float64 with ``jax_enable_x64``): round trips are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from winit_jax.parity.kinds import ParityError, np_copy, torch_tensor_names
+from winit_jax.parity.pairing import Pair, pairs
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype, where: str) -> str:
+    """The dtype's name if winit_jax.parity supports it (float64 needs x64), else an error."""
+    name = np.dtype(dtype).name
+    if name not in DTYPES:
+        raise ParityError(f"{where}: dtype {name} (supported: {', '.join(DTYPES)})")
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise ParityError(f"{where}: a float64 model needs jax_enable_x64=True")
+    return name
+
+
+def _lookup(layer, path: str):
+    node = layer
+    for part in path.split("/"):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def flax_updates(paired: list[Pair]) -> list[tuple[nnx.Variable, jax.Array]]:
+    """``(variable, new value)`` for every tensor of every pair, from torch; checked."""
+    updates = []
+    for p in paired:
+        for sub, value in p.kind.to_flax(p.torch_module, p.flax_layer).items():
+            var = _lookup(p.flax_layer, sub)
+            where = (f"torch {p.torch_name or '<root>'} -> nnx "
+                     f"{'/'.join(x for x in (p.flax_path, sub) if x)}")
+            want = tuple(var.get_value().shape)
+            if tuple(value.shape) != want:
+                raise ParityError(f"{where}: shape {tuple(value.shape)} (converted) vs {want}")
+            dtype = check_dtype(value.dtype, where)
+            have = np.dtype(var.get_value().dtype).name
+            if dtype != have and isinstance(var, nnx.Param):
+                raise ParityError(f"{where}: torch dtype {dtype} vs nnx {have}")
+            updates.append((var, jnp.asarray(value, var.get_value().dtype)))
+    return updates
+
+
+def torch_updates(paired: list[Pair]) -> list[tuple[object, np.ndarray]]:
+    """``(torch tensor, new value)`` for every tensor of every pair, from nnx; checked."""
+    updates = []
+    for p in paired:
+        tm = p.torch_module
+        buffers = dict(tm.named_buffers())
+        state = dict(tm.named_parameters()) | buffers
+        values = p.kind.to_torch(p.flax_layer, tm)
+        left = sorted(set(torch_tensor_names(tm)) - set(values))
+        if left:
+            raise ParityError(f"nnx {p.flax_path or '<root>'} -> torch {p.torch_name or '<root>'}"
+                              f": nothing for torch's {', '.join(left)}")
+        for sub, value in values.items():
+            where = f"nnx {p.flax_path or '<root>'} -> torch {p.torch_name or '<root>'}.{sub}"
+            if sub not in state:
+                raise ParityError(f"{where}: the torch layer has no such tensor")
+            target = state[sub]
+            if sub in buffers:  # nnx keeps BatchNorm statistics in float32 whatever param_dtype
+                value = np.asarray(value).astype(str(target.dtype).removeprefix("torch."))
+            if tuple(value.shape) != tuple(target.shape):
+                raise ParityError(f"{where}: shape {tuple(value.shape)} (converted) vs "
+                                  f"{tuple(target.shape)}")
+            if str(target.dtype) != f"torch.{np.dtype(value.dtype).name}":
+                raise ParityError(f"{where}: nnx dtype {np.dtype(value.dtype).name} vs torch "
+                                  f"{str(target.dtype).removeprefix('torch.')}")
+            updates.append((target, np.ascontiguousarray(value).copy()))
+    return updates
+
+
+def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None):
+    """Copies ``torch_module``'s parameters and buffers into the nnx ``model`` in place.
+
+    Args:
+      torch_module: the torch original.
+      model: the nnx port.
+      mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+
+    Returns:
+      ``model``.
+
+    Raises:
+      ParityError: unpaired or mismatched layers, shapes or dtypes; nothing is written then.
+    """
+    for var, value in flax_updates(pairs(torch_module, model, mapping)):
+        var.set_value(value)
+    return model
+
+
+def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None):
+    """Copies the nnx ``model``'s parameters and batch statistics into ``torch_module`` in
+    place.
+
+    Returns:
+      ``torch_module``.
+
+    Raises:
+      ParityError: as ``from_torch``; nothing is written then.
+    """
+    import torch
+
+    updates = torch_updates(pairs(torch_module, model, mapping))
+    with torch.no_grad():
+        for target, value in updates:
+            target.copy_(torch.from_numpy(value))
+    return torch_module
+
+
+def torch_values(paired: list[Pair], source: str, layers: Mapping | None = None) -> dict:
+    """``{torch tensor name: array}`` over ``paired``, in torch's names and layout.
+
+    ``source`` "torch" reads torch (or the module ``layers`` maps a torch name to), through
+    the kind's ``torch_values`` where torch holds more than Flax can (an LSTM's two biases
+    as their sum); "flax" converts the nnx layers (as ``to_torch`` would write them).
+    """
+    out = {}
+    for p in paired:
+        tm = p.torch_module if layers is None else layers[p.torch_name]
+        prefix = f"{p.torch_name}." if p.torch_name else ""
+        if source == "flax":
+            values = {n: np.asarray(v) for n, v in p.kind.to_torch(p.flax_layer, tm).items()}
+        elif p.kind.torch_values is not None:
+            values = p.kind.torch_values(tm)
+        else:
+            state = dict(tm.named_parameters()) | dict(tm.named_buffers())
+            values = {n: np_copy(state[n]) for n in p.kind.to_torch(p.flax_layer, tm)}
+        out.update({prefix + n: v for n, v in values.items()})
+    return out
