@@ -31,7 +31,8 @@ from reference_torch.lab.train import train_paired
 from winit_jax.lab.experiment import default_data_dir, jax_initial_model, load_dataset
 from winit_jax.lab.many import train_many
 from winit_jax.lab.train import TrainConfig, batch_order
-from winit_jax.lab.verdict import paired_gaps, tolerance
+from winit_jax.lab.verdict import tolerance
+from winit_jax.parity.stats import rel_gap
 from reference_torch.models import torch_from_mlp
 from winit_jax.registry import SCHEMES
 
@@ -60,7 +61,7 @@ def null_gaps(ds, base, schemes, seeds):
     for c, j in zip(configs, train_many(configs, ds.arrays())):
         t = train_paired(torch_from_mlp(jax_initial_model(c, ds)), c, ds.arrays(),
                          batch_order(c, len(ds.x_train)))
-        out.append((c, paired_gaps(j.losses, t["losses"])))
+        out.append((c, rel_gap(j.losses, t["losses"], per_entry=True)))
     return out
 
 
@@ -121,7 +122,7 @@ def mutants(ds, base):
                 ("momentum 0.5", dataclasses.replace(c, momentum=0.5), ds.arrays()),
                 ("inputs / 255", c, (x[0] * 256 / 255, x[1], x[2] * 256 / 255, x[3]))):
             t = train_paired(torch_from_mlp(jax_initial_model(c, ds)), cfg, data, order)
-            by_range(f"{scheme}, {name}", paired_gaps(j.losses, t["losses"]) / tol)
+            by_range(f"{scheme}, {name}", rel_gap(j.losses, t["losses"], per_entry=True) / tol)
 
 
 if __name__ == "__main__":

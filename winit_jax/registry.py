@@ -75,10 +75,6 @@ class Scheme:
         """``MLP(sizes, **scheme.mlp_kwargs(), rngs=...)``: its kernel and bias inits."""
         return {"kernel_init": self.jax_init(), "fan_in_bias_init": self.jax_bias_init}
 
-    @property
-    def data_dependent(self) -> bool:
-        return self.post_init is not None
-
     def calibrate(self, model, batch, *, check: bool = True) -> None:
         """Runs the scheme's data-dependent step on ``model`` (nothing for most schemes).
 
@@ -134,9 +130,6 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            var_w=lambda n, m: 1.0 / max(n, m), jax_init=lambda: initializers.orthogonal(1.0),
            post_init=_lsuv_model, layer_post_init=_lsuv_layer, target_var=1.0),
 )}
-
-NOTEBOOK_A = ("uniform", "he_normal", "he_uniform")
-
 
 def get_scheme(name: str) -> Scheme:
     """Returns the registered scheme, or raises ValueError listing the known names."""

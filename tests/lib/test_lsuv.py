@@ -1,4 +1,6 @@
-"""LSUV: the algorithm's contract, its failures, and parity with the torch twin."""
+"""LSUV: the algorithm's contract and its failures (its torch twin: tests/twin/test_lsuv_twin.py)."""
+
+import gzip
 
 import jax
 import jax.numpy as jnp
@@ -7,16 +9,18 @@ import pytest
 from flax import nnx
 
 import winit_jax as wj
-from winit_jax.lab import data as D
 from winit_jax.lsuv import LSUVError, lsuv, lsuv_layer
 from winit_jax.models import NOTEBOOK_A_SIZES
 from winit_jax.registry import get_scheme
 
 
 @pytest.fixture(scope="module")
-def batch(test_digits):
-    """100 real digits, pixels / 256: one of notebook A's batches."""
-    return D.notebook_a_inputs(test_digits[0][:100])
+def batch(shared_data):
+    """100 real test digits, pixels / 256: one of notebook A's batches, read straight from the
+    IDX file (16-byte header, then uint8 pixels) so that the library's tests need no lab."""
+    with gzip.open(shared_data / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read(16 + 100 * 784)
+    return np.frombuffer(raw[16:], np.uint8).reshape(100, 784).astype(np.float32) / 256
 
 
 def fresh(scheme="lsuv", seed=0):

@@ -384,7 +384,7 @@ def _setup(args, parser):
 
 
 def _variance(args, dataset, rows, **kw):
-    """``variance.run`` on ``rows`` training digits drawn with seed 0, with a progress bar."""
+    """``depth.run`` on ``rows`` training digits drawn with seed 0, with a progress bar."""
     from winit_jax.lab import depth as V
 
     pick = np.random.default_rng(0).permutation(len(dataset.x_train))[:rows]

@@ -31,7 +31,6 @@ MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 _IDX_UBYTE = 0x08  # IDX type code of unsigned bytes (LeCun's format page)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from winit_jax.lab.train import RunResult, TrainConfig, first_nonfinite
+from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
 from winit_jax.registry import get_scheme
 
 INIT_ALPHA = 1e-3  # family-wise false-alarm rate of the init part, Bonferroni over its tests
@@ -148,39 +149,18 @@ def pooled_draws(configs: Sequence[TrainConfig], dataset) -> tuple[dict, dict]:
             {k: np.concatenate(v) for k, v in theirs.items()})
 
 
-def random_tensors(theirs: dict) -> list[str]:
-    """The tensors torch draws at random (not one constant): those get a KS test."""
-    return [k for k, v in theirs.items() if np.ptp(v) > 0]
-
-
 def init_part(ours: dict, theirs: dict, threshold: float,
               stage: str = "as trained") -> InitPart:
-    """KS per random tensor (p >= ``threshold``), equality for constant ones."""
-    from scipy import stats
-
-    min_p, worst, ok = 1.0, "", True
-    for k, t in theirs.items():
-        j = ours[k]
-        if np.ptp(t) > 0:
-            p = float(stats.ks_2samp(j, t, method="asymp").pvalue)
-            if p < min_p:
-                min_p, worst = p, k
-            ok &= p >= threshold
-        elif not np.all(j == t[0]):
-            min_p, worst, ok = 0.0, k, False
+    """KS per random tensor (p >= ``threshold``), equality for constant ones
+    (``winit_jax.parity.stats.compare_draws``, as ``parity.check``'s init part)."""
+    tests = compare_draws(ours, theirs, threshold)
+    worst = min(tests, key=lambda d: d.p)
     return InitPart(stage=stage, tensors=len(theirs), values=max(len(v) for v in theirs.values()),
-                    min_p=min_p, threshold=threshold, worst=worst, ok=bool(ok))
+                    min_p=min(1.0, worst.p), threshold=threshold,
+                    worst=worst.name if worst.p < 1 else "", ok=all(d.ok for d in tests))
 
 
 # --- 2. paired -------------------------------------------------------------------------
-
-def paired_gaps(a, b) -> np.ndarray:
-    """Per step, |a - b| / |b| (NaN where either loss is not finite)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        gap = np.abs(a - b) / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-    return np.where(np.isfinite(a) & np.isfinite(b), gap, np.nan)
-
 
 def envelope_for(config: TrainConfig):
     """The measured envelope for ``config``'s hyperparameters: its own if measured, else
@@ -231,7 +211,7 @@ def paired_part(jax_runs: Sequence[RunResult], paired_runs: Sequence[RunResult],
                                         "hyperparameters)")
     worst = (0.0, 0.0, float(tol[0]), 0, paired_runs[0].seed)
     for j, t in zip(jax_runs, paired_runs):
-        gap = paired_gaps(j.losses, t.losses)
+        gap = rel_gap(j.losses, t.losses, per_entry=True)
         ratio = np.nan_to_num(gap / tol, nan=0.0)
         s = int(np.argmax(ratio))
         if ratio[s] > worst[0]:

@@ -21,7 +21,7 @@ from winit_jax.parity.registration import register_layer as register_layer
 from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
 from winit_jax.parity.report import ParityReport as ParityReport
-from winit_jax.parity.report import rel_gap as rel_gap
+from winit_jax.parity.stats import rel_gap as rel_gap
 from winit_jax.parity.transfer import from_torch as from_torch
 from winit_jax.parity.transfer import to_torch as to_torch
 

@@ -16,8 +16,8 @@ from flax import nnx
 from winit_jax.parity.kinds import ParityError, np_copy
 from winit_jax.parity.losses import regression_loss, target_loss
 from winit_jax.parity.pairing import Pair, pairs, torch_layers
-from winit_jax.parity.report import (KS_ALPHA, MIN_KS_VALUES, NOISE_FACTOR, TOLERANCES, Check,
-                                     ParityReport, rel_gap)
+from winit_jax.parity.report import KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, ParityReport
+from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
 from winit_jax.parity.transfer import check_dtype, flax_updates, torch_values
 
 EVAL_CHUNK = 1000  # examples per forward pass when evaluating a metric (bounds memory)
@@ -276,7 +276,6 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
     """Every paired tensor drawn by ``torch_like.init`` against torch's own draw, pooled
     over the seeds: KS with p >= 1e-3 / (tensors) (Bonferroni); constants exactly."""
     import torch
-    from scipy import stats
 
     from winit_jax import torch_like
 
@@ -298,25 +297,11 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
                 raise ParityError("fresh_torch builds a module with other layers than torch_module")
         for k, v in torch_values(run.paired, "torch", layers).items():
             theirs.setdefault(k, []).append(v.ravel())
-    ours = {k: np.concatenate(v).astype(np.float64) for k, v in ours.items()}
-    theirs = {k: np.concatenate(v).astype(np.float64) for k, v in theirs.items()}
-    random = [k for k in theirs if np.ptp(theirs[k]) > 0]
-    threshold = KS_ALPHA / max(1, len(random))
-    for k in theirs:
-        if k in random and min(len(theirs[k]), len(ours[k])) >= MIN_KS_VALUES:
-            p = float(stats.ks_2samp(ours[k], theirs[k]).pvalue)
-            run.checks.append(Check("init", k, p, threshold, p >= threshold,
-                                    f"KS, {len(theirs[k])} values each, {seeds} seeds"))
-        elif k in random:  # too few values for a KS test: the port must stay in torch's range
-            lo, hi = theirs[k].min(), theirs[k].max()
-            span = hi - lo
-            inside = bool(np.all((ours[k] >= lo - span) & (ours[k] <= hi + span)))
-            run.checks.append(Check("init", k, 1.0 if inside else 0.0, threshold, inside,
-                                    f"{len(theirs[k])} values: within torch's range +- its width"))
-        else:  # a constant in torch: must be that constant here
-            gap = float(np.abs(ours[k] - theirs[k][0]).max()) if ours[k].size else 0.0
-            run.checks.append(Check("init", k, 1.0 if gap == 0 else 0.0, threshold, gap == 0,
-                                    f"constant {theirs[k][0]:g} in torch"))
+    ours = {k: np.concatenate(v) for k, v in ours.items()}
+    theirs = {k: np.concatenate(v) for k, v in theirs.items()}
+    threshold = KS_ALPHA / max(1, len(random_tensors(theirs)))
+    for d in compare_draws(ours, theirs, threshold):
+        run.checks.append(Check("init", d.name, d.p, threshold, d.ok, f"{d.how}, {seeds} seeds"))
     run.torch_module.load_state_dict(saved)
 
 

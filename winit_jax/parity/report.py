@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 # Tolerances, relative to the largest entry of the reference tensor (the scale of the
 # tensor, not of each element: near-zero entries would otherwise dominate).
@@ -19,7 +18,6 @@ TOLERANCES = {
 }
 NOISE_FACTOR = 10.0  # how far beyond torch's own float32 rounding gap a port may be
 KS_ALPHA = 1e-3  # per test, Bonferroni-corrected over the tensors compared
-MIN_KS_VALUES = 8  # below this a tensor is compared by its range only (KS has no power)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,15 +93,3 @@ class ParityReport:
         return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
                 "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
                 "metrics": self.metrics}
-
-
-def rel_gap(a, b) -> float:
-    """max |a - b| / max |b|: the gap relative to the reference tensor's scale (not each
-    entry's: near-zero entries would dominate); the absolute gap where ``b`` is all zero,
-    inf where the shapes differ."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    scale = np.abs(b).max() if b.size else 0.0
-    gap = np.abs(a - b).max() if b.size else 0.0
-    return float(gap / scale) if scale > 0 else float(gap)
