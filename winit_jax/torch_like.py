@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import math
 import zlib
 from collections.abc import Mapping
 
@@ -32,6 +33,7 @@ from winit_jax.initializers import kaiming_normal as kaiming_normal
 from winit_jax.initializers import packed_xavier_uniform as packed_xavier_uniform
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
+from winit_jax.initializers import variance_scaling
 from winit_jax.parity.kinds import flax_layer_types, init_rule
 
 log = logging.getLogger(__name__)
@@ -39,24 +41,51 @@ log = logging.getLogger(__name__)
 
 # --- recipes: data for ``init(..., overrides=...)`` ---------------------------------------
 
-def resnet_recipe(*, zero_init_residual: bool = False) -> dict:
+def resnet_recipe(*, zero_init_residual: bool = False, last_bn: str = "bn2") -> dict:
     """torchvision's ResNet: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` on every
     convolution (untruncated), BatchNorm weight 1 and bias 0 (the rule's default), fc the
-    Linear default; ``zero_init_residual`` zeroes each block's last BatchNorm weight
-    (``bn2``, or ``bn3`` in a Bottleneck)."""
+    Linear default; ``zero_init_residual`` zeroes each block's last BatchNorm weight, named
+    ``last_bn``: "bn2" in a BasicBlock (ResNet-18/34), "bn3" in a Bottleneck (50 and up)."""
     recipe: dict = {nnx.Conv: {"kernel": kaiming_normal(mode="fan_out")}}
     if zero_init_residual:
-        recipe["*/bn2"] = recipe["*/bn3"] = {"scale": constant(0.0), "bias": constant(0.0),
-                                             "mean": constant(0.0), "var": constant(1.0)}
+        recipe[f"*/{last_bn}"] = {"scale": constant(0.0)}
     return recipe
 
 
-def vit_recipe(head: str = "head*") -> dict:
-    """ViT (timm / torchvision style): Linear weights ``trunc_normal_(std=0.02)`` with
+def timm_vit_recipe(head: str = "head*") -> dict:
+    """timm's ViT (``init_weights``' default): Linear weights ``trunc_normal_(std=0.02)`` with
     torch's absolute bounds (+-2: no cut in practice), biases 0, LayerNorm 1/0, the
-    classification head (modules matching ``head``) all zero."""
+    classification head (modules matching ``head``) all zero. Not torchvision's: see
+    ``torchvision_vit_recipe``."""
     return {nnx.Linear: {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)},
             head: {"kernel": constant(0.0), "bias": constant(0.0)}}
+
+
+def _trunc_normal_fan_in():
+    """``trunc_normal_(w, std=sqrt(1 / fan_in))`` with torch's absolute bounds +-2, fan_in
+    from the Flax kernel's shape (every axis but the last)."""
+    def init(key, shape, dtype=None, out_sharding=None):
+        fan_in = math.prod(shape[:-1])
+        return trunc_normal(std=math.sqrt(1.0 / fan_in))(key, shape, dtype, out_sharding)
+    return init
+
+
+def torchvision_vit_recipe(*, stem: str = "conv_proj", mlp: str = "*/mlp/*",
+                           head: str = "heads/head", class_token: str = "class_token",
+                           pos_embedding: str = "*pos_embedding") -> dict:
+    """torchvision's ``VisionTransformer`` as its constructor draws it (read from
+    torchvision/models/vision_transformer.py): the patch stem ``trunc_normal_(std=
+    sqrt(1 / fan_in))`` (absolute bounds +-2) with bias 0; every Linear in an MLP block
+    ``xavier_uniform_`` with bias N(0, 1e-6^2); the class token 0; the position embedding
+    N(0, 0.02^2); the head all zero; attention and LayerNorm torch's defaults. The keyword
+    arguments are the port's paths (patterns), torchvision's names by default.
+    """
+    return {stem: {"kernel": _trunc_normal_fan_in(), "bias": constant(0.0)},
+            mlp: {"kernel": variance_scaling(1.0, "fan_avg", "uniform"),  # xavier_uniform_
+                  "bias": variance_scaling(1e-12, "none", "normal")},     # normal_(std=1e-6)
+            head: {"kernel": constant(0.0), "bias": constant(0.0)},
+            class_token: constant(0.0),
+            pos_embedding: variance_scaling(0.02 ** 2, "none", "normal")}
 
 
 def convnext_recipe() -> dict:
@@ -95,15 +124,48 @@ def _path(parts) -> str:
     return "/".join(map(str, parts))
 
 
-def _override_for(overrides, path: str, module) -> Mapping | None:
-    """Path patterns (fnmatch) first, then the nearest class in the module's MRO."""
-    for sel, rule in overrides.items():
-        if isinstance(sel, str) and fnmatch.fnmatchcase(path, sel):
-            return rule
-    for cls in type(module).__mro__:
-        if cls in overrides:
-            return overrides[cls]
-    return None
+class _Overrides:
+    """A recipe split into module rules (``{selector: {variable: initialiser}}``, a selector
+    being a path pattern or a class) and parameter rules (``{path pattern: initialiser}``),
+    remembering which selectors matched something."""
+
+    def __init__(self, overrides: Mapping | None):
+        self.modules, self.params, self.used = {}, {}, set()
+        for sel, rule in (overrides or {}).items():
+            if isinstance(rule, Mapping):
+                self.modules[sel] = rule
+            elif callable(rule) and isinstance(sel, str):
+                self.params[sel] = rule
+            else:
+                raise ValueError(f"overrides: {sel!r} maps to {type(rule).__name__}; a path "
+                                 "pattern or a class maps to {variable: initialiser}, a "
+                                 "parameter's path pattern to an initialiser")
+
+    def module(self, path: str, module) -> Mapping | None:
+        """Path patterns (fnmatch) first, then the nearest class in the module's MRO."""
+        for sel, rule in self.modules.items():
+            if isinstance(sel, str) and fnmatch.fnmatchcase(path, sel):
+                self.used.add(sel)
+                return rule
+        for cls in type(module).__mro__:
+            if cls in self.modules:
+                self.used.add(cls)
+                return self.modules[cls]
+        return None
+
+    def param(self, path: str):
+        for sel, fn in self.params.items():
+            if fnmatch.fnmatchcase(path, sel):
+                self.used.add(sel)
+                return fn
+        return None
+
+    def unused(self) -> list:
+        return [sel for sel in [*self.modules, *self.params] if sel not in self.used]
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
 
 
 def plan(model: nnx.Module, *, overrides: Mapping | None = None,
@@ -112,10 +174,11 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
     ``(path, variable, initialiser)``. Nothing is changed.
 
     Raises:
-      ValueError: with ``strict``, for the first module with parameters that no rule (nor
-        override) covers, naming its path and type.
+      ValueError: with ``strict``, for the first parameter that no rule (nor override)
+        covers, naming its path and its module's type; for an override that matches no
+        module or parameter of the model (with ``strict=False``: a logged warning).
     """
-    overrides = dict(overrides or {})
+    rules = _Overrides(overrides)
     modules = list(nnx.iter_modules(model))
     paths = {_path(p) for p, _ in modules}
     for path in padding_idx or {}:
@@ -131,25 +194,32 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
         path = _path(parts)
         if id(m) in covered:
             continue
-        own = _own_variables(m)
         layer = isinstance(m, layers)
-        if not own and not layer:
+        if layer:  # every parameter and statistic under it
+            names = ["/".join(map(str, p)) for p, v in nnx.iter_graph(m)
+                     if isinstance(v, (nnx.Param, nnx.BatchStat))]
+        else:  # the variables it holds itself
+            names = list(_own_variables(m))
+        if not names:
             continue
         rule = init_rule(m) if layer else None
-        spec = None if rule is None else dict(rule)
-        override = _override_for(overrides, path, m)
-        if override is not None:
-            spec = {**(spec or {}), **override}
-        if spec is not None and layer:  # overrides of its submodules
+        spec = {} if rule is None else dict(rule)
+        spec.update(rules.module(path, m) or {})
+        if layer:  # module rules of its submodules
             for sub_parts, sub in nnx.iter_modules(m):
-                sub_override = _override_for(overrides, _path(parts + sub_parts), sub)
-                if sub_parts and sub_override:
-                    spec.update({f"{_path(sub_parts)}/{k}": fn for k, fn in sub_override.items()})
-        if spec is None:
+                sub_rule = rules.module(_path(parts + sub_parts), sub) if sub_parts else None
+                spec.update({f"{_path(sub_parts)}/{k}": fn for k, fn in (sub_rule or {}).items()})
+        for name in names:  # parameter rules win
+            fn = rules.param(_join(path, name))
+            if fn is not None:
+                spec[name] = fn
+        missing = [n for n in names if n not in spec]
+        if missing:
             if strict:
-                raise ValueError(f"torch_like.init: no torch rule for {path or '<root>'} "
-                                 f"({type(m).__name__}, parameters {sorted(own)}); pass "
-                                 "overrides={...} for it or strict=False")
+                full = _join(path, missing[0])
+                raise ValueError(f"torch_like.init: no torch rule for {full} ({type(m).__name__}"
+                                 f" at {path or '<root>'}); pass overrides={{{full!r}: "
+                                 "initialiser} (or a rule for its module) or strict=False")
             skipped.append(Skipped(path, type(m).__name__))
             continue
         if padding_idx and path in padding_idx:
@@ -167,7 +237,14 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             if not isinstance(var, nnx.Variable):
                 raise ValueError(f"torch_like.init: {path or '<root>'} ({type(m).__name__}) has "
                                  f"no variable {name!r}")
-            draws.append((f"{path}/{name}" if path else name, var, fn))
+            draws.append((_join(path, name), var, fn))
+    unused = rules.unused()
+    if unused:
+        what = ", ".join(repr(getattr(u, "__name__", u)) for u in unused)
+        if strict:
+            raise ValueError(f"overrides: {what} matches no module or parameter of the model "
+                             "(a typo?); pass strict=False to allow it")
+        log.warning("torch_like.init: overrides %s match nothing", what)
     return draws, skipped
 
 
@@ -246,4 +323,4 @@ def unsupported(model: nnx.Module) -> list[Skipped]:
 
 __all__ = ["Skipped", "constant", "convnext_recipe", "init", "kaiming_normal",
            "packed_xavier_uniform", "plan", "resnet_recipe", "trunc_normal", "uniform_sum",
-           "unsupported", "vit_recipe"]
+           "timm_vit_recipe", "torchvision_vit_recipe", "unsupported"]

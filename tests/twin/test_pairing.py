@@ -117,9 +117,9 @@ def test_subclasses_pair_and_a_class_merely_named_linear_does_not():
     f = P.from_torch(t, MyFlaxLinear(4, 3, rngs=nnx.Rngs(0)))
     np.testing.assert_array_equal(np.asarray(f.kernel[...]), t.weight.detach().numpy().T)
     assert P.pairs(t, f)[0].kind.name == "Linear"
-    with pytest.raises(P.ParityError, match=r"torch layer <root> \(Linear\) has parameters "
-                                            r"\['weight'\] of a kind winit_jax.parity does not "
-                                            r"know; register the pair"):
+    with pytest.raises(P.ParityError, match=r"torch <root> \(Linear's own parameters weight\) vs "
+                                            r"nnx <root> \(Linear\): no layer kind pairs these "
+                                            r"two \(winit_jax.parity.register_layer adds one\)"):
         P.pairs(Linear(), nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
 
 
@@ -175,7 +175,10 @@ def _scaled_models():
 
 def test_a_registered_layer_pair_works_everywhere():
     t, f, x = _scaled_models()
-    with pytest.raises(P.ParityError, match="does not know"):
+    # unregistered, the two are only bare parameters, and their names differ
+    with pytest.raises(P.ParityError, match=r"torch layer 0 \(TorchScaled's own parameters "
+                                            r"weight, scale\) has no partner .* torch gives "
+                                            r"weight, which the nnx layer does not have"):
         P.pairs(t, f)
     kind = P.register_layer(TorchScaled, FlaxScaled,
                             tensors={"weight": ("kernel", "transpose"), "scale": "scale"},
@@ -224,8 +227,8 @@ def _unchanged(before, t, f):
 
 
 def test_a_partial_mapping_names_the_layers_left_unpaired():
-    t = nn.ModuleDict(dict(emb=nn.Embedding(10, 4), rnn0=nn.LSTM(4, 4, batch_first=True),
-                           rnn1=nn.LSTM(4, 4, batch_first=True), head=nn.Linear(4, 10)))
+    t = nn.ModuleDict(dict(emb=nn.Embedding(10, 4), fwd=nn.LSTM(4, 4, batch_first=True),
+                           bwd=nn.LSTM(4, 4, batch_first=True), head=nn.Linear(4, 10)))
 
     class Port(nnx.Module):
         def __init__(self, rngs):
@@ -234,16 +237,29 @@ def test_a_partial_mapping_names_the_layers_left_unpaired():
                                  for _ in range(2)])
             self.head = nnx.Linear(4, 10, rngs=rngs)
     f = Port(nnx.Rngs(0))
-    with pytest.raises(P.ParityError, match=r"ambiguous: torch rnn0 \(LSTM\) fits nnx "
+    with pytest.raises(P.ParityError, match=r"ambiguous: torch fwd \(LSTM\) fits nnx "
                                             r"'rnn/0/cell' and nnx 'rnn/1/cell'"):
         P.pairs(t, f)
-    got = P.pairs(t, f, mapping={"rnn0": "rnn/0/cell", "rnn1": "rnn/1/cell"})
-    assert [(p.torch_name, p.flax_path) for p in got] == [
-        ("emb", "emb"), ("rnn0", "rnn/0/cell"), ("rnn1", "rnn/1/cell"), ("head", "head")]
+    got = P.pairs(t, f, mapping={"fwd": "rnn/1/cell"})  # the last one is then forced
+    assert [(p.torch_name, p.flax_path, p.rule) for p in got] == [
+        ("emb", "emb", "name"), ("fwd", "rnn/1/cell", "mapping"), ("bwd", "rnn/0/cell", "forced"),
+        ("head", "head", "name")]
     with pytest.raises(P.ParityError, match=r"mapping: the nnx model has no layer 'rnn/2/cell'"):
-        P.pairs(t, f, mapping={"rnn0": "rnn/2/cell"})
+        P.pairs(t, f, mapping={"fwd": "rnn/2/cell"})
     with pytest.raises(P.ParityError, match=r"mapping: nnx layer 'head' is given to two"):
-        P.pairs(t, f, mapping={"rnn0": "head", "rnn1": "head"})
+        P.pairs(t, f, mapping={"fwd": "head", "bwd": "head"})
+
+
+def test_layers_numbered_in_their_names_pair_in_numeric_order():
+    """torchvision names its blocks encoder_layer_0, ..., encoder_layer_10; a port keeps them
+    in a list: same template on each side, paired by number (10 after 9, not after 1)."""
+    t = nn.ModuleDict({f"block{i}": nn.Linear(3, 3) for i in range(11)})
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.blocks = nnx.List([nnx.Linear(3, 3, rngs=rngs) for _ in range(11)])
+    got = {p.torch_name: p.flax_path for p in P.pairs(t, Port(nnx.Rngs(0)))}
+    assert got == {f"block{i}": f"blocks/{i}" for i in range(11)}
 
 
 def test_a_torch_linear_without_bias_against_one_with_bias_is_refused():

@@ -311,7 +311,7 @@ def test_walker_covers_a_model_with_every_supported_layer():
 def test_strict_refuses_an_unknown_parametrised_module_and_changes_nothing():
     model = Mixed(nnx.Rngs(0), custom=True)
     before = _values(model)
-    with pytest.raises(ValueError, match=r"custom \(Custom"):
+    with pytest.raises(ValueError, match=r"no torch rule for custom/w \(Custom at custom\)"):
         tl.init(model, jax.random.key(0))
     after = _values(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)
@@ -384,7 +384,7 @@ def test_vit_and_convnext_recipes():
             self.norm = nnx.LayerNorm(256, rngs=rngs)
             self.head = nnx.Linear(256, 10, rngs=rngs)
 
-    vit = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0), overrides=tl.vit_recipe())
+    vit = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0), overrides=tl.timm_vit_recipe())
     w = np.asarray(vit.mlp.kernel[...], np.float64)
     # trunc_normal_(std=0.02) with torch's absolute bounds +-2: nothing is cut, std 0.02
     t = torch.empty(64, 256)

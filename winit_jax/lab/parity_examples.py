@@ -43,10 +43,12 @@ def example(name: str):
                 rng.standard_normal((4, 20, 16)).astype(np.float32), dict(init_seeds=8))
     if name == "mnist_cnn":
         return mnist_cnn()
+    if name == "vit":
+        return vit()
     raise ValueError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}")
 
 
-EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn")
+EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit")
 
 
 def torch_cnn():
@@ -107,6 +109,103 @@ def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
             dict(batches=batches, flax_inputs=nhwc, train=True, learning_rate=0.01,
                  momentum=0.6, metric=parity.accuracy, eval_data=held_out, init_seeds=4,
                  loss=parity.cross_entropy))
+
+
+# --- torchvision's VisionTransformer, ported the way a Flax user writes it ---------------------
+
+VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+           num_classes=10)
+
+
+def torch_vit(**kw):
+    """``torchvision.models.VisionTransformer`` at a small size (no pretrained weights)."""
+    from torchvision.models import VisionTransformer
+    return VisionTransformer(**{**VIT, **kw})
+
+
+def flax_vit(rngs, *, image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
+             mlp_dim=128, num_classes=10, gelu_approximate=(), ln_2_eps=(),
+             patch_order="hw"):
+    """``torch_vit``'s nnx port, torchvision's names (``encoder/layers`` a list where torch
+    numbers ``encoder_layer_0``, ``encoder_layer_1``), NHWC inputs. The keyword arguments
+    after ``num_classes`` are a porter's slips, for tests: GELU's tanh approximation in the
+    listed layers, LayerNorm epsilon 1e-5 for torch's 1e-6 in the listed layers' ``ln_2``,
+    patches flattened in (w, h) order for "wh"."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    def norm():
+        return nnx.LayerNorm(hidden_dim, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+
+    class EncoderBlock(nnx.Module):
+        def __init__(self, i):
+            self.ln_1 = norm()
+            self.self_attention = nnx.MultiHeadAttention(num_heads, hidden_dim, decode=False,
+                                                         rngs=rngs)
+            self.ln_2 = norm()
+            if i in ln_2_eps:
+                self.ln_2.epsilon = 1e-5
+            self.mlp = nnx.List([nnx.Linear(hidden_dim, mlp_dim, rngs=rngs),
+                                 nnx.Linear(mlp_dim, hidden_dim, rngs=rngs)])
+            self.approximate = i in gelu_approximate
+
+        def __call__(self, x):
+            x = x + self.self_attention(self.ln_1(x))
+            y = jax.nn.gelu(self.mlp[0](self.ln_2(x)), approximate=self.approximate)
+            return x + self.mlp[1](y)
+
+    class Encoder(nnx.Module):
+        def __init__(self):
+            seq = (image_size // patch_size) ** 2 + 1
+            self.pos_embedding = nnx.Param(jnp.zeros((1, seq, hidden_dim)))
+            self.layers = nnx.List([EncoderBlock(i) for i in range(num_layers)])
+            self.ln = norm()
+
+        def __call__(self, x):
+            x = x + self.pos_embedding[...]
+            for block in self.layers:
+                x = block(x)
+            return self.ln(x)
+
+    class ViT(nnx.Module):
+        def __init__(self):
+            self.conv_proj = nnx.Conv(3, hidden_dim, (patch_size, patch_size),
+                                      strides=patch_size, padding="VALID", rngs=rngs)
+            self.class_token = nnx.Param(jnp.zeros((1, 1, hidden_dim)))
+            self.encoder = Encoder()
+            self.heads = nnx.Dict(head=nnx.Linear(hidden_dim, num_classes, rngs=rngs))
+
+        def __call__(self, x):  # (N, H, W, 3)
+            x = self.conv_proj(x)  # (N, h, w, D)
+            if patch_order == "wh":
+                x = x.transpose(0, 2, 1, 3)
+            n = x.shape[0]
+            x = x.reshape(n, -1, hidden_dim)  # torch's (h, w) order
+            cls = jnp.broadcast_to(self.class_token[...], (n, 1, hidden_dim))
+            x = self.encoder(jnp.concatenate([cls, x], axis=1))
+            return self.heads["head"](x[:, 0])
+
+    return ViT()
+
+
+def vit(seed: int = 0):
+    """torchvision's ViT and its port: inputs (4, 3, 32, 32), the head redrawn N(0, 0.02^2) in
+    torch (torchvision zeroes it, so the output would be 0 in both and test nothing), init
+    against torchvision's own constructor with ``torchvision_vit_recipe``."""
+    import torch
+    from flax import nnx
+
+    import winit_jax.torch_like as tl
+
+    torch.manual_seed(seed)
+    net = torch_vit()
+    with torch.no_grad():
+        net.heads.head.weight.normal_(std=0.02)
+    x = np.random.default_rng(seed).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    return (net, flax_vit(nnx.Rngs(seed)), x,
+            dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
+                 init_overrides=tl.torchvision_vit_recipe()))
 
 
 def load_factory(spec: str, what: str):

@@ -10,8 +10,10 @@ what it proves:
 3. Forced: a layer that fits exactly one layer of the other side (same kind, every tensor
    of the same shape, the same tensors present) pairs with it; repeated until nothing
    changes.
-4. List order: layers left that differ only by list indices on each side (torch
-   ``net.0, net.2, net.4``, nnx ``layers/0, layers/1, layers/2``) pair in index order.
+4. List order: layers left that differ only by list indices or trailing numbers on each
+   side (torch ``net.0, net.2, net.4`` or ``layers.encoder_layer_0 ...``, nnx ``layers/0,
+   layers/1, layers/2``), one such group on each side with as many layers, pair in
+   numeric order.
 
 Whatever is left is an error: with two candidates, one error names both (pass ``mapping``
 or name the layers alike); with none, one error says why the nearest one does not fit.
@@ -21,12 +23,14 @@ Pairs come back in torch's definition order (``named_modules``), which torch kee
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 from flax import nnx
 
 from winit_jax.parity.kinds import (Kind, ParityError, flax_layer_types, flax_variables,
                                     kind_for, kinds, torch_kinds)
+from winit_jax.parity.kinds.parameters import FlaxParameters, TorchParameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,27 +54,26 @@ class Pair:
     rule: str
 
     def describe(self) -> str:
-        return (f"torch {self.torch_name or '<root>'} ({type(self.torch_module).__name__}) <-> "
-                f"nnx {self.flax_path or '<root>'} ({type(self.flax_layer).__name__})")
+        return (f"torch {_label(self.torch_name, self.torch_module)} <-> "
+                f"nnx {_label(self.flax_path, self.flax_layer)}")
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 def _natural(path: str, sep: str):
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split(sep) if p)
-
-
-def _own_tensors(module, torch: bool) -> list[str]:
-    if torch:
-        return [n for n, _ in module.named_parameters(recurse=False)]
-    return [k for k, v in vars(module).items() if isinstance(v, (nnx.Param, nnx.BatchStat))]
+    """A sort key: list indices and trailing numbers (``encoder_layer_10``) as numbers."""
+    key = []
+    for p in path.split(sep):
+        m = _NUMBERED.match(p)
+        key.append((m.group(1), int(m.group(2))) if m else (p, -1))
+    return tuple(key)
 
 
 def torch_layers(module) -> list[tuple[str, object]]:
-    """``(name, layer)`` of every torch layer some kind matches, in definition order; a
-    matched layer's submodules belong to it.
-
-    Raises:
-      ParityError: a module with parameters of its own that no kind matches.
-    """
+    """``(name, layer)`` of every torch layer some kind matches, in definition order (a
+    matched layer's submodules belong to it), and, for every other module with parameters
+    of its own, a ``TorchParameters`` view of them under the module's name."""
     out, inside = [], []
     for name, m in module.named_modules():
         if any(p == "" or name.startswith(p + ".") for p in inside):
@@ -78,37 +81,40 @@ def torch_layers(module) -> list[tuple[str, object]]:
         if torch_kinds(m):
             out.append((name, m))
             inside.append(name)
-        elif _own_tensors(m, torch=True):
-            raise ParityError(
-                f"torch layer {name or '<root>'} ({type(m).__name__}) has parameters "
-                f"{_own_tensors(m, torch=True)} of a kind winit_jax.parity does not know; "
-                "register the pair with winit_jax.parity.register_layer")
+        elif any(True for _ in m.named_parameters(recurse=False)):
+            out.append((name, TorchParameters(m)))
     return out
 
 
 def flax_layers(model) -> list[tuple[str, nnx.Module]]:
     """``(path, layer)`` of every nnx layer some kind matches, sorted by path (list indices
-    as numbers); a matched layer's submodules belong to it, a shared layer counts once.
+    as numbers; a matched layer's submodules belong to it, a shared layer counts once), and,
+    for every other module with ``nnx.Param``s of its own, a ``FlaxParameters`` view.
 
     Raises:
-      ParityError: a module with parameters of its own that no kind matches.
+      ParityError: a module with batch statistics of its own that no kind matches.
     """
     types = flax_layer_types()
     found, seen = [], set()
     modules = sorted(((("/".join(map(str, p))), m) for p, m in nnx.iter_modules(model)),
                      key=lambda pm: _natural(pm[0], "/"))
     for path, m in modules:
-        if any(p == "" or path.startswith(p + "/") for p, _ in found):
+        if id(m) in seen or any(p == "" or path.startswith(p + "/") for p, layer in found
+                                if not isinstance(layer, FlaxParameters)):
             continue
+        seen.add(id(m))
         if isinstance(m, types):
-            if id(m) not in seen:
-                found.append((path, m))
-                seen.add(id(m))
-        elif _own_tensors(m, torch=False):
+            found.append((path, m))
+            continue
+        own = {k: v for k, v in vars(m).items() if isinstance(v, nnx.Variable)
+               and isinstance(v, (nnx.Param, nnx.BatchStat))}
+        if any(isinstance(v, nnx.BatchStat) for v in own.values()):
             raise ParityError(
-                f"nnx layer {path or '<root>'} ({type(m).__name__}) has parameters "
-                f"{_own_tensors(m, torch=False)} of a kind winit_jax.parity does not know; "
-                "register the pair with winit_jax.parity.register_layer")
+                f"nnx layer {path or '<root>'} ({type(m).__name__}) has batch statistics "
+                f"{sorted(own)} of a kind winit_jax.parity does not know; register the pair "
+                "with winit_jax.parity.register_layer")
+        if own:
+            found.append((path, FlaxParameters(m)))
     return found
 
 
@@ -136,16 +142,25 @@ def misfit(kind: Kind, t, f) -> str | None:
 def _fits(t, f) -> tuple[Kind | None, str | None]:
     kind = kind_for(t, f)
     if kind is None:
-        return None, "not a pair of one kind"
+        return None, "no layer kind pairs these two (winit_jax.parity.register_layer adds one)"
     return kind, misfit(kind, t, f)
 
 
 def _template(name: str, sep: str) -> tuple:
-    return tuple("#" if p.isdigit() else p for p in name.split(sep))
+    """The name with list indices and trailing numbers as ``#``: layers that share a
+    template differ only by their position in a list."""
+    return tuple(_NUMBERED.sub(lambda m: m.group(1) + "#", p) for p in name.split(sep))
 
 
 def _label(name: str, module) -> str:
-    return f"{name or '<root>'} ({type(module).__name__})"
+    if isinstance(module, TorchParameters):
+        what = (f"{type(module.owner).__name__}'s own parameters "
+                f"{', '.join(n for n, _ in module.named_parameters())}")
+    elif isinstance(module, FlaxParameters):
+        what = f"{module.owner_type}'s own parameters {', '.join(flax_variables(module))}"
+    else:
+        what = type(module).__name__
+    return f"{name or '<root>'} ({what})"
 
 
 def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list[Pair]:

@@ -1,10 +1,11 @@
 """The one registry of layer kinds (see ``_base.Kind``), with the built-in kinds by family:
 ``linear`` (Linear, LinearGeneral, Conv, ConvTranspose, Embedding), ``norm``, ``attention``,
-``recurrent``. A porter adds a kind with ``winit_jax.parity.register_layer``."""
+``recurrent``, and ``parameters`` (bare parameters of any module). A porter adds a kind with ``winit_jax.parity.register_layer``."""
 
 from winit_jax.parity.kinds import attention as attention  # noqa: F401  (registers)
 from winit_jax.parity.kinds import linear as linear  # noqa: F401
 from winit_jax.parity.kinds import norm as norm  # noqa: F401
+from winit_jax.parity.kinds import parameters as parameters  # noqa: F401
 from winit_jax.parity.kinds import recurrent as recurrent  # noqa: F401
 from winit_jax.parity.kinds._base import Kind as Kind
 from winit_jax.parity.kinds._base import ParityError as ParityError
