@@ -34,7 +34,7 @@ from winit_jax.initializers import packed_xavier_uniform as packed_xavier_unifor
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
 from winit_jax.initializers import variance_scaling
-from winit_jax.parity.kinds import flax_layer_types, init_rule
+from winit_jax.parity.kinds import init_rule, is_flax_layer
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +184,16 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
     for path in padding_idx or {}:
         if path not in paths:
             raise ValueError(f"padding_idx: the model has no module {path!r}")
-    layers = flax_layer_types()
     covered = set()
     for path, m in modules:  # a registered layer's rule covers its submodules
-        if isinstance(m, layers):
+        if is_flax_layer(m):
             covered |= {id(s) for p, s in nnx.iter_modules(m) if p}
     draws, skipped = [], []
     for parts, m in sorted(modules, key=lambda pm: _path(pm[0])):
         path = _path(parts)
         if id(m) in covered:
             continue
-        layer = isinstance(m, layers)
+        layer = is_flax_layer(m)
         if layer:  # every parameter and statistic under it
             names = ["/".join(map(str, p)) for p, v in nnx.iter_graph(m)
                      if isinstance(v, (nnx.Param, nnx.BatchStat))]

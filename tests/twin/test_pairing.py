@@ -238,14 +238,14 @@ def test_a_partial_mapping_names_the_layers_left_unpaired():
             self.head = nnx.Linear(4, 10, rngs=rngs)
     f = Port(nnx.Rngs(0))
     with pytest.raises(P.ParityError, match=r"ambiguous: torch fwd \(LSTM\) fits nnx "
-                                            r"'rnn/0/cell' and nnx 'rnn/1/cell'"):
+                                            r"'rnn/0' and nnx 'rnn/1' alike"):
         P.pairs(t, f)
-    got = P.pairs(t, f, mapping={"fwd": "rnn/1/cell"})  # the last one is then forced
+    got = P.pairs(t, f, mapping={"fwd": "rnn/1"})  # the last one is then forced
     assert [(p.torch_name, p.flax_path, p.rule) for p in got] == [
-        ("emb", "emb", "name"), ("fwd", "rnn/1/cell", "mapping"), ("bwd", "rnn/0/cell", "forced"),
+        ("emb", "emb", "name"), ("fwd", "rnn/1", "mapping"), ("bwd", "rnn/0", "forced"),
         ("head", "head", "name")]
-    with pytest.raises(P.ParityError, match=r"mapping: the nnx model has no layer 'rnn/2/cell'"):
-        P.pairs(t, f, mapping={"fwd": "rnn/2/cell"})
+    with pytest.raises(P.ParityError, match=r"mapping: the nnx model has no layer 'rnn/2'"):
+        P.pairs(t, f, mapping={"fwd": "rnn/2"})
     with pytest.raises(P.ParityError, match=r"mapping: nnx layer 'head' is given to two"):
         P.pairs(t, f, mapping={"fwd": "head", "bwd": "head"})
 

@@ -139,8 +139,11 @@ def test_a_mismatch_names_the_pair_and_changes_nothing():
         P.from_torch(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2), nn.Linear(2, 2)), f)
     with pytest.raises(P.ParityError, match=r"torch layer 0 \(Conv1d\) has no partner"):
         P.from_torch(nn.Sequential(nn.Conv1d(4, 3, 1), nn.Linear(3, 2)), f)
-    with pytest.raises(P.ParityError, match="does not know"):
+    with pytest.raises(P.ParityError, match=r"torch layer 0 \(PReLU\) has no partner"):
         P.from_torch(nn.Sequential(nn.PReLU(), nn.Linear(4, 3)), f)
+    with pytest.raises(P.ParityError, match=r"torch layer 0 \(Bilinear's own parameters weight, "
+                                            r"bias\) has no partner"):
+        P.from_torch(nn.Sequential(nn.Bilinear(4, 4, 3)), f)
 
 
 def test_layers_of_different_shapes_pair_whatever_their_order_and_names():
@@ -251,7 +254,7 @@ def test_gru_from_torch():
 
     def r_z_swapped(t, f):
         out = base.to_flax(t, f)
-        for k in ("dense_i/kernel", "dense_h/kernel", "dense_i/bias"):
+        for k in ("cell/dense_i/kernel", "cell/dense_h/kernel", "cell/dense_i/bias"):
             v = out[k]
             out[k] = np.concatenate([v[..., 16:32], v[..., :16], v[..., 32:]], axis=-1)
         return out

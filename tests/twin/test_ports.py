@@ -72,3 +72,95 @@ def test_an_override_that_matches_nothing_is_an_error(vit):
     with pytest.raises(ValueError, match=r"no torch rule for class_token \(ViT at <root>\); "
                                          r"pass overrides=\{'class_token': initialiser\}"):
         tl.init(port, np.uint32([0, 0]), overrides=without)
+
+
+# --- recurrent language models: stacked and bidirectional LSTM / GRU ------------------------
+
+LMS = [("LSTM", dict(num_layers=2)), ("LSTM", dict(bidirectional=True)),
+       ("GRU", dict(num_layers=2)), ("GRU", dict(num_layers=2, bidirectional=True))]
+
+
+@pytest.mark.parametrize("cell,kw", LMS, ids=["lstm-2-layer", "bilstm", "gru-2-layer",
+                                             "bigru-2-layer"])
+def test_language_model_with_torch_exact_cells_passes_every_part(cell, kw):
+    net, port, data, kwargs = E.language_model(cell, **kw)
+    report = P.check(net, port, data, steps=3, **kwargs)
+    report.assert_ok()
+    assert report.notes == []
+    names = {c.name for c in report.checks if c.part == "step"}
+    # torch's own state_dict names, b_hn included (a fresh torch GRU's is not 0)
+    assert {"rnn.weight_ih_l1" if kw.get("num_layers") == 2 else "rnn.weight_ih_l0_reverse",
+            "rnn.bias_hh_l0"} <= names
+    assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "step"}
+
+
+def test_language_model_with_flaxs_cells_says_why_its_steps_part():
+    """Flax's OptimizedLSTMCell: init, forward and gradients pass; the steps part exactly on
+    the summed biases, and the report says why and what to use instead."""
+    net, port, data, kwargs = E.language_model("LSTM", num_layers=2, exact=False)
+    report = P.check(net, port, data, steps=3, **kwargs)
+    assert {(c.part, c.name) for c in report.failures()} == {
+        ("step", "rnn.bias_ih_l0"), ("step", "rnn.bias_ih_l1")}
+    assert any("TorchLSTMCell" in n and "twice as fast" in n for n in report.notes)
+
+
+class SwappedGates(__import__("winit_jax.parity.cells", fromlist=["x"]).TorchLSTMCell):
+    """A porter's slip: the gates read in (i, g, f, o) order instead of torch's (i, f, g, o)."""
+
+    def __call__(self, carry, inputs):
+        import jax
+        import jax.numpy as jnp
+        c, h = carry
+        gi, gh = self._affine(inputs, h)
+        i, g, f, o = jnp.split(gi + gh, 4, axis=-1)
+        new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
+        return (new_c, new_h), new_h
+
+
+@pytest.mark.parametrize("slip", [dict(cell_class=SwappedGates), dict(time_major=True)],
+                         ids=["gate order", "time-major"])
+def test_language_model_mutants_fail_the_forward(slip):
+    net, port, data, kwargs = E.language_model("LSTM", num_layers=2, **slip)
+    kwargs["init_seeds"] = 0
+    assert "forward" in {c.part for c in P.check(net, port, data, **kwargs).failures()}
+
+
+def test_recurrent_structure_that_does_not_fit_is_refused():
+    from torch import nn
+    bi = nn.LSTM(4, 5, bidirectional=True, batch_first=True)
+    uni = nnx.RNN(nnx.OptimizedLSTMCell(4, 5, rngs=nnx.Rngs(0)))
+    with pytest.raises(P.ParityError, match=r"torch's layer runs 2 direction\(s\), the nnx RNN 1 "
+                                            r"\(a bidirectional torch layer pairs with an "
+                                            r"nnx.Bidirectional\)"):
+        P.from_torch(bi, uni)
+    backward = nnx.RNN(nnx.OptimizedLSTMCell(4, 5, rngs=nnx.Rngs(0)), reverse=True)
+    with pytest.raises(P.ParityError, match="direction: torch's forward direction vs an nnx.RNN "
+                                            "that runs backward"):
+        P.from_torch(nn.LSTM(4, 5, batch_first=True), backward)
+    with pytest.raises(P.ParityError, match="nonlinearity: torch's relu vs the cell's tanh"):
+        P.from_torch(nn.RNN(4, 5, nonlinearity="relu"), nnx.SimpleCell(4, 5, rngs=nnx.Rngs(0)))
+    with pytest.raises(P.ParityError, match="proj_size"):
+        P.from_torch(nn.LSTM(4, 5, proj_size=3), uni)
+
+
+def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
+    from torch import nn
+
+    from winit_jax.parity.cells import TorchRNNCell
+    x = np.random.default_rng(5).standard_normal((3, 9, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    tanh = nn.RNN(4, 6, batch_first=True)
+    P.check(tanh, nnx.RNN(nnx.SimpleCell(4, 6, rngs=nnx.Rngs(0))), x, init_seeds=4).assert_ok()
+    relu = nn.RNN(4, 6, nonlinearity="relu", num_layers=2, batch_first=True)
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.RNN(TorchRNNCell(n, 6, nonlinearity="relu", rngs=rngs))
+                                    for n in (4, 6)])
+
+        def __call__(self, x):
+            for r in self.layers:
+                x = r(x)
+            return x
+    P.check(relu, Port(nnx.Rngs(0)), x, steps=3, init_seeds=4).assert_ok()

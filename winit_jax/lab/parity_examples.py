@@ -45,10 +45,14 @@ def example(name: str):
         return mnist_cnn()
     if name == "vit":
         return vit()
+    if name == "lstm_lm":
+        return language_model("LSTM", num_layers=2)
+    if name == "bigru_lm":
+        return language_model("GRU", bidirectional=True)
     raise ValueError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}")
 
 
-EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit")
+EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "lstm_lm", "bigru_lm")
 
 
 def torch_cnn():
@@ -206,6 +210,87 @@ def vit(seed: int = 0):
     return (net, flax_vit(nnx.Rngs(seed)), x,
             dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
                  init_overrides=tl.torchvision_vit_recipe()))
+
+
+# --- a recurrent language model: Embedding -> stacked / bidirectional LSTM or GRU -> Linear ---
+
+LM_SIZES = dict(vocab=50, embed=16, hidden=32)
+
+
+def torch_lm(cell: str = "LSTM", *, num_layers: int = 1, bidirectional: bool = False):
+    """``nn.Embedding -> nn.LSTM/nn.GRU(num_layers, bidirectional, batch_first) -> nn.Linear``:
+    next-token logits (B, T, vocab) from token ids (B, T)."""
+    from torch import nn
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(LM_SIZES["vocab"], LM_SIZES["embed"])
+            self.rnn = getattr(nn, cell)(LM_SIZES["embed"], LM_SIZES["hidden"], num_layers=num_layers,
+                                         bidirectional=bidirectional, batch_first=True)
+            self.head = nn.Linear(LM_SIZES["hidden"] * (2 if bidirectional else 1), LM_SIZES["vocab"])
+
+        def forward(self, tokens):
+            return self.head(self.rnn(self.embed(tokens))[0])
+
+    return LM()
+
+
+def flax_lm(rngs, cell: str = "LSTM", *, num_layers: int = 1, bidirectional: bool = False,
+            exact: bool = True, time_major: bool = False, cell_class=None):
+    """``torch_lm``'s nnx port: a list of ``nnx.RNN`` (or of ``nnx.Bidirectional``) over
+    torch-exact cells (``exact``) or Flax's own; ``time_major`` and ``cell_class`` are a
+    porter's slips, for tests."""
+    from flax import nnx
+
+    from winit_jax.parity import cells
+
+    make = cell_class or (getattr(cells, f"Torch{cell}Cell") if exact else
+                          {"LSTM": nnx.OptimizedLSTMCell, "GRU": nnx.GRUCell}[cell])
+    h = LM_SIZES["hidden"]
+
+    def rnn(n_in, **kw):
+        return nnx.RNN(make(n_in, h, rngs=rngs), time_major=time_major, **kw)
+
+    def layer(n_in):
+        if bidirectional:
+            return nnx.Bidirectional(rnn(n_in), rnn(n_in, reverse=True, keep_order=True),
+                                     time_major=time_major, rngs=rngs)
+        return rnn(n_in)
+
+    class LM(nnx.Module):
+        def __init__(self):
+            width = h * (2 if bidirectional else 1)
+            self.embed = nnx.Embed(LM_SIZES["vocab"], LM_SIZES["embed"], rngs=rngs)
+            self.rnn = nnx.List([layer(LM_SIZES["embed"] if k == 0 else width)
+                                 for k in range(num_layers)])
+            self.head = nnx.Linear(width, LM_SIZES["vocab"], rngs=rngs)
+
+        def __call__(self, tokens):
+            x = self.embed(tokens)
+            for r in self.rnn:
+                x = r(x)
+            return self.head(x)
+
+    return LM()
+
+
+def language_model(cell: str = "LSTM", *, num_layers: int = 1, bidirectional: bool = False,
+                   seed: int = 0, **port):
+    """The LM pair and its data: 4 sequences of 12 token ids, targets the next tokens
+    (cross-entropy over (B, T, vocab)), SGD lr 0.1 momentum 0.9."""
+    import torch
+    from flax import nnx
+
+    from winit_jax import parity
+
+    torch.manual_seed(seed)
+    net = torch_lm(cell, num_layers=num_layers, bidirectional=bidirectional)
+    tokens = np.random.default_rng(seed).integers(0, LM_SIZES["vocab"], (4, 13))
+    return (net, flax_lm(nnx.Rngs(seed), cell, num_layers=num_layers,
+                         bidirectional=bidirectional, **port),
+            (tokens[:, :-1], tokens[:, 1:]),
+            dict(loss=parity.cross_entropy, learning_rate=0.1, momentum=0.9, init_seeds=2))
 
 
 def load_factory(spec: str, what: str):

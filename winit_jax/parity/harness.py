@@ -14,8 +14,9 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.kinds import ParityError, np_copy
+from winit_jax.parity.kinds.recurrent import flax_cell_bias_note
 from winit_jax.parity.losses import regression_loss, target_loss
-from winit_jax.parity.pairing import Pair, pairs, torch_layers
+from winit_jax.parity.pairing import Pair, pairs, tensor_prefix, torch_layers
 from winit_jax.parity.report import KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, ParityReport
 from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
 from winit_jax.parity.transfer import check_dtype, flax_updates, torch_values
@@ -107,7 +108,10 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
             _metric_stage(run, ref, metric)
     checks = [dataclasses.replace(c, ok=c.ok and (c.value <= c.tol if c.part != "init"
                                                   else c.value >= c.tol)) for c in run.checks]
-    return ParityReport(dtype, checks, run.curves, run.metrics)
+    notes = []
+    if run.schedule:
+        notes = list(dict.fromkeys(n for p in run.paired if (n := flax_cell_bias_note(p.kind))))
+    return ParityReport(dtype, checks, run.curves, run.metrics, notes)
 
 
 class _restored:
@@ -319,7 +323,7 @@ def _forward_and_gradient_stage(run: _Run):
                             run.tol["forward"], True, "max |diff| / max |torch output|"))
     # an LSTM/GRU's bias_hh gets the same gradient as bias_ih (r, z, and the LSTM's all):
     # Flax's one bias is compared with bias_ih
-    grads_t = {(f"{p.torch_name}.{n}" if p.torch_name else n): np_copy(t.grad)
+    grads_t = {tensor_prefix(p) + n: np_copy(t.grad)
                for p in run.paired for n, t in p.torch_module.named_parameters()
                if t.grad is not None and not (p.kind.torch_values is not None
                                               and n.startswith("bias_hh"))}

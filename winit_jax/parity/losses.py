@@ -12,6 +12,8 @@ from winit_jax.parity.kinds import np_copy
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy of integer ``labels``, in whichever framework ``logits``
     come from (``torch.nn.functional.cross_entropy`` or optax's), so one loss serves both.
+    Logits (..., V) with labels (...): a sequence model's (B, T, V) and (B, T) too (torch's
+    own function wants the classes on axis 1; the positions are flattened for it).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -20,7 +22,8 @@ def cross_entropy(logits, labels):
     """
     if _is_torch(logits):
         import torch
-        return torch.nn.functional.cross_entropy(logits, labels)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 labels.reshape(-1))
     import optax
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 
 from flax import nnx
 
-from winit_jax.parity.kinds import (Kind, ParityError, flax_layer_types, flax_variables,
-                                    kind_for, kinds, torch_kinds)
+from winit_jax.parity.kinds import (Kind, ParityError, flax_variables, is_flax_layer, kind_for,
+                                    kinds, torch_kinds)
 from winit_jax.parity.kinds.parameters import FlaxParameters, TorchParameters
 
 
@@ -61,6 +61,12 @@ class Pair:
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
+def tensor_prefix(pair: "Pair") -> str:
+    """The prefix of the pair's tensor names in torch's ``state_dict`` ("" at the root)."""
+    name = getattr(pair.torch_module, "owner_name", pair.torch_name)
+    return f"{name}." if name else ""
+
+
 def _natural(path: str, sep: str):
     """A sort key: list indices and trailing numbers (``encoder_layer_10``) as numbers."""
     key = []
@@ -78,8 +84,13 @@ def torch_layers(module) -> list[tuple[str, object]]:
     for name, m in module.named_modules():
         if any(p == "" or name.startswith(p + ".") for p in inside):
             continue
-        if torch_kinds(m):
-            out.append((name, m))
+        kinds_ = torch_kinds(m)
+        if kinds_:
+            split = kinds_[0].torch_split(m) if kinds_[0].torch_split else None
+            for suffix, view in split or [("", m)]:
+                if split:
+                    view.owner_name = name  # its tensors keep torch's names: rnn.weight_ih_l1
+                out.append((".".join(x for x in (name, suffix) if x), view))
             inside.append(name)
         elif any(True for _ in m.named_parameters(recurse=False)):
             out.append((name, TorchParameters(m)))
@@ -94,7 +105,6 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
     Raises:
       ParityError: a module with batch statistics of its own that no kind matches.
     """
-    types = flax_layer_types()
     found, seen = [], set()
     modules = sorted(((("/".join(map(str, p))), m) for p, m in nnx.iter_modules(model)),
                      key=lambda pm: _natural(pm[0], "/"))
@@ -103,7 +113,7 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
                                 if not isinstance(layer, FlaxParameters)):
             continue
         seen.add(id(m))
-        if isinstance(m, types):
+        if is_flax_layer(m):
             found.append((path, m))
             continue
         own = {k: v for k, v in vars(m).items() if isinstance(v, nnx.Variable)
@@ -283,4 +293,4 @@ def _unpaired_message(t_left, f_left) -> str:
             f"{len(f_left)} nnx layers left unpaired){why}")
 
 
-__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "torch_layers"]
+__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "tensor_prefix", "torch_layers"]

@@ -42,6 +42,8 @@ class ParityReport:
     curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     # the metric on the held-out data after training, per run (same keys as curves)
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    # what the reader must know to read the checks (a part that cannot pass, and why)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,9 +89,10 @@ class ParityReport:
         rows += [(s["part"], str(s["checks"]), str(s["passed"]), s["worst"], f"{s['value']:.3g}",
                   f"{s['tol']:.3g}") for s in self.summary()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def to_json(self) -> dict:
         return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
                 "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
-                "metrics": self.metrics}
+                "metrics": self.metrics, "notes": self.notes}

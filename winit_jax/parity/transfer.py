@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.kinds import ParityError, np_copy, torch_tensor_names
-from winit_jax.parity.pairing import Pair, pairs
+from winit_jax.parity.pairing import Pair, pairs, tensor_prefix
 
 DTYPES = ("float32", "float64")
 
@@ -133,7 +133,7 @@ def torch_values(paired: list[Pair], source: str, layers: Mapping | None = None)
     out = {}
     for p in paired:
         tm = p.torch_module if layers is None else layers[p.torch_name]
-        prefix = f"{p.torch_name}." if p.torch_name else ""
+        prefix = tensor_prefix(p)
         if source == "flax":
             values = {n: np.asarray(v) for n, v in p.kind.to_torch(p.flax_layer, tm).items()}
         elif p.kind.torch_values is not None:

@@ -1,8 +1,10 @@
 """The one registry of layer kinds (see ``_base.Kind``), with the built-in kinds by family:
 ``linear`` (Linear, LinearGeneral, Conv, ConvTranspose, Embedding), ``norm``, ``attention``,
+``activation`` (PReLU),
 ``recurrent``, and ``parameters`` (bare parameters of any module). A porter adds a kind with ``winit_jax.parity.register_layer``."""
 
-from winit_jax.parity.kinds import attention as attention  # noqa: F401  (registers)
+from winit_jax.parity.kinds import activation as activation  # noqa: F401  (registers)
+from winit_jax.parity.kinds import attention as attention  # noqa: F401
 from winit_jax.parity.kinds import linear as linear  # noqa: F401
 from winit_jax.parity.kinds import norm as norm  # noqa: F401
 from winit_jax.parity.kinds import parameters as parameters  # noqa: F401
@@ -10,7 +12,7 @@ from winit_jax.parity.kinds import recurrent as recurrent  # noqa: F401
 from winit_jax.parity.kinds._base import Kind as Kind
 from winit_jax.parity.kinds._base import ParityError as ParityError
 from winit_jax.parity.kinds._base import flax_kinds as flax_kinds
-from winit_jax.parity.kinds._base import flax_layer_types as flax_layer_types
+from winit_jax.parity.kinds._base import is_flax_layer as is_flax_layer
 from winit_jax.parity.kinds._base import flax_variables as flax_variables
 from winit_jax.parity.kinds._base import init_rule as init_rule
 from winit_jax.parity.kinds._base import kind_for as kind_for

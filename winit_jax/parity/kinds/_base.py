@@ -48,9 +48,13 @@ class Kind:
         one Flax holds); default: read ``to_torch``'s names from the torch layer.
       linear_map: its ``kernel`` maps its input linearly (LSUV rescales it; the recording
         forward watches it).
-      activation_to_torch: ``(array, nnx layer) -> array``: one of the layer's inputs or
-        outputs in torch's layout (channels last -> first for convolutions); default
-        unchanged.
+      activation_to_torch: ``(array, nnx layer, "input" | "output") -> array``: one of
+        the layer's inputs or outputs in torch's layout (channels last -> first for
+        convolutions); default unchanged.
+      flax_accepts: a further test of an nnx layer beyond its class (an ``nnx.RNN`` is an
+        LSTM only if its cell is one); default none.
+      torch_split: ``torch module -> [(suffix, layer view)]`` where one torch module is
+        several layers (a stacked or bidirectional RNN: one view per layer), or None.
     """
 
     name: str
@@ -62,12 +66,15 @@ class Kind:
     torch_values: Callable[[object], dict] | None = None
     linear_map: bool = False
     activation_to_torch: Callable | None = None
+    flax_accepts: Callable[[object], bool] | None = None
+    torch_split: Callable[[object], list | None] | None = None
 
     def matches_torch(self, module) -> bool:
         return isinstance(module, _resolve(self.torch_classes))
 
     def matches_flax(self, layer) -> bool:
-        return isinstance(layer, self.flax_classes)
+        return isinstance(layer, self.flax_classes) and (self.flax_accepts is None
+                                                        or self.flax_accepts(layer))
 
 
 _REGISTRY: list[Kind] = []
@@ -110,9 +117,9 @@ def kind_for(torch_module, layer) -> Kind | None:
                  if k.matches_flax(layer) and k.matches_torch(torch_module)), None)
 
 
-def flax_layer_types() -> tuple[type, ...]:
-    """Every nnx class some kind matches."""
-    return tuple(dict.fromkeys(c for k in _REGISTRY for c in k.flax_classes))
+def is_flax_layer(layer) -> bool:
+    """Whether some kind matches ``layer`` (its submodules then belong to it)."""
+    return any(k.matches_flax(layer) for k in _REGISTRY)
 
 
 def linear_types() -> tuple[type, ...]:
