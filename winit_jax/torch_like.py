@@ -35,6 +35,7 @@ from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
 from winit_jax.initializers import variance_scaling
 from winit_jax.parity.kinds import init_rule, is_flax_layer
+from winit_jax.parity.kinds.stack import stack_slice
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,26 @@ def _join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
 
 
+def _per_block(fn, blocks: int, path: str):
+    """``fn`` drawn for each block of a scanned stack (a leading axis of ``blocks``): each
+    block's draw sees its own shape, so fans are the block's."""
+    def init(key, shape, dtype=None, out_sharding=None):
+        if not shape or shape[0] != blocks:
+            raise ValueError(f"stacks: {path} has shape {tuple(shape)}, without a leading axis "
+                             f"of {blocks} blocks")
+        keys = jax.random.split(key, blocks)
+        return jax.vmap(lambda k: fn(k, tuple(shape[1:]), dtype))(keys)
+    return init
+
+
+def _stack_of(stacks: Mapping[str, int], path: str):
+    inside = [s for s in stacks if path == s or path.startswith(s + "/")]
+    return max(inside, key=len) if inside else None
+
+
 def plan(model: nnx.Module, *, overrides: Mapping | None = None,
-         padding_idx: Mapping[str, int] | None = None, strict: bool = True):
+         padding_idx: Mapping[str, int] | None = None, strict: bool = True,
+         stacks: Mapping[str, int] | None = None):
     """What ``init`` will draw: ``(draws, skipped)`` with ``draws`` a list of
     ``(path, variable, initialiser)``. Nothing is changed.
 
@@ -184,6 +203,9 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
     for path in padding_idx or {}:
         if path not in paths:
             raise ValueError(f"padding_idx: the model has no module {path!r}")
+    for path in stacks or {}:
+        if path not in paths:
+            raise ValueError(f"stacks: the model has no module {path!r}")
     covered = set()
     for path, m in modules:  # a registered layer's rule covers its submodules
         if is_flax_layer(m):
@@ -201,7 +223,9 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             names = list(_own_variables(m))
         if not names:
             continue
-        rule = init_rule(m) if layer else None
+        stack = _stack_of(stacks or {}, path)
+        # a scanned block's rule reads block 0's shapes (its fans), not the stacked ones
+        rule = init_rule(stack_slice(m, 0) if stack else m) if layer else None
         spec = {} if rule is None else dict(rule)
         spec.update(rules.module(path, m) or {})
         if layer:  # module rules of its submodules
@@ -236,6 +260,8 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             if not isinstance(var, nnx.Variable):
                 raise ValueError(f"torch_like.init: {path or '<root>'} ({type(m).__name__}) has "
                                  f"no variable {name!r}")
+            if stack:
+                fn = _per_block(fn, stacks[stack], _join(path, name))
             draws.append((_join(path, name), var, fn))
     unused = rules.unused()
     if unused:
@@ -269,7 +295,8 @@ def _key_of(key) -> jax.Array:
 
 
 def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
-         padding_idx: Mapping[str, int] | None = None, strict: bool = True) -> nnx.Module:
+         padding_idx: Mapping[str, int] | None = None, strict: bool = True,
+         stacks: Mapping[str, int] | None = None) -> nnx.Module:
     """Redraws, in place, every parameter and batch statistic of ``model`` as torch would.
 
     Each variable's draw uses ``fold_in(key, crc32(path))``, so a variable's values do not
@@ -287,6 +314,9 @@ def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
       strict: raise on a parametrised module no rule covers (nothing is changed then);
         with False such modules are left as they are and their paths logged (``plan``
         returns them).
+      stacks: ``{path: blocks}`` of scanned stacks (a module built with ``nnx.vmap``, every
+        variable with a leading axis of ``blocks``): each block is drawn as one block of
+        its own (its own fans), with its own key. ``parity.check`` finds them itself.
 
     Returns:
       ``model``.
@@ -301,7 +331,8 @@ def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
       >>> bool(abs(layer.kernel[...]).max() <= 1 / 28)
       True
     """
-    draws, skipped = plan(model, overrides=overrides, padding_idx=padding_idx, strict=strict)
+    draws, skipped = plan(model, overrides=overrides, padding_idx=padding_idx, strict=strict,
+                          stacks=stacks)
     for s in skipped:
         log.info("torch_like.init: left %s (%s) as it was: no torch rule", s.path, s.type)
     key = _key_of(key)

@@ -164,3 +164,49 @@ def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
                 x = r(x)
             return x
     P.check(relu, Port(nnx.Rngs(0)), x, steps=3, init_seeds=4).assert_ok()
+
+
+# --- a scanned stack: 4 transformer blocks, nnx.vmap + nnx.scan against a torch ModuleList --
+
+@pytest.mark.slow
+def test_scanned_transformer_passes_every_part():
+    net, port, x, kwargs = E.scanned_transformer()
+    pairs = P.pairs(net, port)
+    assert [p.flax_path for p in pairs][:5] == ["layers/0/self_attn", "layers/0/linear1",
+                                               "layers/0/linear2", "layers/0/norm1",
+                                               "layers/0/norm2"]
+    report = P.check(net, port, x, steps=3, momentum=0.9, **kwargs)
+    report.assert_ok()
+    assert {s["part"]: s["checks"] for s in report.summary()}["init"] == 4 * 12
+
+
+def test_a_scanned_stack_is_drawn_block_by_block():
+    """Each block's fans are its own: Linear(32, 64)'s bound is 1/sqrt(32) per block; drawn
+    as one (4, 32, 64) tensor without ``stacks`` the fan would be 4 x 32 (negative control)."""
+    import jax
+    _, port, _, _ = E.scanned_transformer()
+    tl.init(port, jax.random.key(0), stacks={"layers": 4})
+    k = np.asarray(port.layers.linear1.kernel[...])
+    assert k.shape == (4, 32, 64) and 0.95 / 32 ** 0.5 < np.abs(k).max() <= 1 / 32 ** 0.5
+    assert not np.array_equal(k[0], k[1])  # a key per block
+    tl.init(port, jax.random.key(0))
+    assert np.abs(np.asarray(port.layers.linear1.kernel[...])).max() <= 1 / 128 ** 0.5
+    with pytest.raises(ValueError, match="stacks: the model has no module 'blocks'"):
+        tl.init(port, jax.random.key(0), stacks={"blocks": 4})
+
+
+def test_a_stack_run_in_the_wrong_order_fails_the_forward():
+    from flax import nnx as _nnx
+    net, port, x, _ = E.scanned_transformer()
+
+    class Reversed(type(port)):
+        def __call__(self, x):
+            @_nnx.scan(in_axes=(0, _nnx.Carry), out_axes=_nnx.Carry, reverse=True)
+            def step(layer, x):
+                return layer(x)
+            return step(self.layers, x)
+    port.__class__ = Reversed
+    assert "forward" in {c.part for c in P.check(net, port, x, init_seeds=0).failures()}
+    with pytest.raises(P.ParityError, match=r"torch numbers 5 blocks in layers and the nnx "
+                                            r"model holds one module there"):
+        P.pairs(E.torch_encoder(blocks=5), port)

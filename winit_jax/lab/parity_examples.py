@@ -45,6 +45,8 @@ def example(name: str):
         return mnist_cnn()
     if name == "vit":
         return vit()
+    if name == "scanned_transformer":
+        return scanned_transformer()
     if name == "lstm_lm":
         return language_model("LSTM", num_layers=2)
     if name == "bigru_lm":
@@ -52,7 +54,8 @@ def example(name: str):
     raise ValueError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}")
 
 
-EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "lstm_lm", "bigru_lm")
+EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "scanned_transformer", "lstm_lm",
+            "bigru_lm")
 
 
 def torch_cnn():
@@ -210,6 +213,62 @@ def vit(seed: int = 0):
     return (net, flax_vit(nnx.Rngs(seed)), x,
             dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
                  init_overrides=tl.torchvision_vit_recipe()))
+
+
+# --- a 4-block transformer: torch's ModuleList against one nnx.vmap-built, nnx.scan-run stack --
+
+def torch_encoder(blocks: int = 4, d: int = 32, heads: int = 4):
+    """``blocks`` ``nn.TransformerEncoderLayer`` in an ``nn.ModuleList``, run in turn."""
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([
+                nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.0,
+                                           batch_first=True) for _ in range(blocks)])
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return Encoder()
+
+
+def flax_scanned_encoder(rngs, blocks: int = 4, d: int = 32, heads: int = 4):
+    """``torch_encoder``'s port as a Flax user writes a deep transformer: one block built
+    with ``nnx.vmap`` (a leading axis of ``blocks`` on every parameter), run with
+    ``nnx.scan``."""
+    from flax import nnx
+
+    from winit_jax.models import TransformerEncoderLayer
+
+    class Encoder(nnx.Module):
+        def __init__(self):
+            @nnx.split_rngs(splits=blocks)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def make(rngs):
+                return TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, rngs=rngs)
+            self.layers = make(rngs)
+
+        def __call__(self, x):
+            @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+            def step(layer, x):
+                return layer(x)
+            return step(self.layers, x)
+
+    return Encoder()
+
+
+def scanned_transformer(seed: int = 0):
+    """The 4-block pair on (2, 10, 32) inputs, init over 2 seeds."""
+    import torch
+    from flax import nnx
+
+    torch.manual_seed(seed)
+    x = np.random.default_rng(seed).standard_normal((2, 10, 32)).astype(np.float32)
+    return torch_encoder(), flax_scanned_encoder(nnx.Rngs(seed)), x, dict(init_seeds=2)
 
 
 # --- a recurrent language model: Embedding -> stacked / bidirectional LSTM or GRU -> Linear ---

@@ -16,7 +16,7 @@ from flax import nnx
 from winit_jax.parity.kinds import ParityError, np_copy
 from winit_jax.parity.kinds.recurrent import flax_cell_bias_note
 from winit_jax.parity.losses import regression_loss, target_loss
-from winit_jax.parity.pairing import Pair, pairs, tensor_prefix, torch_layers
+from winit_jax.parity.pairing import Pair, pairs, stacks, tensor_prefix, torch_layers
 from winit_jax.parity.report import KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, ParityReport
 from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
 from winit_jax.parity.transfer import check_dtype, flax_updates, torch_values
@@ -287,7 +287,8 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
     names = {p.torch_name for p in run.paired}
     saved = copy.deepcopy(run.torch_module.state_dict())
     for seed in range(seeds):
-        torch_like.init(run.model, jax.random.key(seed), overrides=overrides)
+        torch_like.init(run.model, jax.random.key(seed), overrides=overrides,
+                        stacks=stacks(run.paired))
         for k, v in torch_values(run.paired, "flax").items():
             ours.setdefault(k, []).append(v.ravel())
         torch.manual_seed(seed)

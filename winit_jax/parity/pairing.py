@@ -31,6 +31,7 @@ from flax import nnx
 from winit_jax.parity.kinds import (Kind, ParityError, flax_variables, is_flax_layer, kind_for,
                                     kinds, torch_kinds)
 from winit_jax.parity.kinds.parameters import FlaxParameters, TorchParameters
+from winit_jax.parity.kinds.stack import stack_slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +129,59 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
     return found
 
 
+def _node(model, path: str):
+    node = model
+    for part in path.split("/"):
+        node = node[int(part)] if isinstance(node, (nnx.List, list, tuple)) else getattr(node, part)
+    return node
+
+
+def _unstacked(f_all: dict, t_all: dict, model) -> dict:
+    """Layers of a scanned stack as one view per block: where torch numbers the blocks of a
+    container (``blocks.0.linear1`` ... ``blocks.3.linear1``) and the nnx model holds one
+    module at that path (``blocks``, built with ``nnx.vmap``), each nnx layer under it
+    becomes ``blocks/0/linear1`` ... ``blocks/3/linear1``, views of its index k.
+
+    Raises:
+      ParityError: a variable of such a layer without the leading axis of the blocks.
+    """
+    containers: dict[str, int] = {}
+    for name in t_all:
+        parts = name.split(".")
+        for i, part in enumerate(parts[1:], 1):
+            if part.isdigit():
+                c = "/".join(parts[:i])
+                containers[c] = max(containers.get(c, 0), int(part) + 1)
+    out = {}
+    for path, layer in f_all.items():
+        stacks = [c for c in containers if path.startswith(c + "/")
+                  and not path[len(c) + 1:].split("/")[0].isdigit()
+                  and not isinstance(_node(model, c), (nnx.List, list, tuple))]
+        if not stacks:
+            out[path] = layer
+            continue
+        c = max(stacks, key=len)
+        depth = containers[c]
+        for name, var in flax_variables(layer).items():
+            lead = var.get_value().shape[:1]
+            if lead != (depth,):
+                raise ParityError(f"nnx {path}/{name}: torch numbers {depth} blocks in {c} and "
+                                  f"the nnx model holds one module there (a scanned stack), but "
+                                  f"this variable's shape is {var.get_value().shape}, without "
+                                  f"a leading axis of {depth}")
+        for k in range(depth):
+            view = stack_slice(layer, k)
+            view.__dict__["_winit_stack"] = (c, depth)
+            out[f"{c}/{k}/{path[len(c) + 1:]}"] = view
+    return out
+
+
+def stacks(paired) -> dict[str, int]:
+    """``{nnx path: blocks}`` of the scanned stacks among ``paired`` (for torch_like.init)."""
+    return dict(p.flax_layer.__dict__["_winit_stack"] for p in paired
+                if "_winit_stack" in getattr(p.flax_layer, "__dict__", {}))
+
+
 def misfit(kind: Kind, t, f) -> str | None:
     """Why torch layer ``t`` cannot hold ``f``'s tensors under ``kind`` (None if it can):
     a converter's refusal, a tensor one side has and the other lacks, or a shape."""
@@ -194,7 +248,7 @@ def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list
         without a partner (naming it).
     """
     t_all = dict(torch_layers(torch_module))
-    f_all = dict(flax_layers(model))
+    f_all = _unstacked(dict(flax_layers(model)), t_all, model)
     t_left, f_left = dict(t_all), dict(f_all)
     found: dict[str, tuple[str, Kind, str]] = {}
 
@@ -293,4 +347,5 @@ def _unpaired_message(t_left, f_left) -> str:
             f"{len(f_left)} nnx layers left unpaired){why}")
 
 
-__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "tensor_prefix", "torch_layers"]
+__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "stacks", "tensor_prefix",
+           "torch_layers"]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.parity.kinds import ParityError, np_copy, torch_tensor_names
+from winit_jax.parity.kinds import ParityError, is_param, np_copy, torch_tensor_names
 from winit_jax.parity.pairing import Pair, pairs, tensor_prefix
 
 DTYPES = ("float32", "float64")
@@ -50,7 +50,7 @@ def flax_updates(paired: list[Pair]) -> list[tuple[nnx.Variable, jax.Array]]:
                 raise ParityError(f"{where}: shape {tuple(value.shape)} (converted) vs {want}")
             dtype = check_dtype(value.dtype, where)
             have = np.dtype(var.get_value().dtype).name
-            if dtype != have and isinstance(var, nnx.Param):
+            if dtype != have and is_param(var):
                 raise ParityError(f"{where}: torch dtype {dtype} vs nnx {have}")
             updates.append((var, jnp.asarray(value, var.get_value().dtype)))
     return updates

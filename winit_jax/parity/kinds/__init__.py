@@ -13,6 +13,7 @@ from winit_jax.parity.kinds._base import Kind as Kind
 from winit_jax.parity.kinds._base import ParityError as ParityError
 from winit_jax.parity.kinds._base import flax_kinds as flax_kinds
 from winit_jax.parity.kinds._base import is_flax_layer as is_flax_layer
+from winit_jax.parity.kinds._base import is_param as is_param
 from winit_jax.parity.kinds._base import flax_variables as flax_variables
 from winit_jax.parity.kinds._base import init_rule as init_rule
 from winit_jax.parity.kinds._base import kind_for as kind_for

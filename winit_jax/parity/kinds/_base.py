@@ -166,9 +166,20 @@ def value(variable) -> np.ndarray:
 
 
 def flax_variables(layer) -> dict[str, nnx.Variable]:
-    """``{path inside the layer: variable}`` of every parameter and batch statistic."""
+    """``{path inside the layer: variable}`` of every parameter and batch statistic (of a
+    stack slice: views of its index)."""
+    from winit_jax.parity.kinds.stack import SliceVariable, is_slice, slice_of
+
+    if is_slice(layer):
+        target, k = slice_of(layer)
+        return {p: SliceVariable(v, k) for p, v in flax_variables(target).items()}
     return {"/".join(map(str, p)): v for p, v in nnx.iter_graph(layer)
             if isinstance(v, (nnx.Param, nnx.BatchStat))}
+
+
+def is_param(variable) -> bool:
+    """An ``nnx.Param`` (or a stack slice of one)."""
+    return isinstance(variable, nnx.Param) or bool(getattr(variable, "is_param", False))
 
 
 def torch_tensor_names(module) -> list[str]:

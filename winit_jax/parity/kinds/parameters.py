@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from winit_jax.parity.kinds._base import Kind, np_copy, register, value
+from winit_jax.parity.kinds._base import Kind, flax_variables, np_copy, register, value
 
 
 class TorchParameters:
@@ -57,7 +57,7 @@ def _to_flax(t, f):
 
 
 def _to_torch(f, t):
-    return {k: value(v) for k, v in vars(f).items() if isinstance(v, nnx.Param)}
+    return {k: value(v) for k, v in flax_variables(f).items()}
 
 
 PARAMETERS = register(Kind("Parameter", (TorchParameters,), (FlaxParameters,), _to_flax,
