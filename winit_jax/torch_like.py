@@ -89,6 +89,24 @@ def torchvision_vit_recipe(*, stem: str = "conv_proj", mlp: str = "*/mlp/*",
             pos_embedding: variance_scaling(0.02 ** 2, "none", "normal")}
 
 
+def mobilenet_v2_recipe() -> dict:
+    """torchvision's MobileNetV2 (read from torchvision/models/mobilenetv2.py): every Conv
+    ``kaiming_normal_(mode="fan_out")`` (torch's default leaky_relu gain with a = 0, i.e.
+    sqrt(2); untruncated; for a depthwise conv torch's fan_out is out x k x k, as here) with
+    bias 0; BatchNorm/GroupNorm 1 and 0; Linear N(0, 0.01^2), bias 0."""
+    return {nnx.Conv: {"kernel": kaiming_normal(mode="fan_out"), "bias": constant(0.0)},
+            nnx.Linear: {"kernel": variance_scaling(0.01 ** 2, "none", "normal"),
+                         "bias": constant(0.0)}}
+
+
+def efficientnet_recipe() -> dict:
+    """torchvision's EfficientNet (read from torchvision/models/efficientnet.py): Conv and
+    norms as MobileNetV2's; Linear U(+-1/sqrt(out_features)), bias 0."""
+    return {nnx.Conv: {"kernel": kaiming_normal(mode="fan_out"), "bias": constant(0.0)},
+            nnx.Linear: {"kernel": variance_scaling(1.0 / 3.0, "fan_out", "uniform"),
+                         "bias": constant(0.0)}}
+
+
 def convnext_recipe() -> dict:
     """torchvision's ConvNeXt: Conv and Linear weights ``trunc_normal_(std=0.02)``, biases 0."""
     rule = {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)}
@@ -353,4 +371,5 @@ def unsupported(model: nnx.Module) -> list[Skipped]:
 
 __all__ = ["Skipped", "constant", "convnext_recipe", "init", "kaiming_normal",
            "packed_xavier_uniform", "plan", "resnet_recipe", "trunc_normal", "uniform_sum",
-           "timm_vit_recipe", "torchvision_vit_recipe", "unsupported"]
+           "efficientnet_recipe", "mobilenet_v2_recipe", "timm_vit_recipe",
+           "torchvision_vit_recipe", "unsupported"]

@@ -45,6 +45,8 @@ def example(name: str):
         return mnist_cnn()
     if name == "vit":
         return vit()
+    if name == "mobilenet_v2":
+        return mobilenet_v2()
     if name == "scanned_transformer":
         return scanned_transformer()
     if name == "lstm_lm":
@@ -54,7 +56,7 @@ def example(name: str):
     raise ValueError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}")
 
 
-EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "scanned_transformer", "lstm_lm",
+EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "mobilenet_v2", "scanned_transformer", "lstm_lm",
             "bigru_lm")
 
 
@@ -213,6 +215,95 @@ def vit(seed: int = 0):
     return (net, flax_vit(nnx.Rngs(seed)), x,
             dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
                  init_overrides=tl.torchvision_vit_recipe()))
+
+
+# --- torchvision's MobileNetV2 ------------------------------------------------------------------
+
+def flax_mobilenet_v2(rngs, num_classes: int = 10, *, relu_after=(), same_padding=(),
+                      param_dtype=None):
+    """``torchvision.models.mobilenet_v2``'s nnx port with torchvision's names
+    (``features/3/conv/0/0`` ...), NHWC; width 1, its 17 inverted residual blocks. The
+    keyword arguments are a porter's slips, for tests: plain ReLU for ReLU6 after the
+    expansion conv of the listed blocks; ``padding="SAME"`` in the listed blocks' depthwise
+    convs (torch pads explicitly, 1 on each side)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    kw = dict(param_dtype=param_dtype or jnp.float32, rngs=rngs)
+
+    def bn(c):  # torch's BatchNorm2d: momentum 0.1 (Flax's 0.9), eps 1e-5, two-pass variance
+        return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, use_fast_variance=False, **kw)
+
+    def cna(cin, cout, k=3, stride=1, groups=1, padding=None):  # Conv2dNormActivation
+        pad = padding or (((k - 1) // 2,) * 2,) * 2
+        return nnx.List([nnx.Conv(cin, cout, (k, k), strides=stride, padding=pad,
+                                  feature_group_count=groups, use_bias=False, **kw), bn(cout)])
+
+    def run_cna(layers, x, act=None):
+        return (act or jax.nn.relu6)(layers[1](layers[0](x)))
+
+    class InvertedResidual(nnx.Module):
+        def __init__(self, i, cin, cout, stride, t):
+            hidden = cin * t
+            self.residual = stride == 1 and cin == cout
+            self.expand = t != 1
+            self.act = jax.nn.relu if i in relu_after else jax.nn.relu6
+            layers = [cna(cin, hidden, k=1)] if t != 1 else []
+            layers += [cna(hidden, hidden, stride=stride, groups=hidden,
+                           padding="SAME" if i in same_padding else None),
+                       nnx.Conv(hidden, cout, (1, 1), use_bias=False, **kw), bn(cout)]
+            self.conv = nnx.List(layers)
+
+        def __call__(self, x):
+            y, rest = x, list(self.conv)
+            if self.expand:
+                y = run_cna(rest.pop(0), y, self.act)
+            y = run_cna(rest[0], y)
+            y = rest[2](rest[1](y))
+            return x + y if self.residual else y
+
+    class MobileNetV2(nnx.Module):
+        def __init__(self):
+            features, cin, i = [cna(3, 32, stride=2)], 32, 1
+            for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+                for j in range(n):
+                    features.append(InvertedResidual(i, cin, c, s if j == 0 else 1, t))
+                    cin, i = c, i + 1
+            features.append(cna(cin, 1280, k=1))
+            self.features = nnx.List(features)
+            self.classifier = nnx.List([nnx.Dropout(0.0, rngs=rngs),
+                                        nnx.Linear(1280, num_classes, **kw)])
+
+        def __call__(self, x):
+            x = run_cna(self.features[0], x)
+            for block in list(self.features)[1:-1]:
+                x = block(x)
+            x = run_cna(self.features[-1], x)
+            return self.classifier[1](self.classifier[0](x.mean(axis=(1, 2))))
+
+    return MobileNetV2()
+
+
+def mobilenet_v2(seed: int = 0, **slips):
+    """torchvision's MobileNetV2 (10 classes, dropout 0 so that training steps compare) and
+    its port on (4, 3, 32, 32) inputs: init against torchvision's constructor with
+    ``mobilenet_v2_recipe``, train mode (BatchNorm batch statistics)."""
+    import torch
+    from flax import nnx
+    from torchvision.models import mobilenet_v2 as build
+
+    import winit_jax.torch_like as tl
+
+    def fresh():
+        return build(num_classes=10, dropout=0.0)
+
+    torch.manual_seed(seed)
+    x = np.random.default_rng(seed).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    return (fresh(), flax_mobilenet_v2(nnx.Rngs(seed), **slips), x,
+            dict(flax_inputs=nhwc, init_seeds=1, fresh_torch=fresh, train=True,
+                 init_overrides=tl.mobilenet_v2_recipe()))
 
 
 # --- a 4-block transformer: torch's ModuleList against one nnx.vmap-built, nnx.scan-run stack --

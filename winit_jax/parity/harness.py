@@ -38,7 +38,9 @@ class _Run:
     held_out: tuple | None
     call: Callable                 # loss(output, target)
     out_f: Callable                # the port's output -> torch's layout
+    flax_inputs: Callable | None   # torch's inputs -> the port's layout
     checks: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
     curves: dict = dataclasses.field(default_factory=dict)
     metrics: dict = dataclasses.field(default_factory=dict)
 
@@ -99,19 +101,18 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
             _init_stage(run, init_seeds, init_overrides, fresh_torch)
         for var, value in flax_updates(run.paired):
             var.set_value(value)
-        _forward_and_gradient_stage(run)
-        ref = (copy.deepcopy(torch_module).double()
-               if dtype == "float32" and (run.schedule or run.held_out) else None)
+        # torch in float64 from the same start: the yardstick of every float32 tolerance
+        ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
+        _forward_and_gradient_stage(run, ref)
         if run.schedule:
             _step_stage(run, ref, train, learning_rate, momentum)
         if run.held_out is not None:
             _metric_stage(run, ref, metric)
-    checks = [dataclasses.replace(c, ok=c.ok and (c.value <= c.tol if c.part != "init"
-                                                  else c.value >= c.tol)) for c in run.checks]
-    notes = []
+    checks = [dataclasses.replace(c, ok=c.inconclusive or (c.ok and (
+        c.value <= c.tol if c.part != "init" else c.value >= c.tol))) for c in run.checks]
     if run.schedule:
-        notes = list(dict.fromkeys(n for p in run.paired if (n := flax_cell_bias_note(p.kind))))
-    return ParityReport(dtype, checks, run.curves, run.metrics, notes)
+        run.notes += dict.fromkeys(n for p in run.paired if (n := flax_cell_bias_note(p.kind)))
+    return ParityReport(dtype, checks, run.curves, run.metrics, run.notes)
 
 
 class _restored:
@@ -173,7 +174,7 @@ def _prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, 
     call = (lambda y, c: loss(y)) if c_t is None else loss
     _probe_loss(call, y_t, y_f, first)
     return _Run(torch_module, model, paired, dtype, TOLERANCES[dtype], first, schedule,
-                held_out, call, out_f)
+                held_out, call, out_f, flax_inputs)
 
 
 class _Data:
@@ -312,36 +313,112 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
 
 # --- 2, 3. forward and gradient ---------------------------------------------------------------
 
-def _forward_and_gradient_stage(run: _Run):
-    """Eval mode (no batch-statistic updates): the outputs, then every tensor's gradient."""
-    x_t, x_f, c_t, c_f = run.inputs
-    run.modes(False)
-    run.torch_module.zero_grad()
-    y_t = _first(run.torch_module(x_t))
-    run.call(y_t, c_t).backward()
-    y_f = run.out_f(run.model(x_f))
-    run.checks.append(Check("forward", "output", rel_gap(y_f, y_t.detach().numpy()),
-                            run.tol["forward"], True, "max |diff| / max |torch output|"))
-    # an LSTM/GRU's bias_hh gets the same gradient as bias_ih (r, z, and the LSTM's all):
-    # Flax's one bias is compared with bias_ih
-    grads_t = {tensor_prefix(p) + n: np_copy(t.grad)
-               for p in run.paired for n, t in p.torch_module.named_parameters()
-               if t.grad is not None and not (p.kind.torch_values is not None
-                                              and n.startswith("bias_hh"))}
-    grads = nnx.grad(lambda m: run.call(run.out_f(m(x_f)), c_f))(run.model)
+def _outputs_and_grads(run: _Run, module, x_t, c_t) -> tuple[np.ndarray, dict]:
+    """A torch module's output and its loss's gradient per paired tensor (eval mode). An
+    LSTM/GRU's bias_hh gets the same gradient as bias_ih (r, z, and the LSTM's all) and
+    Flax's one bias is compared with bias_ih, so bias_hh is left out for those kinds."""
+    module.zero_grad()
+    y = _first(module(x_t))
+    run.call(y, c_t).backward()
+    layers = dict(torch_layers(module)) if module is not run.torch_module else None
+    grads = {}
+    for p in run.paired:
+        tm = p.torch_module if layers is None else layers[p.torch_name]
+        for n, t in tm.named_parameters():
+            if t.grad is not None and not (p.kind.torch_values is not None
+                                           and n.startswith("bias_hh")):
+                grads[tensor_prefix(p) + n] = np_copy(t.grad)
+    return y.detach().numpy(), grads
+
+
+PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
+PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
+
+
+def _port_outputs_and_grads(run: _Run, model, x_f, c_f) -> tuple[np.ndarray, dict]:
+    """The port's output and its loss's gradient per paired tensor, in torch's layout."""
+    def loss(m):
+        y = run.out_f(m(x_f))
+        return run.call(y, c_f), y
+    (_, y_f), grads = nnx.value_and_grad(loss, has_aux=True)(model)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
-    params = [v for _, v in nnx.iter_graph(run.model) if isinstance(v, nnx.Param)]
+    params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
     originals = [v.get_value() for v in params]
-    nnx.update(run.model, grads)
+    nnx.update(model, grads)
     try:
         grads_f = torch_values(run.paired, "flax")
     finally:
         for var, value in zip(params, originals):
             var.set_value(value)
-    for k, g in grads_t.items():
-        run.checks.append(Check("gradient", k, rel_gap(grads_f[k], g), run.tol["gradient"], True,
-                                "max |diff| / max |torch gradient|"))
+    return np.asarray(y_f), grads_f
+
+
+def _forward_and_gradient_stage(run: _Run, ref):
+    """Eval mode (no batch-statistic updates): the outputs, then every tensor's gradient.
+
+    float32: each tolerance is measured on the run, as the steps' are: torch's own
+    float32-vs-float64 gap on the same inputs (``ref``: torch in float64), times
+    ``NOISE_FACTOR``, floored at ``TOLERANCES``. Where the port still fails, both are rerun
+    on ``PROBES`` nearby inputs (each entry moved by +-``PROBE_ULPS`` float32 ulps, a fixed
+    seed): if on one of them the port is within tolerance of torch's float64 result, the
+    port computes torch's function and the gap at the given inputs is a rounding flip at a
+    kink (ReLU6, max-pooling ties): the check is marked inconclusive, neither passed nor
+    failed. A port that differs stays off on every nearby input and fails.
+    """
+    x_t, x_f, c_t, c_f = run.inputs
+    run.modes(False)
+    y_t, grads_t = _outputs_and_grads(run, run.torch_module, x_t, c_t)
+    y_r, grads_r = (_outputs_and_grads(run, ref.eval(), _wide(x_t), _wide(c_t))
+                    if ref is not None else (y_t, grads_t))
+    y_f, grads_f = _port_outputs_and_grads(run, run.model, x_f, c_f)
+    measured = ref is not None
+    rows = [("forward", "output", y_f, y_t, y_r, "max |diff| / max |torch output|")]
+    rows += [("gradient", k, grads_f[k], g, grads_r[k], "max |diff| / max |torch gradient|")
+             for k, g in grads_t.items()]
+    checks = []
+    for part, name, ours, theirs, wide, how in rows:
+        noise = rel_gap(theirs, wide) if measured else 0.0
+        tol = max(run.tol[part], NOISE_FACTOR * noise)
+        if measured:
+            how = f"{how}; torch's own float32 gap {noise:.2g}"
+        checks.append(Check(part, name, rel_gap(ours, theirs), tol, True, how))
+    failing = {c.name: c for c in checks if c.value > c.tol}
+    if failing and measured and x_t.is_floating_point():
+        nearby = _nearby_gaps(run, ref, x_t, c_t, c_f)
+        checks = [dataclasses.replace(
+            c, inconclusive=True, how=f"{c.how}; within tolerance of torch's float64 result "
+                                      f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
+                  if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
+    run.checks += checks
+    unsure = [c for c in checks if c.inconclusive]
+    if unsure:
+        run.notes.append(
+            f"{len(unsure)} forward/gradient checks are inconclusive in float32 at these "
+            "inputs: the port is off there but agrees with torch's float64 result on an input "
+            f"{PROBE_ULPS} float32 ulps away (a rounding flip at a kink, e.g. ReLU6); "
+            "compare in float64 (jax_enable_x64, a float64 torch module) to decide")
+
+
+def _nearby_gaps(run, ref, x_t, c_t, c_f) -> dict[str, float]:
+    """Per output/gradient, the port's smallest gap to torch's float64 result over
+    ``PROBES`` inputs moved by +-``PROBE_ULPS`` float32 ulps (fixed seed)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
+    x = x_t.numpy()
+    out = {}
+    for _ in range(PROBES):
+        sign = rng.choice(np.float32([-1, 1]), size=x.shape)
+        xp = x * (np.float32(1) + step * sign)
+        y_r, grads_r = _outputs_and_grads(run, ref, torch.from_numpy(xp).double(), _wide(c_t))
+        x_fp = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
+        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f)
+        gaps = {"output": rel_gap(y_f, y_r), **{k: rel_gap(grads_f[k], g)
+                                                 for k, g in grads_r.items()}}
+        out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
+    return out
 
 
 # --- 4. steps --------------------------------------------------------------------------------
