@@ -1,8 +1,9 @@
-"""The measured gaps behind README's parity table: ``winit_jax.parity.check`` on
-torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, and a small CNN
-trained one epoch on real digits (float32, CPU).
+"""The measured gaps behind README's parity tables: ``winit_jax.parity.check`` on
+torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, a small CNN trained one
+epoch on real digits, and the porting recipes (torchvision's ViT and MobileNetV2, LSTM and
+GRU language models, a scanned 4-block transformer), float32, CPU.
 
-    python bench/parity_gaps.py
+    python bench/parity_gaps.py [--only recipes]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torchvision.models import resnet18
 
 import winit_jax.torch_like as tl
 from winit_jax import parity as P
+from winit_jax.lab import parity_examples as E
 from winit_jax.lab.parity_examples import mnist_cnn
 from winit_jax.models import ResNet18, TransformerEncoderLayer
 
@@ -48,19 +50,42 @@ def cases():
            "accuracy on the 10,000 test digits", t, f, x, kw)
 
 
+def recipes():
+    """The README's porting recipes, each with 3 SGD steps (momentum 0.9)."""
+    for name, build in (
+            ("torchvision ViT (32x32, patch 8, 2 layers, dim 64), 4 images", E.vit),
+            ("torchvision MobileNetV2 (10 classes), 4x3x32x32, train mode", E.mobilenet_v2),
+            ("LSTM LM, 2 layers, TorchLSTMCell", lambda: E.language_model("LSTM", num_layers=2)),
+            ("LSTM LM, bidirectional, TorchLSTMCell",
+             lambda: E.language_model("LSTM", bidirectional=True)),
+            ("GRU LM, 2 layers, TorchGRUCell", lambda: E.language_model("GRU", num_layers=2)),
+            ("GRU LM, 2 bidirectional layers, TorchGRUCell",
+             lambda: E.language_model("GRU", num_layers=2, bidirectional=True)),
+            ("LSTM LM, 2 layers, Flax's OptimizedLSTMCell",
+             lambda: E.language_model("LSTM", num_layers=2, exact=False)),
+            ("4 transformer blocks, nnx.vmap + nnx.scan", E.scanned_transformer)):
+        t, f, x, kw = build()
+        kw.setdefault("momentum", 0.9)
+        yield name, t, f, x, dict(kw, steps=3)
+
+
 def main():
-    print("| model | part | checks | passed | worst tensor | figure | threshold |")
-    print("| --- | --- | ---: | ---: | --- | ---: | ---: |")
-    for name, t, f, x, kw in cases():
+    import sys
+    print("| model | part | checks | passed | inconclusive | worst tensor | figure | threshold |")
+    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    chosen = recipes() if "--only" in sys.argv else (*cases(), *recipes())
+    for name, t, f, x, kw in chosen:
         start = time.perf_counter()
         report = P.check(t, f, x, **kw)
         for s in report.summary():
-            print(f"| {name} | {s['part']} | {s['checks']} | {s['passed']} | {s['worst']} | "
-                  f"{s['value']:.2g} | {s['tol']:.2g} |")
+            print(f"| {name} | {s['part']} | {s['checks']} | {s['passed']} | "
+                  f"{s['inconclusive']} | {s['worst']} | {s['value']:.2g} | {s['tol']:.2g} |")
+        for note in report.notes:
+            print(f"| {name} | (note) | | | | {note} | | |")
         if report.metrics:
-            print(f"| {name} | (accuracy) | | | | torch {report.metrics['torch']:.4f}, port "
+            print(f"| {name} | (accuracy) | | | | | torch {report.metrics['torch']:.4f}, port "
                   f"{report.metrics['flax']:.4f} | |")
-        print(f"| {name} | (wall) | | | | {time.perf_counter() - start:.1f} s | |")
+        print(f"| {name} | (wall) | | | | | {time.perf_counter() - start:.1f} s | |")
 
 
 if __name__ == "__main__":

@@ -331,3 +331,31 @@ def test_conv_padding_mode_other_than_zeros_is_refused():
                                             "with zeros only"):
         P.from_torch(t, f)
     _unchanged(before, t, f)
+
+
+@pytest.mark.parametrize("port", ["LinearGeneral", "Einsum"])
+def test_a_multi_head_projection_as_one_torch_linear(port):
+    """A porter's q projection: torch Linear(16, 4 x 8) as nnx LinearGeneral(16, (4, 8)) or
+    Einsum("bsd,dhk->bshk"): round trip exact, torch's init, forward, gradients, steps."""
+    torch.manual_seed(0)
+
+    class Torch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(16, 32)
+
+        def forward(self, x):
+            return self.q(x).reshape(x.shape[0], x.shape[1], 4, 8)
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.q = (nnx.LinearGeneral(16, (4, 8), rngs=rngs) if port == "LinearGeneral" else
+                      nnx.Einsum("bsd,dhk->bshk", (16, 4, 8), (4, 8), rngs=rngs))
+
+        def __call__(self, x):
+            return self.q(x)
+    t, f = Torch(), Port(nnx.Rngs(0))
+    back = P.to_torch(P.from_torch(t, f), Torch())
+    assert torch.equal(back.q.weight, t.q.weight) and torch.equal(back.q.bias, t.q.bias)
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    P.check(t, f, x, steps=2, init_seeds=4).assert_ok()

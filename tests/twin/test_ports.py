@@ -34,6 +34,7 @@ def test_torchvision_vit_port_passes_every_part(vit):
     assert parts["init"] == 32 and parts["gradient"] == 32 and parts["step"] == 32 + 3
 
 
+@pytest.mark.slow
 def test_timm_recipe_and_an_unscaled_embedding_fail_the_init_part(vit):
     """torchvision's ViT is not timm's: timm's recipe fails the init part (the MLP blocks'
     xavier weights and 1e-6 biases, the patch stem); so does a position embedding drawn
@@ -80,6 +81,7 @@ LMS = [("LSTM", dict(num_layers=2)), ("LSTM", dict(bidirectional=True)),
        ("GRU", dict(num_layers=2)), ("GRU", dict(num_layers=2, bidirectional=True))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,kw", LMS, ids=["lstm-2-layer", "bilstm", "gru-2-layer",
                                              "bigru-2-layer"])
 def test_language_model_with_torch_exact_cells_passes_every_part(cell, kw):
@@ -94,6 +96,7 @@ def test_language_model_with_torch_exact_cells_passes_every_part(cell, kw):
     assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "step"}
 
 
+@pytest.mark.slow
 def test_language_model_with_flaxs_cells_says_why_its_steps_part():
     """Flax's OptimizedLSTMCell: init, forward and gradients pass; the steps part exactly on
     the summed biases, and the report says why and what to use instead."""
@@ -144,6 +147,7 @@ def test_recurrent_structure_that_does_not_fit_is_refused():
         P.from_torch(nn.LSTM(4, 5, proj_size=3), uni)
 
 
+@pytest.mark.slow
 def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
     from torch import nn
 

@@ -5,6 +5,9 @@ Layouts (torch -> Flax):
 - Linear: weight (out, in) -> kernel (in, out).
 - LinearGeneral (a porter's multi-head projection written as one torch Linear): weight
   (prod(out), prod(in)) -> kernel (*in, *out), bias (prod(out),) -> (*out); no batch axes.
+- Einsum (``"...d,dhk->...hk"``, the same projection as an einsum): torch's weight, its
+  output features the einsum's output axes in the output's order and its input features
+  the contracted axes in the input's order, laid out as the kernel's letters say.
 - Conv{1,2,3}d, groups g: (out, in/g, *k) -> (*k, in/g, out); both cross-correlate, no flip.
 - ConvTranspose{1,2,3}d: (in, out, *k) -> (*k, out, in) for ``transpose_kernel=True`` (Flax
   flips and swaps itself), or, for the default ``transpose_kernel=False``, the spatially
@@ -108,6 +111,72 @@ LINEAR_GENERAL = register(Kind(
     "LinearGeneral", ("torch.nn.Linear",), (nnx.LinearGeneral,), _general_to_flax,
     _general_to_torch, init=_general_init, linear_map=True,
     activation_to_torch=_general_activation))
+
+
+# --- Einsum: one torch Linear as a kernel the einsum contracts -------------------------------
+
+def _einsum_axes(f):
+    """(kernel letters, contracted letters in the input's order, output letters in the
+    output's order, sizes): the Linear the kernel is. Refuses a kernel with batch letters."""
+    if not f.einsum_str:
+        raise ParityError("Einsum without einsum_str (given per call) has no fixed torch twin")
+    lhs, rhs = f.einsum_str.replace(" ", "").split("->")
+    inp, ker = lhs.split(",")
+    ins = [c for c in inp if c in ker and c not in rhs]
+    outs = [c for c in rhs if c in ker]
+    if sorted(ins + outs) != sorted(ker):
+        raise ParityError(f"Einsum {f.einsum_str!r}: a kernel letter is neither contracted nor "
+                          "an output axis; no torch Linear computes it")
+    sizes = dict(zip(ker, f.kernel.get_value().shape))
+    return ker, ins, outs, sizes
+
+
+def _einsum_to_flax(t, f):
+    ker, ins, outs, sizes = _einsum_axes(f)
+    w = np_copy(t.weight)  # (prod out, prod in)
+    grouped = (tuple(sizes[c] for c in outs), tuple(sizes[c] for c in ins))
+    if w.shape != (math.prod(grouped[0]), math.prod(grouped[1])):
+        return {"kernel": w}  # the fit check names the shapes
+    w = w.reshape(grouped[0] + grouped[1])
+    order = outs + ins
+    out = {"kernel": np.ascontiguousarray(w.transpose([order.index(c) for c in ker]))}
+    if t.bias is not None:
+        b = np_copy(t.bias)
+        shape = tuple(f.bias.get_value().shape) if f.bias is not None else b.shape
+        out["bias"] = _reshaped(b, shape)
+    return out
+
+
+def _einsum_to_torch(f, t):
+    ker, ins, outs, sizes = _einsum_axes(f)
+    k = value(f.kernel).transpose([ker.index(c) for c in outs + ins])
+    out = {"weight": k.reshape(math.prod(sizes[c] for c in outs), -1)}
+    if f.bias is not None:
+        out["bias"] = value(f.bias).reshape(-1)
+    return out
+
+
+def _einsum_init(layer):
+    ker, ins, outs, _ = _einsum_axes(layer)
+    out = {"kernel": torch_linear_kernel(in_axis=tuple(ker.index(c) for c in ins),
+                                         out_axis=tuple(ker.index(c) for c in outs))}
+    if layer.bias is not None:
+        _, _, _, sizes = _einsum_axes(layer)
+        out["bias"] = torch_linear_bias(math.prod(sizes[c] for c in ins))
+    return out
+
+
+def _einsum_activation(x, layer, which):
+    """The trailing contracted (input) or output axes flattened, as torch's Linear sees them."""
+    _, ins, outs, _ = _einsum_axes(layer)
+    n = len(ins if which == "input" else outs)
+    x = np.asarray(x)
+    return x.reshape(x.shape[:x.ndim - n] + (-1,))
+
+
+EINSUM = register(Kind(
+    "Einsum", ("torch.nn.Linear",), (nnx.Einsum,), _einsum_to_flax, _einsum_to_torch,
+    init=_einsum_init, linear_map=True, activation_to_torch=_einsum_activation))
 
 
 # --- Conv -----------------------------------------------------------------------------------
