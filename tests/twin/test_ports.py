@@ -240,12 +240,12 @@ def test_float32_kink_flips_are_inconclusive_never_failures():
     with nothing inconclusive."""
     seen = 0
     for seed in range(4):
-        net, port, x, kwargs = E.mobilenet_v2(seed=seed)
+        net, port, x, kwargs = E.mobilenet_v2(seed=seed, batch=4)
         report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
         assert report.ok, (seed, report.table())
         seen += len(report.inconclusive())
     assert seen > 0
-    net, _, x, _ = E.mobilenet_v2(seed=0)
+    net, _, x, _ = E.mobilenet_v2(seed=0, batch=4)
     bad = P.check(net, E.flax_mobilenet_v2(nnx.Rngs(0), same_padding=(2,)), x,
                   flax_inputs=E.nhwc, init_seeds=0)
     assert "forward" in {c.part for c in bad.failures()} and not bad.inconclusive()

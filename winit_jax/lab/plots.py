@@ -19,7 +19,12 @@ def _subplots(*args, figsize, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
+_LOSS_STYLE = {"jax": {"lw": 1.2, "color": "C0"}, "torch": {"color": "C1", "alpha": 0.8},
+               "torch_paired": {"ls": ":", "lw": 1.0, "color": "k"}}
+
+
 def plot_losses(out, results) -> str:
+    """Per scheme, the first seed's batch loss per framework (legend beside the data)."""
 
     schemes = list(dict.fromkeys(r.scheme for r in results))
     first_seed = min(r.seed for r in results)  # one curve per framework: the first seed's
@@ -28,7 +33,10 @@ def plot_losses(out, results) -> str:
         for r in results:
             if r.scheme == scheme and r.seed == first_seed:
                 losses = np.asarray(r.losses, np.float64)
-                ax.plot(np.where(np.isfinite(losses), losses, np.nan), lw=0.7, label=r.framework)
+                # the paired run follows JAX's closely: dotted on top, so both show
+                style = _LOSS_STYLE.get(r.framework, {})
+                ax.plot(np.where(np.isfinite(losses), losses, np.nan), label=r.framework,
+                        **{"lw": 0.7, **style})
         finite = [v for r in results if r.scheme == scheme for v in r.losses
                   if v is not None and math.isfinite(v) and v > 0]
         if finite and max(finite) > 100 * max(min(finite), 1e-12):
@@ -36,8 +44,8 @@ def plot_losses(out, results) -> str:
         diverged = sorted({r.diverged_at for r in results if r.scheme == scheme} - {None})
         ax.set_title(scheme + (f" (diverged at step {diverged[0]})" if diverged else ""))
         ax.set_ylabel("batch loss")
-        ax.axhline(math.log(10), color="grey", ls=":", lw=0.8)
-        ax.legend(loc="upper right")
+        ax.axhline(math.log(10), color="grey", ls=":", lw=0.8, label="ln 10 (chance)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     axes[-1, 0].set_xlabel("batch")
     fig.tight_layout()
     return _save(fig, out, "loss_curves.png")
@@ -70,33 +78,56 @@ def _save(fig, out, name) -> str:
 
 
 def plot_variance(out, sweep: list[dict]) -> str:
-    """Variance through depth, one colour per scheme (JAX solid, torch dashed).
+    """Variance through depth, readable at a glance.
 
-    Top: measured median E[y^2] per layer on a log axis, the closed form dotted.
-    Middle: measured over the closed form, median and JAX's 10-90% band over seeds,
-    against the finite-width lognormal approximation with Var[log E[y^2]] = 5 l / width.
-    Bottom: measured over the one-step prediction n Var[w] E[x^2], which should hug 1.
+    Top: one small panel per scheme on one shared log axis: measured median E[y^2] per
+    layer, JAX solid and torch dashed, the closed form dotted (He flat, U(+-0.01) dying,
+    N(0, 1) exploding). Below, across the figure: measured over the closed form (median,
+    JAX's 10-90% band over seeds, the finite-width lognormal approximation with
+    Var[log E[y^2]] = 5 l / width), and measured over the one-step prediction
+    n Var[w] E[x^2], which should hug 1. Legends sit beside the data, never on it.
     """
-    fig, (top, mid, bottom) = _subplots(3, 1, figsize=(9, 10), sharex=True,
-                                           gridspec_kw={"height_ratios": [3, 2, 1.3]})
-    colours = {}
+    schemes = list(dict.fromkeys(s.scheme for s in sweep))
+    cols = min(5, len(schemes))
+    rows = math.ceil(len(schemes) / cols)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.0 * rows + 6.5))
+    grid = fig.add_gridspec(rows + 2, cols, height_ratios=[3] * rows + [3.2, 2])
+    panels = {}
+    for k, scheme in enumerate(schemes):
+        share = next(iter(panels.values()), None)
+        panels[scheme] = fig.add_subplot(grid[k // cols, k % cols], sharey=share, sharex=share)
+    mid = fig.add_subplot(grid[rows, :])
+    bottom = fig.add_subplot(grid[rows + 1, :], sharex=mid)
+    colours = {scheme: f"C{k}" for k, scheme in enumerate(schemes)}
     for s in sweep:
-        colour = colours.setdefault(s.scheme, f"C{len(colours)}")
+        colour, ax = colours[s.scheme], panels[s.scheme]
         layers = np.arange(1, s.layers + 1)
         theory = np.array(s.theory_log10_var)
         med = _arr(s.log10_var_median)
         style = "-" if s.framework == "jax" else "--"
-        label = f"{s.scheme} ({s.framework})"
-        if s.first_fault():
-            label += f": float32 {s.first_fault()}"
-        top.plot(layers, 10 ** med, style, color=colour, lw=1.2, label=label)
+        ax.plot(layers, 10 ** med, style, color=colour if s.framework == "jax" else "k",
+                lw=1.4 if s.framework == "jax" else 1.0, label=s.framework)
+        if s.first_fault() and "\n" not in ax.get_title():
+            ax.set_title(f"{s.scheme}\nfloat32 {s.first_fault()}", fontsize=8)
+        elif not ax.get_title():
+            ax.set_title(s.scheme, fontsize=9)
         mid.plot(layers, 10 ** (med - theory), style, color=colour, lw=1)
         bottom.plot(layers, _arr(s.ratio_mean), style, color=colour, lw=1)
         if s.framework == "jax":
-            top.plot(layers, 10 ** theory, ":", color=colour, lw=1)
+            ax.plot(layers, 10 ** theory, ":", color="grey", lw=1.2, label="closed form")
             mid.fill_between(layers, 10 ** (_arr(s.log10_var_p10) - theory),
-                             10 ** (_arr(s.log10_var_p90) - theory), color=colour, alpha=0.12,
+                             10 ** (_arr(s.log10_var_p90) - theory), color=colour, alpha=0.10,
                              lw=0)
+    first = next(iter(panels.values()))
+    first.set_yscale("log")
+    for k, ax in enumerate(panels.values()):
+        ax.axhline(1, color="grey", lw=0.5)
+        if k % cols == 0:
+            ax.set_ylabel("E[y^2] of layer l")
+        ax.set_xlabel("layer l", fontsize=8)
+    first.legend(fontsize=7, loc="upper left", frameon=False)
     width = sweep[0].width
     layers = np.arange(1, sweep[0].layers + 1)
     # log E[y^2] ~ N(log theory - v/2, v), v = 5 l / width: the median sits v/2 below the
@@ -106,18 +137,19 @@ def plot_variance(out, sweep: list[dict]) -> str:
         mid.plot(layers, np.exp(-v / 2 + k * np.sqrt(v)), color="k", lw=0.8,
                  ls="-." if k else "-", label=None if k < 0 else
                  ("lognormal median exp(-v/2), v = 5 l / width" if k == 0 else "10-90%"))
-    top.set_yscale("log")
+    for scheme, colour in colours.items():
+        mid.plot([], [], color=colour, label=scheme)
+    mid.plot([], [], "-", color="grey", label="JAX (band: 10-90% of seeds)")
+    mid.plot([], [], "--", color="grey", label="torch")
     mid.set_yscale("log")
-    top.set_ylabel("E[y^2] of layer l")
-    top.set_title(f"ReLU MLP, width {width}, median over {sweep[0].seeds} seeds; "
-                  "dotted: closed form from the data's E[x^2]", fontsize=10)
-    top.legend(fontsize=7, loc="lower left")
     mid.set_ylabel("measured / closed form")
-    mid.legend(fontsize=7, loc="lower left")
+    mid.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     bottom.axhspan(0.9, 1.1, color="grey", alpha=0.15, lw=0)
     bottom.axhline(1, color="grey", lw=0.8)
-    bottom.set_ylabel("measured / n Var[w] E[x^2]")
+    bottom.set_ylabel("measured /\nn Var[w] E[x^2]")
     bottom.set_xlabel("layer l")
+    fig.suptitle(f"ReLU MLP, width {width}, median over {sweep[0].seeds} seeds; top: E[y^2] per "
+                 "layer (JAX solid, torch dashed, closed form dotted)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out, "variance_depth.png")
 
