@@ -54,7 +54,10 @@ def recipes():
     """The README's porting recipes, each with 3 SGD steps (momentum 0.9)."""
     for name, build in (
             ("torchvision ViT (32x32, patch 8, 2 layers, dim 64), 4 images", E.vit),
-            ("torchvision MobileNetV2 (10 classes), 16x3x32x32, train mode", E.mobilenet_v2),
+            ("torchvision MobileNetV2 (10 classes), 16x3x32x32, train mode, input seed 0",
+             E.mobilenet_v2),
+            ("torchvision MobileNetV2 (10 classes), 16x3x32x32, train mode, input seed 2",
+             lambda: E.mobilenet_v2(seed=2)),
             ("LSTM LM, 2 layers, TorchLSTMCell", lambda: E.language_model("LSTM", num_layers=2)),
             ("LSTM LM, bidirectional, TorchLSTMCell",
              lambda: E.language_model("LSTM", bidirectional=True)),

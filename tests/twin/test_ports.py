@@ -199,6 +199,7 @@ def test_a_scanned_stack_is_drawn_block_by_block():
         tl.init(port, jax.random.key(0), stacks={"blocks": 4})
 
 
+@pytest.mark.slow
 def test_a_stack_run_in_the_wrong_order_fails_the_forward():
     from flax import nnx as _nnx
     net, port, x, _ = E.scanned_transformer()
