@@ -250,7 +250,7 @@ def test_gru_from_torch():
     report.assert_ok()
     # init: weight_ih, weight_hh, the summed bias_ih, and bias_hh (0 in both once summed)
     assert {s["part"]: s["checks"] for s in report.summary()} == {
-        "init": 4, "forward": 1, "gradient": 3}
+        "init": 4, "forward": 1, "gradient": 3, "layer": 1}
 
     def r_z_swapped(t, f):
         out = base.to_flax(t, f)
@@ -483,7 +483,8 @@ def test_cli_parity_on_a_built_in_example_and_a_user_pair(capsys, tmp_path):
     import json
     report = json.loads(out.read_text())
     assert report["ok"] and {s["part"] for s in report["summary"]} == {
-        "init", "forward", "gradient", "step"}
+        "init", "forward", "gradient", "layer", "step"}
+    assert report["first_divergence"] is None and len(report["layers"]) == 2
     # a port that computes something else (tanh for ReLU) fails, exit 1, naming the worst check
     assert main(["parity", "--torch", f"{me}:tiny_torch", "--flax", f"{me}:tiny_flax_wrong",
                  "--input-shape", "16,6"]) == 1

@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="train mode (BatchNorm batch statistics)")
     p.add_argument("--init-seeds", type=int, default=None, help="seeds of the init check (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.add_argument("--layers", action="store_true",
+                   help="also print every paired layer's input and output gap, in call order")
     p.set_defaults(func=cmd_parity)
     return parser
 
@@ -224,6 +226,8 @@ def cmd_parity(args, parser) -> int:
     except parity.ParityError as e:
         parser.error(f"{_blame(e, args)}: {e}")
     print(report.table())
+    if args.layers:
+        print(report.layer_table())
     if report.metrics:
         print("metric after training: " + ", ".join(f"{k} {v:.4g}"
                                                     for k, v in report.metrics.items()))

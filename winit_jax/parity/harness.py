@@ -17,7 +17,8 @@ from winit_jax.parity.kinds import ParityError, np_copy
 from winit_jax.parity.kinds.recurrent import flax_cell_bias_note
 from winit_jax.parity.losses import regression_loss, target_loss
 from winit_jax.parity.pairing import Pair, pairs, stacks, tensor_prefix, torch_layers
-from winit_jax.parity.report import KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, ParityReport
+from winit_jax.parity.report import (KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, Divergence,
+                                     LayerRow, ParityReport)
 from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
 from winit_jax.parity.transfer import check_dtype, flax_updates, torch_values
 
@@ -41,6 +42,7 @@ class _Run:
     flax_inputs: Callable | None   # torch's inputs -> the port's layout
     checks: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    layers: list = dataclasses.field(default_factory=list)
     curves: dict = dataclasses.field(default_factory=dict)
     metrics: dict = dataclasses.field(default_factory=dict)
 
@@ -56,7 +58,7 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
           flax_inputs: Callable | None = None, flax_outputs: Callable | None = None,
           metric: Callable | None = None, eval_data=None,
           mapping: Mapping[str, str] | None = None,
-          dtype: str | None = None) -> ParityReport:
+          dtype: str | None = None, layers: bool = True) -> ParityReport:
     """Checks that an nnx port initialises, computes, differentiates and trains like the torch
     module it ports, in one call. The parts, each tolerance and the traps are in the README
     ("Checking a port").
@@ -81,6 +83,9 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         training (e.g. ``accuracy``).
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
       dtype: "float32" or "float64" (default: the torch module's).
+      layers: compare every paired layer's input and output in the forward pass (torch
+        forward hooks, the recording forward on the nnx side) and name the first place
+        where the two part (``report.first_divergence``, ``report.layer_table()``).
 
     Returns:
       A ``ParityReport``: ``ok``, ``assert_ok()``, ``table()``, ``to_json()``, ``curves``.
@@ -104,6 +109,8 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         # torch in float64 from the same start: the yardstick of every float32 tolerance
         ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
         _forward_and_gradient_stage(run, ref)
+        if layers:
+            _layer_stage(run, ref)
         if run.schedule:
             _step_stage(run, ref, train, learning_rate, momentum)
         if run.held_out is not None:
@@ -112,7 +119,8 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         c.value <= c.tol if c.part != "init" else c.value >= c.tol))) for c in run.checks]
     if run.schedule:
         run.notes += dict.fromkeys(n for p in run.paired if (n := flax_cell_bias_note(p.kind)))
-    return ParityReport(dtype, checks, run.curves, run.metrics, run.notes)
+    return ParityReport(dtype, checks, run.curves, run.metrics, run.notes, run.layers,
+                        _first_divergence(run.layers, run.paired))
 
 
 class _restored:
@@ -419,6 +427,125 @@ def _nearby_gaps(run, ref, x_t, c_t, c_f) -> dict[str, float]:
                                                  for k, g in grads_r.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
     return out
+
+
+# --- 2b. layer by layer ------------------------------------------------------------------
+
+# The smallest per-layer tolerance in float32: 16 float32 ulps (relative to the layer's
+# scale), where torch's own float32-vs-float64 gap is smaller than rounding can explain.
+LAYER_FLOOR = {"float32": 16 * float(np.finfo(np.float32).eps), "float64": 1e-10}
+
+
+def _as_np(value):
+    """The first array of a layer's input or output (a tuple: an LSTM's (y, state), an
+    attention's (out, weights)), as float64 NumPy; None if there is none."""
+    while isinstance(value, (tuple, list)):
+        if not value:
+            return None
+        value = value[0]
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        return value.detach().cpu().double().numpy()
+    return np.asarray(value, np.float64)
+
+
+def _torch_calls(module, names, x_t) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(layer name, input, output)`` of every call of the named torch layers, in call order
+    (forward hooks; eval mode, no gradients)."""
+    import torch
+
+    events, handles = [], []
+    named = dict(module.named_modules())
+    for name in names:
+        def hook(mod, inp, out, name=name):
+            events.append((name, _as_np(inp), _as_np(out)))
+        handles.append(named[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(x_t)
+    finally:
+        for h in handles:
+            h.remove()
+    return events
+
+
+def _layer_stage(run: _Run, ref):
+    """Every paired layer's input and output, per call, in torch's call order, in torch's
+    layout (through the kind); each output's gap is a check ("layer"): tolerance 10x torch's
+    own float32-vs-float64 gap at that layer, floored at ``LAYER_FLOOR``. Pairs that are not
+    one called module on each side (bare parameters, a stacked RNN's layers, scanned blocks)
+    are not recorded."""
+    import torch
+
+    from winit_jax.forward import layer_io
+    from winit_jax.parity.kinds.parameters import FlaxParameters
+    from winit_jax.parity.kinds.stack import is_slice
+
+    x_t, x_f = run.inputs[0], run.inputs[1]
+    paired = {p.torch_name: p for p in run.paired
+              if isinstance(p.torch_module, torch.nn.Module) and not is_slice(p.flax_layer)
+              and not isinstance(p.flax_layer, FlaxParameters)}
+    if not paired:
+        return
+    run.modes(False)
+    ours = _torch_calls(run.torch_module, paired, x_t)
+    wide = (_torch_calls(ref.eval(), paired, _wide(x_t)) if ref is not None else ours)
+    by_id = {id(p.flax_layer): p for p in paired.values()}
+    _, calls = layer_io(run.model, x_f, types=tuple({type(p.flax_layer) for p in
+                                                     paired.values()}))
+    flax_calls: dict[str, list] = {}
+    for c in calls:
+        p = by_id.get(id(c.layer))
+        if p is not None:
+            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
+            flax_calls.setdefault(p.torch_name, []).append(
+                tuple(None if v is None else convert(v, p.flax_layer, which)
+                      for v, which in ((_as_np(c.input), "input"), (_as_np(c.output), "output"))))
+    floor, seen = LAYER_FLOOR[run.dtype], {}
+    for (name, t_in, t_out), (_, w_in, w_out) in zip(ours, wide):
+        k = seen[name] = seen.get(name, -1) + 1
+        p = paired[name]
+        f_in, f_out = (flax_calls.get(name, []) + [(None, None)] * (k + 1))[k]
+        gaps, tols = [], []
+        for mine, theirs, exact in ((f_in, t_in, w_in), (f_out, t_out, w_out)):
+            gaps.append(float("inf") if mine is None or theirs is None else rel_gap(mine, theirs))
+            noise = 0.0 if theirs is None or exact is None else rel_gap(theirs, exact)
+            tols.append(max(floor, NOISE_FACTOR * noise))
+        row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1])
+        run.layers.append(row)
+        run.checks.append(Check("layer", f"{name or '<root>'} output" + (f" (call {k + 1})"
+                                                                          if k else ""),
+                                row.output_gap, row.output_tol, True,
+                                "max |diff| / max |torch layer output|; tolerance 10x torch's "
+                                f"own float32 gap at this layer, floor {floor:.2g}"))
+    missing = [n for n in paired if n not in seen]
+    if missing:
+        run.notes.append(f"layers never called by torch's forward pass, not compared: "
+                         f"{', '.join(missing[:5])}")
+    last = ours[-1] if ours else None
+    if last is not None and last[2] is not None and not np.any(last[2]):
+        run.notes.append(f"torch's last layer ({last[0] or '<root>'}) outputs only zeros (a "
+                         "zero-initialised head?): the output comparison tests nothing there; "
+                         "the layer rows before it do")
+
+
+def _first_divergence(rows: list, paired: list) -> Divergence | None:
+    """The first call, in torch's order, whose input or output is off."""
+    kinds = {p.torch_name: p.kind for p in paired}
+    for i, r in enumerate(rows):
+        if r.ok:
+            continue
+        kind = kinds[r.torch_name]
+        if r.input_gap > r.input_tol:
+            before = rows[i - 1].torch_name if i else "the model's input"
+            return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "before", r.input_gap,
+                              r.input_tol, f"the code between {before or '<root>'} and this "
+                              "layer: an activation (GELU's tanh approximation?), a residual, "
+                              "padding, a reshape or flatten order, the inputs' layout")
+        return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "inside", r.output_gap,
+                          r.output_tol, kind.hint)
+    return None
 
 
 # --- 4. steps --------------------------------------------------------------------------------

@@ -35,6 +35,52 @@ class Check:
     inconclusive: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    """One call of a paired layer in the forward pass: its input's and output's gap (in
+    torch's layout, relative to torch's own scale) and the tolerance each is held to."""
+
+    torch_name: str
+    flax_path: str
+    kind: str
+    call: int          # 0 for the first call of the layer (an RNN cell or a shared layer: more)
+    input_gap: float
+    output_gap: float
+    input_tol: float
+    output_tol: float
+
+    @property
+    def ok(self) -> bool:
+        return self.input_gap <= self.input_tol and self.output_gap <= self.output_tol
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """Where the port's forward pass first parts from torch's, in torch's call order."""
+
+    torch_name: str
+    flax_path: str
+    kind: str
+    call: int
+    where: str         # "inside": its input agrees, its output not; "before": its input differs
+    gap: float
+    tol: float
+    hint: str = ""
+
+    def __str__(self) -> str:
+        nth = f" (call {self.call + 1})" if self.call else ""
+        if self.where == "inside":
+            what = (f"inside torch {self.torch_name or '<root>'} / nnx {self.flax_path or '<root>'}"
+                    f" ({self.kind}){nth}: its input agrees, its output is {self.gap:.2g} off "
+                    f"(tolerance {self.tol:.2g}); the layer or its weights differ")
+        else:
+            what = (f"before torch {self.torch_name or '<root>'} / nnx "
+                    f"{self.flax_path or '<root>'} ({self.kind}){nth}: every earlier layer "
+                    f"agrees, this one's input is {self.gap:.2g} off (tolerance {self.tol:.2g}); "
+                    "the code between the previous layer and this one differs")
+        return f"first divergence {what}" + (f"; check {self.hint}" if self.hint else "")
+
+
 @dataclasses.dataclass
 class ParityReport:
     """What ``check`` found; ``ok`` when every check passed."""
@@ -47,6 +93,9 @@ class ParityReport:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     # what the reader must know to read the checks (a part that cannot pass, and why)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # every paired layer's call in the forward pass, in torch's call order
+    layers: list[LayerRow] = dataclasses.field(default_factory=list)
+    first_divergence: Divergence | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,16 +119,18 @@ class ParityReport:
         return max(cs, key=lambda c: c.value / c.tol if c.tol else c.value)
 
     def assert_ok(self) -> None:
-        """Raises one readable ``AssertionError`` naming the worst failing check."""
+        """Raises one readable ``AssertionError``: the first divergence (if the forward parts)
+        and the worst failing check."""
         bad = self.failures()
         if bad:
             worst = max(bad, key=lambda c: (c.part != "init") * c.value / max(c.tol, 1e-300)
                         + (c.part == "init") * c.tol / max(c.value, 1e-300))
+            lead = f"{self.first_divergence}; " if self.first_divergence else ""
             raise AssertionError(
-                f"parity failed in {len(bad)} of {len(self.checks)} checks; worst: {worst.part} "
-                f"{worst.name}: {'p' if worst.part == 'init' else 'gap'} {worst.value:.3g} vs "
-                f"{'threshold' if worst.part == 'init' else 'tolerance'} {worst.tol:.3g} "
-                f"({worst.how})")
+                f"parity failed in {len(bad)} of {len(self.checks)} checks; {lead}worst: "
+                f"{worst.part} {worst.name}: {'p' if worst.part == 'init' else 'gap'} "
+                f"{worst.value:.3g} vs {'threshold' if worst.part == 'init' else 'tolerance'} "
+                f"{worst.tol:.3g} ({worst.how})")
 
     def summary(self) -> list[dict]:
         """Per part: how many checks, how many passed, the worst figure and its threshold."""
@@ -101,9 +152,25 @@ class ParityReport:
                   s["worst"], f"{s['value']:.3g}", f"{s['tol']:.3g}") for s in self.summary()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        lead = [str(self.first_divergence)] if self.first_divergence else []
+        return "\n".join(lead + lines + [f"note: {n}" for n in self.notes])
+
+    def layer_table(self) -> str:
+        """One row per paired layer call, in torch's call order."""
+        rows = [("torch layer", "nnx layer", "kind", "call", "input gap", "output gap",
+                 "tolerance (in / out)")]
+        rows += [(r.torch_name or "<root>", r.flax_path or "<root>", r.kind, str(r.call + 1),
+                  f"{r.input_gap:.2g}", f"{r.output_gap:.2g}",
+                  f"{r.input_tol:.2g} / {r.output_tol:.2g}" + ("" if r.ok else "  <-"))
+                 for r in self.layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
     def to_json(self) -> dict:
         return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
                 "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
-                "metrics": self.metrics, "notes": self.notes}
+                "metrics": self.metrics, "notes": self.notes,
+                "first_divergence": (None if self.first_divergence is None else
+                                     {**dataclasses.asdict(self.first_divergence),
+                                      "text": str(self.first_divergence)}),
+                "layers": [dataclasses.asdict(r) for r in self.layers]}

@@ -55,6 +55,7 @@ class Kind:
         LSTM only if its cell is one); default none.
       torch_split: ``torch module -> [(suffix, layer view)]`` where one torch module is
         several layers (a stacked or bidirectional RNN: one view per layer), or None.
+      hint: what to check first when this layer is where a port parts from torch.
     """
 
     name: str
@@ -68,6 +69,7 @@ class Kind:
     activation_to_torch: Callable | None = None
     flax_accepts: Callable[[object], bool] | None = None
     torch_split: Callable[[object], list | None] | None = None
+    hint: str = ""
 
     def matches_torch(self, module) -> bool:
         return isinstance(module, _resolve(self.torch_classes))

@@ -77,4 +77,5 @@ def _init(layer):
 
 MULTIHEAD_ATTENTION = register(Kind(
     "MultiheadAttention", ("torch.nn.MultiheadAttention",), (nnx.MultiHeadAttention,),
-    _to_flax, _to_torch, init=_init))
+    _to_flax, _to_torch, init=_init,
+    hint="the head split, the q/k/v order of the packed projection, the mask, the scaling"))

@@ -58,7 +58,8 @@ def _linear_init(layer):
 
 LINEAR = register(Kind(
     "Linear", ("torch.nn.Linear",), (nnx.Linear,), _linear_to_flax, _linear_to_torch,
-    init=_linear_init, linear_map=True))
+    init=_linear_init, linear_map=True,
+    hint='the weight transposed (torch (out, in), Flax (in, out)), the bias'))
 
 
 # --- LinearGeneral: one torch Linear as an (*in) -> (*out) kernel ----------------------------
@@ -110,7 +111,8 @@ def _general_activation(x, layer, which):
 LINEAR_GENERAL = register(Kind(
     "LinearGeneral", ("torch.nn.Linear",), (nnx.LinearGeneral,), _general_to_flax,
     _general_to_torch, init=_general_init, linear_map=True,
-    activation_to_torch=_general_activation))
+    activation_to_torch=_general_activation,
+    hint='the axes split ((in) -> (heads, head_dim)) and their order'))
 
 
 # --- Einsum: one torch Linear as a kernel the einsum contracts -------------------------------
@@ -176,7 +178,8 @@ def _einsum_activation(x, layer, which):
 
 EINSUM = register(Kind(
     "Einsum", ("torch.nn.Linear",), (nnx.Einsum,), _einsum_to_flax, _einsum_to_torch,
-    init=_einsum_init, linear_map=True, activation_to_torch=_einsum_activation))
+    init=_einsum_init, linear_map=True, activation_to_torch=_einsum_activation,
+    hint='the einsum string and which axes it contracts'))
 
 
 # --- Conv -----------------------------------------------------------------------------------
@@ -204,7 +207,8 @@ CONV = register(Kind(
     "Conv", ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.Conv3d"), (nnx.Conv,),
     _conv_to_flax, _conv_to_torch,
     # Flax (*k, in/g, out): default axes give fan_in = prod(k) in/g, torch's
-    init=_linear_init, linear_map=True, activation_to_torch=channels_first))
+    init=_linear_init, linear_map=True, activation_to_torch=channels_first,
+    hint='padding (torch pads explicitly; Flax "SAME" pads an even size asymmetrically), strides, dilation, feature_group_count, the kernel transposed'))
 
 
 # --- ConvTranspose --------------------------------------------------------------------------
@@ -248,7 +252,8 @@ CONV_TRANSPOSE = register(Kind(
     "ConvTranspose", ("torch.nn.ConvTranspose1d", "torch.nn.ConvTranspose2d",
                       "torch.nn.ConvTranspose3d"), (nnx.ConvTranspose,),
     _convt_to_flax, _convt_to_torch, init=_convt_init, linear_map=True,
-    activation_to_torch=channels_first))
+    activation_to_torch=channels_first,
+    hint='padding, output_padding, transpose_kernel and the spatial flip'))
 
 
 # --- Embedding ------------------------------------------------------------------------------

@@ -38,13 +38,16 @@ def _batch_norm_init(layer):
     return {**_affine(layer), "mean": constant(0.0), "var": constant(1.0)}
 
 
+_HINT = "epsilon (torch 1e-5, Flax 1e-6 by default), use_fast_variance=False, the normalised axes"
 LAYER_NORM = register(Kind("LayerNorm", ("torch.nn.LayerNorm",), (nnx.LayerNorm,), _to_flax,
-                           _to_torch, init=_affine))
+                           _to_torch, init=_affine, hint=_HINT))
 GROUP_NORM = register(Kind("GroupNorm", ("torch.nn.GroupNorm",), (nnx.GroupNorm,), _to_flax,
-                           _to_torch, init=_affine, activation_to_torch=channels_first))
+                           _to_torch, init=_affine, activation_to_torch=channels_first,
+                           hint=f"{_HINT}, num_groups"))
 RMS_NORM = register(Kind("RMSNorm", ("torch.nn.RMSNorm",), (nnx.RMSNorm,), _to_flax, _to_torch,
-                         init=_affine))
+                         init=_affine, hint="epsilon (torch's default: the dtype's eps)"))
 BATCH_NORM = register(Kind(
     "BatchNorm", ("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d"),
     (nnx.BatchNorm,), _to_flax, _to_torch, init=_batch_norm_init,
-    activation_to_torch=channels_first))
+    activation_to_torch=channels_first,
+    hint=f"{_HINT}, momentum (torch 0.1 is Flax 0.9), train/eval mode"))

@@ -182,7 +182,9 @@ def _recurrent(name, torch_classes, view, cells, *, to_cell, from_cell, cell_ini
     return register(Kind(
         name, torch_classes + (view,), cells + (nnx.RNN, nnx.Bidirectional), to_flax, to_torch,
         init=init, torch_values=torch_values if canonical else None,
-        flax_accepts=lambda f: isinstance(_units(f)[0][0], cells), torch_split=_split(view)))
+        flax_accepts=lambda f: isinstance(_units(f)[0][0], cells), torch_split=_split(view),
+        hint="the gate order (LSTM i, f, g, o; GRU r, z, n), time_major against torch's "
+             "batch_first, the biases, the direction"))
 
 
 def _uniform(cell):

@@ -1,0 +1,116 @@
+"""Where does a port part from torch? ``check`` compares every paired layer's input and
+output in one forward pass of each framework and names the first divergence: "inside" a
+layer (its input agrees, its output not) or "before" it (the code between two layers).
+Proven on ports of models nobody here wrote, with the mistakes porters make."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.conftest import require_torch
+from winit_jax import parity as P
+from winit_jax.lab import parity_examples as E
+
+torch = require_torch()
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return E.vit()
+
+
+def _check(net, port, x, **kw):
+    return P.check(net, port, x, init_seeds=0, **kw)
+
+
+def test_a_faithful_port_has_no_divergence(vit):
+    net, port, x, _ = vit
+    report = _check(net, port, x, flax_inputs=E.nhwc)
+    assert report.ok and report.first_divergence is None
+    assert len(report.layers) == 13 and all(r.ok for r in report.layers)
+    assert report.layers[0].torch_name == "conv_proj"  # torch's call order
+    assert report.layers[-1].torch_name == "heads.head"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slip,where,layer", [
+    (dict(gelu_approximate=(1,)), "before", "encoder.layers.encoder_layer_1.mlp.3"),
+    (dict(ln_2_eps=(1,)), "inside", "encoder.layers.encoder_layer_1.ln_2"),
+    (dict(patch_order="wh"), "before", "encoder.layers.encoder_layer_0.ln_1"),
+], ids=["tanh GELU in block 1", "LayerNorm eps 1e-5 in one ln_2", "patches (w, h)"])
+def test_vit_mutants_are_localised(vit, slip, where, layer):
+    net, _, x, _ = vit
+    report = _check(net, E.flax_vit(nnx.Rngs(0), **slip), x, flax_inputs=E.nhwc)
+    d = report.first_divergence
+    assert (d.torch_name, d.where) == (layer, where), str(d)
+    assert str(d).startswith(f"first divergence {where} torch {layer}")
+    assert not report.ok and str(d) in report.table().splitlines()[0]
+
+
+def test_the_epsilon_slip_is_caught_though_the_output_passes(vit):
+    """LayerNorm eps 1e-5 for 1e-6 in one layer: the model's output stays within the forward
+    tolerance (the check used to pass), the layer's own output does not."""
+    net, _, x, _ = vit
+    report = _check(net, E.flax_vit(nnx.Rngs(0), ln_2_eps=(1,)), x, flax_inputs=E.nhwc)
+    assert all(c.ok for c in report.checks if c.part == "forward")
+    assert [c.name for c in report.failures()][0] == "encoder.layers.encoder_layer_1.ln_2 output"
+    assert "epsilon" in report.first_divergence.hint
+
+
+@pytest.mark.slow
+def test_qkv_projections_in_the_wrong_order_are_inside_the_attention(vit):
+    net, port, x, _ = vit
+    base = next(k for k in P.kinds() if k.name == "MultiheadAttention")
+
+    def swapped(t, f):
+        out = base.to_flax(t, f)
+        out["query/kernel"], out["key/kernel"] = out["key/kernel"], out["query/kernel"]
+        return out
+    kind = P.register(dataclasses.replace(base, to_flax=swapped))
+    try:
+        d = _check(net, port, x, flax_inputs=E.nhwc).first_divergence
+    finally:
+        P.unregister(kind)
+    assert (d.torch_name, d.where) == ("encoder.layers.encoder_layer_0.self_attention", "inside")
+    assert "q/k/v order" in d.hint
+
+
+def test_lstm_gate_order_is_inside_the_lstm():
+    from tests.twin.test_ports import SwappedGates
+    net, port, data, kw = E.language_model("LSTM", cell_class=SwappedGates)
+    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
+    assert (d.torch_name, d.flax_path, d.where) == ("rnn", "rnn/0", "inside")
+    assert "gate order" in d.hint
+
+
+@pytest.mark.slow
+def test_mobilenet_same_padding_is_inside_that_conv():
+    net, _, x, kw = E.mobilenet_v2(seed=0, batch=4)
+    port = E.flax_mobilenet_v2(nnx.Rngs(0), same_padding=(2,))
+    d = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0).first_divergence
+    assert (d.torch_name, d.where) == ("features.2.conv.1.0", "inside")
+    assert "padding" in d.hint
+
+
+def test_cli_leads_with_the_first_divergence_and_prints_layers_on_request(capsys):
+    from winit_jax.lab.cli import main
+
+    me = "tests.twin.test_parity_harness"
+    assert main(["parity", "--torch", f"{me}:tiny_torch", "--flax", f"{me}:tiny_flax_wrong",
+                 "--input-shape", "16,6", "--steps", "0", "--init-seeds", "0",
+                 "--layers"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    # tanh for ReLU between the two Linears: the second Linear's input is the first to part
+    assert out[0].startswith("first divergence before torch 2 / nnx layers/2 (Linear)")
+    assert any(line.startswith("torch layer") for line in out)
+
+
+def test_a_zero_head_is_flagged():
+    """torchvision's ViT as built: its head is zero, so the output is 0 in both."""
+    torch.manual_seed(0)
+    net = E.torch_vit()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    report = _check(net, E.flax_vit(nnx.Rngs(0)), x, flax_inputs=E.nhwc)
+    assert any("heads.head) outputs only zeros" in n for n in report.notes)
