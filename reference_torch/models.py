@@ -10,6 +10,7 @@ from flax import nnx
 
 from winit_jax import parity
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES
+from winit_jax.parity.transfer import check_dtype
 
 
 def make_model(sizes=NOTEBOOK_A_SIZES):
@@ -47,9 +48,7 @@ def mlp_from_torch(sequential) -> MLP:
     for i, m in enumerate(linears):
         if m.bias is None:
             raise parity.ParityError(f"mlp_from_torch: Linear {i} has no bias")
-    dtype = str(linears[0].weight.dtype).removeprefix("torch.")
-    if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise parity.ParityError("mlp_from_torch: a float64 model needs jax_enable_x64=True")
+    dtype = check_dtype(str(linears[0].weight.dtype).removeprefix("torch."), "mlp_from_torch")
     sizes = [linears[0].in_features] + [m.out_features for m in linears]
     mlp = MLP(sizes, kernel_init=nnx.initializers.zeros_init(), param_dtype=jnp.dtype(dtype),
               rngs=nnx.Rngs(0))

@@ -321,14 +321,15 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
 
 # --- 2, 3. forward and gradient ---------------------------------------------------------------
 
-def _outputs_and_grads(run: _Run, module, x_t, c_t) -> tuple[np.ndarray, dict]:
-    """A torch module's output and its loss's gradient per paired tensor (eval mode). An
-    LSTM/GRU's bias_hh gets the same gradient as bias_ih (r, z, and the LSTM's all) and
-    Flax's one bias is compared with bias_ih, so bias_hh is left out for those kinds."""
+def _outputs_and_grads(run: _Run, module, x_t, c_t, layers=None) -> tuple[np.ndarray, dict]:
+    """A torch module's output and its loss's gradient per paired tensor (eval mode);
+    ``layers`` maps the pairs' torch names to ``module``'s layers when it is not the paired
+    module itself (torch's float64 copy). An LSTM/GRU's bias_hh gets the same gradient as
+    bias_ih (r, z, and the LSTM's all) and Flax's one bias is compared with bias_ih, so
+    bias_hh is left out for those kinds."""
     module.zero_grad()
     y = _first(module(x_t))
     run.call(y, c_t).backward()
-    layers = dict(torch_layers(module)) if module is not run.torch_module else None
     grads = {}
     for p in run.paired:
         tm = p.torch_module if layers is None else layers[p.torch_name]
@@ -377,7 +378,8 @@ def _forward_and_gradient_stage(run: _Run, ref):
     x_t, x_f, c_t, c_f = run.inputs
     run.modes(False)
     y_t, grads_t = _outputs_and_grads(run, run.torch_module, x_t, c_t)
-    y_r, grads_r = (_outputs_and_grads(run, ref.eval(), _wide(x_t), _wide(c_t))
+    ref_layers = dict(torch_layers(ref)) if ref is not None else None
+    y_r, grads_r = (_outputs_and_grads(run, ref.eval(), _wide(x_t), _wide(c_t), ref_layers)
                     if ref is not None else (y_t, grads_t))
     y_f, grads_f = _port_outputs_and_grads(run, run.model, x_f, c_f)
     measured = ref is not None
@@ -393,7 +395,7 @@ def _forward_and_gradient_stage(run: _Run, ref):
         checks.append(Check(part, name, rel_gap(ours, theirs), tol, True, how))
     failing = {c.name: c for c in checks if c.value > c.tol}
     if failing and measured and x_t.is_floating_point():
-        nearby = _nearby_gaps(run, ref, x_t, c_t, c_f)
+        nearby = _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f)
         checks = [dataclasses.replace(
             c, inconclusive=True, how=f"{c.how}; within tolerance of torch's float64 result "
                                       f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
@@ -408,7 +410,7 @@ def _forward_and_gradient_stage(run: _Run, ref):
             "compare in float64 (jax_enable_x64, a float64 torch module) to decide")
 
 
-def _nearby_gaps(run, ref, x_t, c_t, c_f) -> dict[str, float]:
+def _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f) -> dict[str, float]:
     """Per output/gradient, the port's smallest gap to torch's float64 result over
     ``PROBES`` inputs moved by +-``PROBE_ULPS`` float32 ulps (fixed seed)."""
     import torch
@@ -420,7 +422,8 @@ def _nearby_gaps(run, ref, x_t, c_t, c_f) -> dict[str, float]:
     for _ in range(PROBES):
         sign = rng.choice(np.float32([-1, 1]), size=x.shape)
         xp = x * (np.float32(1) + step * sign)
-        y_r, grads_r = _outputs_and_grads(run, ref, torch.from_numpy(xp).double(), _wide(c_t))
+        y_r, grads_r = _outputs_and_grads(run, ref, torch.from_numpy(xp).double(), _wide(c_t),
+                                          ref_layers)
         x_fp = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
         y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f)
         gaps = {"output": rel_gap(y_f, y_r), **{k: rel_gap(grads_f[k], g)

@@ -31,10 +31,11 @@ from winit_jax.initializers import torch_linear_bias, torch_linear_kernel, varia
 from winit_jax.parity.kinds._base import Kind, channels_first, ParityError, np_copy, register, value
 
 
-def _bias(out, source, target_name="bias"):
+def _bias(out, source):
+    """``out`` with the source layer's bias (torch's or nnx's), if it has one."""
     if getattr(source, "bias", None) is not None:
         b = source.bias
-        out[target_name] = np_copy(b) if hasattr(b, "detach") else value(b)
+        out["bias"] = np_copy(b) if hasattr(b, "detach") else value(b)
     return out
 
 
@@ -159,11 +160,10 @@ def _einsum_to_torch(f, t):
 
 
 def _einsum_init(layer):
-    ker, ins, outs, _ = _einsum_axes(layer)
+    ker, ins, outs, sizes = _einsum_axes(layer)
     out = {"kernel": torch_linear_kernel(in_axis=tuple(ker.index(c) for c in ins),
                                          out_axis=tuple(ker.index(c) for c in outs))}
     if layer.bias is not None:
-        _, _, _, sizes = _einsum_axes(layer)
         out["bias"] = torch_linear_bias(math.prod(sizes[c] for c in ins))
     return out
 
