@@ -52,7 +52,7 @@ _LAZY = {
     "to_torch": "winit_jax.parity",
 }
 # Submodules reachable as attributes without an import statement (``wj.lsuv.lsuv(...)``).
-_SUBMODULES = ("lsuv", "models", "parity")
+_SUBMODULES = ("lsuv", "models", "optim", "parity")
 
 __all__ = sorted([
     "ACTIVATIONS", "SCHEMES", "Scheme", "compute_fans", "gain", "gain_normal", "gain_uniform",

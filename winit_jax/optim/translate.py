@@ -1,0 +1,276 @@
+"""``from_torch``: a torch optimiser (with its param groups, LR scheduler and gradient
+clipping) as one ``optax.GradientTransformation`` over an nnx port's parameters."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from winit_jax.optim.clipping import clip_grad_norm, clip_grad_value
+from winit_jax.optim.rules import RULES, Rule
+from winit_jax.parity.kinds import ParityError
+from winit_jax.parity.pairing import pairs, tensor_prefix
+from winit_jax.parity.transfer import _lookup
+
+# Schedulers that read a metric cannot be replayed ahead of time.
+_METRIC_SCHEDULERS = ("ReduceLROnPlateau",)
+
+
+def from_torch(optimizer, torch_module, model, *, scheduler=None, steps: int | None = None,
+               clip_grad_norm_to: float | None = None, norm_type: float = 2.0,
+               clip_grad_value_to: float | None = None,
+               mapping: Mapping[str, str] | None = None) -> optax.GradientTransformation:
+    """The optax twin of ``optimizer.step()`` (then ``scheduler.step()``) for an nnx port.
+
+    Use it as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``. Each nnx parameter gets the
+    hyperparameters of the param group its torch twin is in (through the pairs, element
+    by element, so a Flax tensor made of several torch tensors works while they agree);
+    an nnx parameter whose torch twin the optimiser does not hold is left as it is, as
+    torch leaves it.
+
+    Args:
+      optimizer: a fresh (never stepped) ``torch.optim.SGD``, ``Adam``, ``AdamW``,
+        ``RMSprop`` or ``Adagrad`` over ``torch_module``'s parameters.
+      torch_module: the torch original.
+      model: the nnx port.
+      scheduler: a torch LR scheduler on ``optimizer`` whose rates do not depend on a
+        metric; its sequence (lr, momentum, betas: every number in the groups) is recorded
+        by stepping a copy ``steps`` times, so lambdas, ``SequentialLR``, ``OneCycleLR``
+        and warm restarts are replayed exactly.
+      steps: how many optimiser steps to record (needed with ``scheduler``). An update
+        past them gives NaN parameters rather than a guessed rate.
+      clip_grad_norm_to: ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)``
+        before each step (over every parameter, with torch's ``+ 1e-6``).
+      norm_type: the norm's order (``float("inf")`` for the largest magnitude).
+      clip_grad_value_to: ``torch.nn.utils.clip_grad_value_(params, clip_value)``.
+      mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+
+    Returns:
+      An ``optax.GradientTransformation`` over ``nnx.state(model, nnx.Param)``.
+
+    Raises:
+      ParityError: an optimiser or option this cannot translate exactly, a scheduler
+        that needs a metric, ``scheduler`` without ``steps``, an optimiser that has
+        already stepped, a parameter of a group with no nnx twin, or one nnx tensor fed
+        by torch tensors of groups whose hyperparameters differ.
+
+    Examples:
+      >>> opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+      >>> tx = winit_jax.optim.from_torch(opt, net, port)
+      >>> nnx_opt = nnx.Optimizer(port, tx, wrt=nnx.Param)
+    """
+    rule, flags = _rule(optimizer)
+    table = _record(optimizer, scheduler, steps, rule)
+    labels = _labels(optimizer, torch_module, model, mapping, table)
+    tx = _transformation(rule, flags, table, labels, scheduled=scheduler is not None)
+    if clip_grad_norm_to is not None and clip_grad_value_to is not None:
+        raise ParityError("clip_grad_norm_to and clip_grad_value_to: pass one (torch "
+                          "applies whichever the training loop calls)")
+    if clip_grad_norm_to is not None:
+        return optax.chain(clip_grad_norm(clip_grad_norm_to, norm_type=norm_type), tx)
+    if clip_grad_value_to is not None:
+        return optax.chain(clip_grad_value(clip_grad_value_to), tx)
+    return tx
+
+
+def _rule(optimizer) -> tuple[Rule, dict]:
+    name = type(optimizer).__name__
+    rule = RULES.get(name)
+    if rule is None or type(optimizer).__module__.split(".")[:2] != ["torch", "optim"]:
+        raise ParityError(f"optimizer: {type(optimizer).__module__}.{name} is not translated "
+                          f"(supported: torch.optim.{', torch.optim.'.join(RULES)})")
+    # Adagrad makes its state (step 0) in its constructor; the others at their first step
+    stepped = [s for s in optimizer.state.values() if float(s.get("step", 1)) > 0]
+    if stepped:
+        raise ParityError(f"optimizer: this {name} has already stepped ({len(stepped)} "
+                          "tensors hold state); pass a fresh one")
+    flags = {}
+    for flag in rule.flags:
+        values = {bool(g.get(flag, False)) for g in optimizer.param_groups}
+        if len(values) > 1:
+            raise ParityError(f"optimizer: {name}'s {flag} differs between param groups "
+                              "(translated only when every group agrees)")
+        flags[flag] = values.pop()
+    for group in optimizer.param_groups:
+        if any(p.is_complex() for p in group["params"]):
+            raise ParityError(f"optimizer: {name} holds complex parameters (not translated)")
+    return rule, flags
+
+
+def _numbers(group, rule: Rule) -> list[float]:
+    out = []
+    for key in rule.numbers:
+        if key in ("beta1", "beta2"):
+            value = group["betas"][key == "beta2"]
+        else:
+            value = group[key]
+        out.append(float(value))
+    return out
+
+
+def _record(optimizer, scheduler, steps, rule: Rule) -> np.ndarray:
+    """(steps or 1, groups, numbers): every numeric hyperparameter of every group at each
+    optimiser step, read from a stepped copy of the optimiser and scheduler."""
+    if scheduler is None:
+        return np.array([[_numbers(g, rule) for g in optimizer.param_groups]], np.float64)
+    kind = type(scheduler).__name__
+    if kind in _METRIC_SCHEDULERS:
+        raise ParityError(f"scheduler: {kind} steps on a metric, so its rates cannot be "
+                          "recorded ahead of training; not translated")
+    if getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ParityError(f"scheduler: this {kind} is not attached to the optimizer passed")
+    if steps is None or int(steps) < 1:
+        raise ParityError(f"steps: a scheduler ({kind}) is recorded for a given number of "
+                          f"optimiser steps; pass steps >= 1 (got {steps})")
+    opt, sched = copy.deepcopy((optimizer, scheduler))
+    rows = []
+    with warnings.catch_warnings():
+        # stepping a scheduler before its optimiser warns; the copy's optimiser never steps
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(steps)):
+            rows.append([_numbers(g, rule) for g in opt.param_groups])
+            sched.step()
+    return np.array(rows, np.float64)
+
+
+def _torch_names(torch_module) -> dict[int, str]:
+    return {id(p): n for n, p in torch_module.named_parameters()}
+
+
+def _labels(optimizer, torch_module, model, mapping, table) -> dict[str, np.ndarray]:
+    """nnx parameter path -> the param group of each element (-1: the optimiser does not
+    hold its torch twin), found by marking each torch tensor with NaN and reading where
+    the NaN lands in the converted Flax values."""
+    import torch
+
+    group_of = {id(p): k for k, g in enumerate(optimizer.param_groups) for p in g["params"]}
+    names = _torch_names(torch_module)
+    for k, g in enumerate(optimizer.param_groups):
+        for p in g["params"]:
+            if id(p) not in names:
+                raise ParityError(f"optimizer: param group {k} holds a tensor of shape "
+                                  f"{tuple(p.shape)} that is not a parameter of torch_module "
+                                  "(no nnx twin)")
+    paths = {id(v): "/".join(map(str, path)) for path, v in nnx.iter_graph(model)
+             if isinstance(v, nnx.Param)}
+    labels: dict[str, np.ndarray] = {}
+    source: dict[tuple[str, int], str] = {}   # (nnx path, element) -> the torch name it has
+    paired_ids = set()
+    for pair in pairs(torch_module, model, mapping):
+        prefix = tensor_prefix(pair)
+        for name, tensor in pair.torch_module.named_parameters():
+            paired_ids.add(id(tensor))
+            if id(tensor) not in group_of:
+                continue
+            group = group_of[id(tensor)]
+            saved = tensor.detach().clone()
+            try:
+                with torch.no_grad():
+                    tensor.fill_(float("nan"))
+                values = pair.kind.to_flax(pair.torch_module, pair.flax_layer)
+            finally:
+                with torch.no_grad():
+                    tensor.copy_(saved)
+            for sub, value in values.items():
+                hit = np.isnan(np.asarray(value))
+                if not hit.any():
+                    continue
+                var = _lookup(pair.flax_layer, sub)
+                whole = getattr(var, "variable", var)
+                path = paths[id(whole)]
+                if path not in labels:
+                    labels[path] = np.full(np.shape(whole.get_value()), -1, np.int32)
+                view = labels[path][var.k] if whole is not var else labels[path]
+                for old in np.unique(view[hit]):
+                    if old >= 0 and old != group and not np.array_equal(table[:, old],
+                                                                        table[:, group]):
+                        raise ParityError(
+                            f"optimizer: nnx {path} is made of torch {source[(path, old)]} "
+                            f"(param group {old}) and {prefix}{name} (param group {group}), "
+                            "whose hyperparameters differ; put them in one group")
+                view[hit] = group
+                source[(path, group)] = prefix + name
+    for k, g in enumerate(optimizer.param_groups):
+        for p in g["params"]:
+            if id(p) not in paired_ids:
+                raise ParityError(f"optimizer: param group {k} holds torch {names[id(p)]}, "
+                                  "which no paired layer holds (no nnx twin)")
+    return labels
+
+
+def _leaf_path(keypath) -> str:
+    parts = []
+    for k in keypath:
+        name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+        if isinstance(k, jax.tree_util.GetAttrKey) and name == "value":
+            continue
+        parts.append(str(name))
+    return "/".join(parts)
+
+
+def _transformation(rule: Rule, flags: dict, table: np.ndarray, labels: dict,
+                    scheduled: bool) -> optax.GradientTransformation:
+    n_steps = table.shape[0]
+
+    def leaves(tree):
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        return [_leaf_path(kp) for kp, _ in flat], [x for _, x in flat], treedef
+
+    def hyper(path, like, t):
+        """Each element's own group's hyperparameters at step ``t`` (NaN past the record)."""
+        row = jnp.asarray(table, like.dtype)[jnp.minimum(t, n_steps - 1)]
+        if scheduled:
+            row = jnp.where(t < n_steps, row, jnp.nan)
+        label = labels.get(path)
+        if label is None:
+            return None
+        first = int(label.flat[0]) if label.size else -1
+        if (label == first).all():
+            if first < 0:
+                return None
+            return {k: row[first, i] for i, k in enumerate(rule.numbers)}
+        index = jnp.asarray(np.maximum(label, 0))
+        return {k: row[:, i][index] for i, k in enumerate(rule.numbers)}
+
+    def init(params):
+        paths, values, treedef = leaves(params)
+        states = []
+        for path, p in zip(paths, values):
+            h = hyper(path, p, jnp.zeros((), jnp.int32))
+            states.append(rule.init(p, h, flags) if h is not None else {})
+        return {"count": jnp.zeros((), jnp.int32), "state": states}
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ParityError(f"{rule.name} from torch: update needs params (weight decay "
+                              "reads them); nnx.Optimizer passes them")
+        paths, g_leaves, treedef = leaves(grads)
+        p_leaves = jax.tree_util.tree_leaves(params)
+        t = state["count"]
+        out, new_states = [], []
+        for path, g, p, s in zip(paths, g_leaves, p_leaves, state["state"]):
+            h = hyper(path, p, t)
+            if h is None:
+                out.append(jnp.zeros_like(p))
+                new_states.append(s)
+                continue
+            new_p, s_new = rule.step(g.astype(p.dtype), p, s, h, t, flags)
+            label = labels[path]
+            if (label < 0).any():
+                frozen = jnp.asarray(label < 0)
+                new_p = jnp.where(frozen, p, new_p)
+                s_new = {k: jnp.where(frozen, s[k], v) for k, v in s_new.items()}
+            out.append(new_p - p)
+            new_states.append(s_new)
+        return (jax.tree_util.tree_unflatten(treedef, out),
+                {"count": t + 1, "state": new_states})
+
+    return optax.GradientTransformation(init, update)
+
