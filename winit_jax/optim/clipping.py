@@ -26,7 +26,7 @@ def clip_grad_norm(max_norm: float, *, norm_type: float = 2.0) -> optax.Gradient
       An ``optax.GradientTransformation`` (stateless).
 
     Examples:
-      >>> tx = optax.chain(clip_grad_norm(1.0), optax.sgd(0.1))
+        tx = optax.chain(clip_grad_norm(1.0), optax.sgd(0.1))
     """
     max_norm, norm_type = float(max_norm), float(norm_type)
     if not max_norm >= 0 or not norm_type > 0:
@@ -57,7 +57,7 @@ def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
     ``[-clip_value, clip_value]``.
 
     Examples:
-      >>> tx = optax.chain(clip_grad_value(0.5), optax.sgd(0.1))
+        tx = optax.chain(clip_grad_value(0.5), optax.sgd(0.1))
     """
     clip_value = float(clip_value)
     if not clip_value >= 0:

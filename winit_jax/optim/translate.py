@@ -17,7 +17,7 @@ from winit_jax.optim.clipping import clip_grad_norm, clip_grad_value
 from winit_jax.optim.rules import RULES, Rule
 from winit_jax.parity.kinds import ParityError
 from winit_jax.parity.pairing import pairs, tensor_prefix
-from winit_jax.parity.transfer import _lookup
+from winit_jax.parity.transfer import variable_at
 
 # Schedulers that read a metric cannot be replayed ahead of time.
 _METRIC_SCHEDULERS = ("ReduceLROnPlateau",)
@@ -62,17 +62,17 @@ def from_torch(optimizer, torch_module, model, *, scheduler=None, steps: int | N
         by torch tensors of groups whose hyperparameters differ.
 
     Examples:
-      >>> opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-      >>> tx = winit_jax.optim.from_torch(opt, net, port)
-      >>> nnx_opt = nnx.Optimizer(port, tx, wrt=nnx.Param)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        tx = winit_jax.optim.from_torch(opt, net, port)
+        nnx_opt = nnx.Optimizer(port, tx, wrt=nnx.Param)
     """
+    if clip_grad_norm_to is not None and clip_grad_value_to is not None:
+        raise ParityError("clip_grad_norm_to and clip_grad_value_to: pass one (torch "
+                          "applies whichever the training loop calls)")
     rule, flags = _rule(optimizer)
     table = _record(optimizer, scheduler, steps, rule)
     labels = _labels(optimizer, torch_module, model, mapping, table)
     tx = _transformation(rule, flags, table, labels, scheduled=scheduler is not None)
-    if clip_grad_norm_to is not None and clip_grad_value_to is not None:
-        raise ParityError("clip_grad_norm_to and clip_grad_value_to: pass one (torch "
-                          "applies whichever the training loop calls)")
     if clip_grad_norm_to is not None:
         return optax.chain(clip_grad_norm(clip_grad_norm_to, norm_type=norm_type), tx)
     if clip_grad_value_to is not None:
@@ -182,7 +182,7 @@ def _labels(optimizer, torch_module, model, mapping, table) -> dict[str, np.ndar
                 hit = np.isnan(np.asarray(value))
                 if not hit.any():
                     continue
-                var = _lookup(pair.flax_layer, sub)
+                var = variable_at(pair.flax_layer, sub)
                 whole = getattr(var, "variable", var)
                 path = paths[id(whole)]
                 if path not in labels:

@@ -30,7 +30,8 @@ def check_dtype(dtype, where: str) -> str:
     return name
 
 
-def _lookup(layer, path: str):
+def variable_at(layer, path: str):
+    """The variable at ``path`` ("a/0/kernel") inside an nnx layer."""
     node = layer
     for part in path.split("/"):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
@@ -42,7 +43,7 @@ def flax_updates(paired: list[Pair]) -> list[tuple[nnx.Variable, jax.Array]]:
     updates = []
     for p in paired:
         for sub, value in p.kind.to_flax(p.torch_module, p.flax_layer).items():
-            var = _lookup(p.flax_layer, sub)
+            var = variable_at(p.flax_layer, sub)
             where = (f"torch {p.torch_name or '<root>'} -> nnx "
                      f"{'/'.join(x for x in (p.flax_path, sub) if x)}")
             want = tuple(var.get_value().shape)
