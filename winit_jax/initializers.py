@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from winit_jax import sampling
+
 Mode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg", "none"]
 Distribution = Literal["normal", "truncated_normal", "uniform"]
 Axes = int | Sequence[int]
@@ -196,12 +198,12 @@ def _variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis, 
             w = _complex(key, shape, work, distribution) * jnp.asarray(std, work)
         elif distribution == "uniform":
             bound = math.sqrt(3.0) * std  # Var[U(-b, b)] = b^2 / 3
-            w = jax.random.uniform(key, shape, work, -bound, bound)
+            w = sampling.uniform(key, shape, work, -bound, bound)
         elif distribution == "normal":
-            w = jax.random.normal(key, shape, work) * jnp.asarray(std, work)
+            w = sampling.normal(key, shape, work, scale=std)
         else:
-            w = (jax.random.truncated_normal(key, -2.0, 2.0, shape, work)
-                 * jnp.asarray(std / _TRUNCATED_STD, work))
+            w = sampling.truncated_normal(key, -2.0, 2.0, shape, work,
+                                          scale=std / _TRUNCATED_STD)
         return _place(w.astype(dtype), out_sharding)
 
     return init
@@ -371,7 +373,8 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=None):
             return _place(jnp.zeros(shape, dtype), out_sharding)
         n_cols = shape[col]
         n_rows = math.prod(shape) // n_cols
-        a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), work)
+        draw = jax.random.normal if jnp.issubdtype(work, jnp.complexfloating) else sampling.normal
+        a = draw(key, (max(n_rows, n_cols), min(n_rows, n_cols)), work)
         q, r = jnp.linalg.qr(a)
         d = jnp.diagonal(r)
         q = q * (d / jnp.abs(d).astype(d.dtype))  # the phase (sign, if real) of diag(R)
@@ -426,7 +429,8 @@ def constant(value: float):
     """``torch.nn.init.constant_``: every entry ``value`` (the norms' ones and zeros)."""
     def init(key, shape, dtype=None, out_sharding=None):
         shape, dtype, _ = _prepare(shape, dtype)
-        return _place(jnp.full(shape, value, dtype), out_sharding)
+        # made on the host: jnp.full would compile a program for every shape
+        return _place(jnp.asarray(np.full(shape, value, dtype)), out_sharding)
     return init
 
 
@@ -452,9 +456,9 @@ def trunc_normal(*, std: float = 1.0, a: float = -2.0, b: float = 2.0, mean: flo
 
     def init(key, shape, dtype=dtype, out_sharding=None):
         shape, dtype, work = _prepare(shape, dtype, allow_complex=False)
-        z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, work)
-        return _place((z * jnp.asarray(std, work) + jnp.asarray(mean, work)).astype(dtype),
-                      out_sharding)
+        z = sampling.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, work,
+                                      scale=std, shift=mean)
+        return _place(z.astype(dtype), out_sharding)
     return init
 
 

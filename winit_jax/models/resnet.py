@@ -19,22 +19,24 @@ from flax import nnx
 BN = dict(epsilon=1e-5, momentum=0.9, use_fast_variance=False)
 
 
-def _conv(cin, cout, k, stride, pad, rngs, param_dtype):
+def _conv(cin, cout, k, stride, pad, rngs, param_dtype, kernel_init=None):
+    init = {} if kernel_init is None else {"kernel_init": kernel_init}
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    use_bias=False, param_dtype=param_dtype, rngs=rngs)
+                    use_bias=False, param_dtype=param_dtype, rngs=rngs, **init)
 
 
 class BasicBlock(nnx.Module):
     """conv3x3 - BN - ReLU - conv3x3 - BN, plus the (downsampled) input, then ReLU."""
 
-    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs, param_dtype):
-        self.conv1 = _conv(cin, cout, 3, stride, 1, rngs, param_dtype)
+    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs, param_dtype,
+                 kernel_init=None):
+        self.conv1 = _conv(cin, cout, 3, stride, 1, rngs, param_dtype, kernel_init)
         self.bn1 = nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)
-        self.conv2 = _conv(cout, cout, 3, 1, 1, rngs, param_dtype)
+        self.conv2 = _conv(cout, cout, 3, 1, 1, rngs, param_dtype, kernel_init)
         self.bn2 = nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)
         if stride != 1 or cin != cout:
             self.downsample = nnx.List([
-                _conv(cin, cout, 1, stride, 0, rngs, param_dtype),
+                _conv(cin, cout, 1, stride, 0, rngs, param_dtype, kernel_init),
                 nnx.BatchNorm(cout, **BN, param_dtype=param_dtype, rngs=rngs)])
         else:
             self.downsample = None
@@ -49,6 +51,7 @@ class BasicBlock(nnx.Module):
 
 class ResNet18(nnx.Module):
     """``torchvision.models.resnet18(num_classes=...)`` in nnx; inputs (N, H, W, 3).
+    ``kernel_init`` (default: Flax's) draws every convolution and the head's kernel.
 
     Examples:
       >>> from flax import nnx
@@ -57,20 +60,23 @@ class ResNet18(nnx.Module):
       ((7, 7, 3, 64), (512, 10))
     """
 
-    def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, param_dtype=None):
+    def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, param_dtype=None,
+                 kernel_init=None):
         import jax.numpy as jnp
         param_dtype = param_dtype or jnp.float32
-        self.conv1 = _conv(3, 64, 7, 2, 3, rngs, param_dtype)
+        self.conv1 = _conv(3, 64, 7, 2, 3, rngs, param_dtype, kernel_init)
         self.bn1 = nnx.BatchNorm(64, **BN, param_dtype=param_dtype, rngs=rngs)
         widths = (64, 128, 256, 512)
         cin = 64
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
             setattr(self, f"layer{i + 1}", nnx.List([
-                BasicBlock(cin, w, stride, rngs=rngs, param_dtype=param_dtype),
-                BasicBlock(w, w, 1, rngs=rngs, param_dtype=param_dtype)]))
+                BasicBlock(cin, w, stride, rngs=rngs, param_dtype=param_dtype,
+                           kernel_init=kernel_init),
+                BasicBlock(w, w, 1, rngs=rngs, param_dtype=param_dtype, kernel_init=kernel_init)]))
             cin = w
-        self.fc = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs)
+        init = {} if kernel_init is None else {"kernel_init": kernel_init}
+        self.fc = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs, **init)
 
     def __call__(self, x):
         x = nnx.relu(self.bn1(self.conv1(x)))

@@ -1,0 +1,103 @@
+"""Cold start: building a model's weights in a fresh process, Flax's own construction vs
+``torch_like.init`` vs torch's own constructor, and a cold ``parity.check``.
+
+    .venv/bin/python bench/cold_start.py [--rounds 3] [--only resnet|vit|check]
+
+Every case runs in its own fresh Python process (imports done before the clock starts, so
+the figure is the construction: XLA compiles included, imports not); rounds alternate the
+cases so that a noisy machine slows them alike. Prints the median per case and the ratios
+that matter, measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+PRELUDE = """
+import time, json, jax, numpy as np
+from flax import nnx
+import winit_jax as wj, winit_jax.torch_like as tl
+from winit_jax.models import ResNet18
+from winit_jax.lab import parity_examples as E
+import torch, torchvision
+def ready(tree):
+    jax.block_until_ready([v.get_value() for _, v in nnx.iter_graph(tree)
+                           if isinstance(v, nnx.Variable)])
+t0 = time.perf_counter()
+"""
+
+CASES = {
+    "resnet": {
+        "Flax ResNet-18 (Flax's initialisers)":
+            "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0)))",
+        "Flax ResNet-18, kernel_init=winit_jax.he_normal()":
+            "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0), kernel_init=wj.he_normal()))",
+        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)":
+            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
+            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+        "torchvision resnet18(num_classes=10)":
+            "torchvision.models.resnet18(num_classes=10)",
+    },
+    "vit": {
+        "Flax ViT port (Flax's initialisers)": "ready(E.flax_vit(nnx.Rngs(0)))",
+        "torch_like.init ViT port (eval_shape, torchvision_vit_recipe)":
+            "m = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0)))\n"
+            "ready(tl.init(m, jax.random.key(0), overrides=tl.torchvision_vit_recipe()))",
+        "torchvision VisionTransformer (same size)": "E.torch_vit()",
+    },
+    "check": {
+        "check() of the README's ResNet-18 example (init, forward, gradients, 5 steps)":
+            "from winit_jax import parity as P\n"
+            "net, port, x, kw = E.example('resnet18')\n"
+            "P.check(net, port, x, steps=5, momentum=0.9, **kw)",
+    },
+}
+
+
+def run_case(code: str) -> float:
+    script = PRELUDE + code + "\nprint(json.dumps(time.perf_counter() - t0))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=sorted(CASES), action="append")
+    args = ap.parse_args(argv)
+    groups = args.only or list(CASES)
+    cases = {name: code for g in groups for name, code in CASES[g].items()}
+    times = {name: [] for name in cases}
+    for r in range(args.rounds):
+        for name, code in cases.items():
+            times[name].append(run_case(code))
+            print(f"round {r}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    print(f"| case (fresh process, imports excluded) | median of {args.rounds} (s) | all |")
+    print("| --- | ---: | --- |")
+    for n, t in times.items():
+        print(f"| {n} | {med[n]:.2f} | {', '.join(f'{x:.2f}' for x in t)} |")
+    for family, flax, ours, torch in [
+            ("ResNet-18", "Flax ResNet-18 (Flax's initialisers)",
+             "torch_like.init ResNet-18 (eval_shape, resnet_recipe)",
+             "torchvision resnet18(num_classes=10)"),
+            ("ViT port", "Flax ViT port (Flax's initialisers)",
+             "torch_like.init ViT port (eval_shape, torchvision_vit_recipe)",
+             "torchvision VisionTransformer (same size)")]:
+        if ours in med:
+            print(f"\n{family}: Flax's own / torch_like.init = {med[flax] / med[ours]:.1f}x; "
+                  f"torch_like.init / torch = {med[ours] / med[torch]:.1f}x")
+    k = "Flax ResNet-18, kernel_init=winit_jax.he_normal()"
+    if k in med:
+        print(f"Flax's ResNet-18 with Flax's initialisers / with winit_jax.he_normal(): "
+              f"{med['Flax ResNet-18 (Flax' + chr(39) + 's initialisers)'] / med[k]:.1f}x")
+    print(json.dumps(times), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

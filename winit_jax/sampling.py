@@ -1,0 +1,115 @@
+"""Random draws that compile once per process, whatever the shapes.
+
+``jax.random.normal(key, shape)`` compiles one XLA program (threefry, then the transform)
+for every distinct shape: a cold ResNet-18 pays ~20 of them, seconds each on a small CPU
+(flax #1331, jax #1756). Here every tensor is drawn as consecutive blocks of ``BLOCK``
+values from ``fold_in(key, block index)``, by one compiled program per (distribution,
+dtype), and cut to its shape. The law is jax.random's (each block is ``jax.random.uniform``,
+``normal`` or ``truncated_normal`` of that key); the values depend only on the key, the
+shape, the dtype and ``BLOCK``. Called on a concrete key the blocks are drawn eagerly and
+assembled on the host (no per-shape program at all); traced (``jit``, ``vmap``) the same
+blocks are computed inside the caller's program, with the same values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BLOCK = 1 << 16  # values per block: one compiled program draws any tensor in ceil(n / BLOCK) calls
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "size"))
+def _blocks(key, index, lower, upper, scale, shift, *, dtype, size: int):
+    """Block ``index`` of all three laws from one key: one program per (dtype, size) whatever
+    is drawn (XLA shares their one threefry stream; compiling three programs would cost
+    three times the ~0.25 s a threefry program takes to compile on a small CPU). The normal
+    laws are scaled and shifted here, inside the same program eagerly and under ``jit``, so
+    that both round alike (XLA contracts ``x * scale + shift`` into an FMA)."""
+    k = jax.random.fold_in(key, index)
+    scale, shift = jnp.asarray(scale, dtype), jnp.asarray(shift, dtype)
+    return {"uniform": jax.random.uniform(k, (size,), dtype, lower, upper),
+            "normal": jax.random.normal(k, (size,), dtype) * scale + shift,
+            "truncated_normal": (jax.random.truncated_normal(k, lower, upper, (size,), dtype)
+                                 * scale + shift)}
+
+
+def _draw(kind, key, shape, dtype, lower, upper, scale, shift, block):
+    shape = tuple(int(d) for d in shape)
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"winit_jax.sampling draws real floating dtypes, got {dtype}")
+    size = int(block or BLOCK)
+    n = math.prod(shape)
+    count = max(1, -(-n // size))
+    scale = 1.0 if scale is None else scale
+    shift = 0.0 if shift is None else shift
+
+    def one(i):
+        return _blocks(key, i, lower, upper, scale, shift, dtype=dtype, size=size)[kind]
+
+    if any(isinstance(x, jax.core.Tracer) for x in (key, lower, upper, scale, shift)):
+        # the same block program, in a loop inside the caller's (lax.map, not vmap: a
+        # vmapped block may vectorise erfinv otherwise and round differently from eager)
+        # the parameters as run-time values, as they are eagerly: constants would be folded
+        # at compile time by another erf than the one that runs
+        lower, upper, scale, shift = jax.lax.optimization_barrier((lower, upper, scale, shift))
+        return jax.lax.map(one, jnp.arange(count)).reshape(-1)[:n].reshape(shape)
+    # eagerly: the blocks assembled on the host, no program for this shape
+    flat = np.concatenate([np.asarray(one(i)) for i in range(count)])
+    return jax.device_put(flat[:n].reshape(shape))  # jnp.asarray compiles per shape
+
+
+def uniform(key, shape: Sequence[int], dtype=jnp.float32, minval=0.0, maxval=1.0, *,
+            block: int | None = None) -> jax.Array:
+    """``jax.random.uniform``'s law in [minval, maxval), drawn by blocks.
+
+    Args:
+      key: a ``jax.random.key`` or legacy ``PRNGKey``.
+      shape, dtype: of the result (a real floating dtype).
+      minval, maxval: the bounds.
+      block: values per block (default ``BLOCK``); the values depend on it, the law not.
+
+    Returns:
+      An array of ``shape`` and ``dtype``.
+
+    Examples:
+      >>> import jax
+      >>> uniform(jax.random.key(0), (3, 4), minval=-1.0, maxval=1.0).shape
+      (3, 4)
+    """
+    return _draw("uniform", key, shape, dtype, minval, maxval, None, None, block)
+
+
+def normal(key, shape: Sequence[int], dtype=jnp.float32, *, scale=None, shift=None,
+           block: int | None = None) -> jax.Array:
+    """``jax.random.normal``'s law, times ``scale`` plus ``shift`` (each in ``dtype``),
+    drawn by blocks.
+
+    Examples:
+      >>> import jax
+      >>> normal(jax.random.key(0), (2, 2), scale=0.1).dtype
+      dtype('float32')
+    """
+    return _draw("normal", key, shape, dtype, 0.0, 1.0, scale, shift, block)
+
+
+def truncated_normal(key, lower, upper, shape: Sequence[int], dtype=jnp.float32, *,
+                     scale=None, shift=None, block: int | None = None) -> jax.Array:
+    """``jax.random.truncated_normal``'s law on (lower, upper), times ``scale`` plus
+    ``shift``, drawn by blocks.
+
+    Examples:
+      >>> import jax
+      >>> bool(abs(truncated_normal(jax.random.key(0), -2.0, 2.0, (100,))).max() < 2)
+      True
+    """
+    return _draw("truncated_normal", key, shape, dtype, lower, upper, scale, shift, block)
+
+
+__all__ = ["BLOCK", "normal", "truncated_normal", "uniform"]
