@@ -43,17 +43,16 @@ def _recording_class(cls: type) -> type:
         hook = self.__dict__["_winit_hook"]
         hook.before(self, x)
         y = cls.__call__(self, x, *args, **kwargs)
-        hook.after(self, x, y)
-        return y
+        return hook.after(self, x, y)
 
     return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
                                        "__qualname__": cls.__qualname__})
 
 
 class _Hook:
-    def __init__(self, paths, stop_before=None, on_call=None):
+    def __init__(self, paths, stop_before=None, on_call=None, on_output=None):
         self.paths, self.stop_before, self.calls, self.seen = paths, stop_before, [], None
-        self.on_call = on_call
+        self.on_call, self.on_output = on_call, on_output
 
     def before(self, layer, x):
         if id(layer) not in self.paths:  # a copy made during the pass (e.g. nnx.merge)
@@ -67,6 +66,9 @@ class _Hook:
     def after(self, layer, x, y):
         if id(layer) in self.paths:
             self.calls.append(LayerCall(self.paths[id(layer)], layer, x, y))
+            if self.on_output is not None:
+                return self.on_output(len(self.calls) - 1, y)
+        return y
 
 
 def watched_layers(model: nnx.Module, types: tuple[type, ...] | None = None
@@ -79,9 +81,9 @@ def watched_layers(model: nnx.Module, types: tuple[type, ...] | None = None
 
 
 @contextlib.contextmanager
-def _watching(model, types, stop_before=None, on_call=None) -> Iterator[_Hook]:
+def _watching(model, types, stop_before=None, on_call=None, on_output=None) -> Iterator[_Hook]:
     layers = watched_layers(model, types)
-    hook = _Hook({id(m): path for path, m in layers}, stop_before, on_call)
+    hook = _Hook({id(m): path for path, m in layers}, stop_before, on_call, on_output)
     swapped = []
     try:
         for _, m in layers:
@@ -97,12 +99,16 @@ def _watching(model, types, stop_before=None, on_call=None) -> Iterator[_Hook]:
 
 
 def layer_io(model: Callable, *args, types: tuple[type, ...] | None = None,
-             on_call: Callable | None = None, **kwargs) -> tuple[object, list[LayerCall]]:
+             on_call: Callable | None = None, on_output: Callable | None = None,
+             **kwargs) -> tuple[object, list[LayerCall]]:
     """Runs ``model(*args, **kwargs)`` once; returns its output and every call of a layer of
     ``types`` (default: the registry's linear kinds) in call order (a layer called twice appears twice).
 
     ``on_call(path, layer, input)`` runs just before each such call and may change the
     layer's parameters (LSUV calibrates each layer on its input this way, in one pass).
+    ``on_output(k, output)`` runs after the k-th call (0-based) and returns what the model
+    goes on with (``parity.check`` adds a zero there to differentiate by each layer's
+    output).
 
     Examples:
       >>> import jax.numpy as jnp, winit_jax as wj
@@ -112,7 +118,7 @@ def layer_io(model: Callable, *args, types: tuple[type, ...] | None = None,
       >>> [(c.path, c.input.shape, c.output.shape) for c in calls]
       [(('layers', 0), (5, 4), (5, 3)), (('layers', 1), (5, 3), (5, 2))]
     """
-    with _watching(model, types, on_call=on_call) as hook:
+    with _watching(model, types, on_call=on_call, on_output=on_output) as hook:
         out = model(*args, **kwargs)
     return out, hook.calls
 

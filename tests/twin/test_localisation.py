@@ -1,7 +1,9 @@
 """Where does a port part from torch? ``check`` compares every paired layer's input and
-output in one forward pass of each framework and names the first divergence: "inside" a
-layer (its input agrees, its output not) or "before" it (the code between two layers).
-Proven on ports of models nobody here wrote, with the mistakes porters make."""
+output in one forward pass of each framework, and the loss's gradient at every layer's
+output in one backward pass, and names the first divergence: "inside" a layer (its input
+agrees, its output not), "before" it (the code between two layers), or, when the forward
+agrees, "backward" (the last layer whose output gradient is off). Proven on ports of models
+nobody here wrote, with the mistakes porters make."""
 
 import dataclasses
 
@@ -30,6 +32,7 @@ def test_a_faithful_port_has_no_divergence(vit):
     report = _check(net, port, x, flax_inputs=E.nhwc)
     assert report.ok and report.first_divergence is None
     assert len(report.layers) == 13 and all(r.ok for r in report.layers)
+    assert all(np.isfinite(r.grad_gap) and r.grad_gap <= r.grad_tol for r in report.layers)
     assert report.layers[0].torch_name == "conv_proj"  # torch's call order
     assert report.layers[-1].torch_name == "heads.head"
 
@@ -114,3 +117,60 @@ def test_a_zero_head_is_flagged():
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     report = _check(net, E.flax_vit(nnx.Rngs(0)), x, flax_inputs=E.nhwc)
     assert any("heads.head) outputs only zeros" in n for n in report.notes)
+
+
+def test_a_stop_gradient_is_named_in_the_backward_pass(vit):
+    """A stop_gradient on block 1's attention output: the forward is unchanged (every layer
+    row agrees); the gradient at that attention's output is 1 off while every later one
+    agrees, so it is named, "backward"."""
+    net, _, x, _ = vit
+    report = _check(net, E.flax_vit(nnx.Rngs(0), stop_gradient=(1,)), x, flax_inputs=E.nhwc)
+    assert all(r.forward_ok for r in report.layers)
+    assert all(c.ok for c in report.checks if c.part == "forward")
+    d = report.first_divergence
+    assert (d.torch_name, d.where) == ("encoder.layers.encoder_layer_1.self_attention",
+                                       "backward"), str(d)
+    assert "stop_gradient" in d.hint and str(d) == report.table().splitlines()[0]
+
+
+class Twice(torch.nn.Module):
+    """One Linear called twice (weight sharing), then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.lin(torch.relu(self.lin(x))))
+
+
+class TwicePort(nnx.Module):
+    def __init__(self, between=nnx.relu, frozen=False):
+        self.lin = nnx.Linear(8, 8, rngs=nnx.Rngs(0))
+        self.head = nnx.Linear(8, 2, rngs=nnx.Rngs(1))
+        self.between, self.frozen = between, frozen
+
+    def __call__(self, x):
+        import jax
+        h = self.lin(x)
+        h = jax.lax.stop_gradient(h) if self.frozen else h
+        return self.head(self.lin(self.between(h)))
+
+
+@pytest.mark.parametrize("port,where,call", [
+    (TwicePort(), None, None),
+    (TwicePort(between=nnx.gelu), "before", 1),   # GELU for ReLU between the two calls
+    (TwicePort(frozen=True), "backward", 0),      # the first call's output frozen
+], ids=["faithful", "GELU between the calls", "stop_gradient after call 1"])
+def test_a_shared_layer_is_compared_call_by_call(port, where, call):
+    torch.manual_seed(0)
+    net = Twice()
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    report = _check(net, port, x)
+    assert [(r.torch_name, r.call) for r in report.layers] == [("lin", 0), ("lin", 1),
+                                                               ("head", 0)]
+    d = report.first_divergence
+    if where is None:
+        assert d is None and report.ok
+    else:
+        assert (d.torch_name, d.where, d.call) == ("lin", where, call), str(d)

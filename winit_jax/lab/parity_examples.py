@@ -134,12 +134,13 @@ def torch_vit(**kw):
 
 def flax_vit(rngs, *, image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
              mlp_dim=128, num_classes=10, gelu_approximate=(), ln_2_eps=(),
-             patch_order="hw"):
+             patch_order="hw", stop_gradient=()):
     """``torch_vit``'s nnx port, torchvision's names (``encoder/layers`` a list where torch
     numbers ``encoder_layer_0``, ``encoder_layer_1``), NHWC inputs. The keyword arguments
     after ``num_classes`` are a porter's slips, for tests: GELU's tanh approximation in the
     listed layers, LayerNorm epsilon 1e-5 for torch's 1e-6 in the listed layers' ``ln_2``,
-    patches flattened in (w, h) order for "wh"."""
+    patches flattened in (w, h) order for "wh", a ``stop_gradient`` left on the listed
+    layers' attention output (from a frozen-backbone recipe: the forward is unchanged)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -158,9 +159,11 @@ def flax_vit(rngs, *, image_size=32, patch_size=8, num_layers=2, num_heads=4, hi
             self.mlp = nnx.List([nnx.Linear(hidden_dim, mlp_dim, rngs=rngs),
                                  nnx.Linear(mlp_dim, hidden_dim, rngs=rngs)])
             self.approximate = i in gelu_approximate
+            self.frozen = i in stop_gradient
 
         def __call__(self, x):
-            x = x + self.self_attention(self.ln_1(x))
+            a = self.self_attention(self.ln_1(x))
+            x = x + (jax.lax.stop_gradient(a) if self.frozen else a)
             y = jax.nn.gelu(self.mlp[0](self.ln_2(x)), approximate=self.approximate)
             return x + self.mlp[1](y)
 

@@ -543,6 +543,7 @@ def _layer_stage(run: _Run, ref):
                                 row.output_gap, row.output_tol, True,
                                 "max |diff| / max |torch layer output|; tolerance 10x torch's "
                                 f"own float32 gap at this layer, floor {floor:.2g}"))
+    _backward_layers(run, ref, paired)
     missing = [n for n in paired if n not in seen]
     if missing:
         run.notes.append(f"layers never called by torch's forward pass, not compared: "
@@ -554,11 +555,107 @@ def _layer_stage(run: _Run, ref):
                          "the layer rows before it do")
 
 
+def _torch_output_grads(module, names, x_t, c_t, call) -> list[tuple[str, np.ndarray]]:
+    """``(layer name, gradient of the loss with respect to that call's output)`` for every
+    call of the named torch layers, in call order (None where the output is not a tensor)."""
+    import torch
+
+    events, handles = [], []
+    named = dict(module.named_modules())
+    for name in names:
+        def hook(mod, inp, out, name=name):
+            first = out[0] if isinstance(out, tuple) else out
+            events.append([name, None])
+            if not (isinstance(first, torch.Tensor) and first.requires_grad):
+                return None
+            index = len(events) - 1
+            # a fresh tensor goes on, so that an in-place op after the layer (ReLU(inplace))
+            # cannot change the one whose gradient is read
+            fresh = first.clone()
+            first.register_hook(lambda g: events[index].__setitem__(1, np_copy(g)))
+            return (fresh, *out[1:]) if isinstance(out, tuple) else fresh
+        handles.append(named[name].register_forward_hook(hook))
+    try:
+        module.zero_grad()
+        call(_first(module(x_t)), c_t).backward()
+    finally:
+        for h in handles:
+            h.remove()
+        module.zero_grad()
+    return [tuple(e) for e in events]
+
+
+def _flax_output_grads(run: _Run, types) -> list:
+    """The gradient of the port's loss with respect to each watched layer call's output, in
+    call order: a zero added to each output (``layer_io``'s ``on_output``), differentiated."""
+    from winit_jax.forward import layer_io
+
+    _, x_f, _, c_f = run.inputs
+    _, calls = layer_io(run.model, x_f, types=types)
+    zeros = [jnp.zeros_like(c.output) if isinstance(c.output, jax.Array) else None
+             for c in calls]
+
+    def loss(model, eps):
+        def add(k, y):
+            return y + eps[k] if eps[k] is not None else y
+        y, _ = layer_io(model, x_f, types=types, on_output=add)
+        return run.call(run.out_f(y), c_f)
+
+    # nnx.grad, not jax.grad: a model that runs nnx transforms inside (nnx.RNN's scan) must
+    # be handed through, not closed over; the calls come in the same order
+    grads = nnx.grad(loss, argnums=1)(run.model, zeros)
+    return [(c.layer, g) for c, g in zip(calls, grads)]
+
+
+def _backward_layers(run: _Run, ref, paired: dict) -> None:
+    """Adds each layer row's output-gradient gap (and a "layer" check for it): torch's
+    gradient at that call's output against the port's, in torch's layout, the tolerance 10x
+    torch's own float32 gap there (floor ``LAYER_FLOOR``)."""
+    x_t, _, c_t, _ = run.inputs
+    ours = _torch_output_grads(run.torch_module, paired, x_t, c_t, run.call)
+    wide = (_torch_output_grads(ref, paired, _wide(x_t), _wide(c_t), run.call)
+            if ref is not None else ours)
+    by_id = {id(p.flax_layer): p for p in paired.values()}
+    flax: dict[str, list] = {}
+    for layer, g in _flax_output_grads(run, tuple({type(p.flax_layer)
+                                                    for p in paired.values()})):
+        p = by_id.get(id(layer))
+        if p is not None:
+            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
+            flax.setdefault(p.torch_name, []).append(
+                None if g is None else convert(_as_np(g), p.flax_layer, "output"))
+    floor, seen = LAYER_FLOOR[run.dtype], {}
+    rows = {(r.torch_name, r.call): i for i, r in enumerate(run.layers)}
+    for (name, g_t), (_, g_w) in zip(ours, wide):
+        k = seen[name] = seen.get(name, -1) + 1
+        g_f = (flax.get(name, []) + [None] * (k + 1))[k]
+        i = rows.get((name, k))
+        if i is None or g_t is None or g_f is None or np.shape(g_f) != np.shape(g_t):
+            continue
+        noise = rel_gap(g_t, g_w) if g_w is not None else 0.0
+        row = dataclasses.replace(run.layers[i], grad_gap=rel_gap(g_f, g_t),
+                                  grad_tol=max(floor, NOISE_FACTOR * noise))
+        run.layers[i] = row
+        run.checks.append(Check("layer", f"{name or '<root>'} output gradient" + (
+            f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol, True,
+            "max |diff| / max |torch's gradient at this output|; tolerance 10x torch's own "
+            f"float32 gap there, floor {floor:.2g}"))
+
+
 def _first_divergence(rows: list, paired: list) -> Divergence | None:
-    """The first call, in torch's order, whose input or output is off."""
+    """The first call, in torch's order, whose input or output is off; with none, the last
+    call whose output gradient is off (the backward pass runs in reverse)."""
     kinds = {p.torch_name: p.kind for p in paired}
+    for i, r in reversed(list(enumerate(rows)) if all(r.forward_ok for r in rows) else []):
+        if not r.backward_ok:
+            after = rows[i + 1].torch_name if i + 1 < len(rows) else "the loss"
+            return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "backward", r.grad_gap,
+                              r.grad_tol, f"the backward of the code after this layer (up to "
+                              f"{after or '<root>'}'s output): a stop_gradient, a custom_vjp, "
+                              "an op whose derivative differs at a kink (jnp.maximum vs ReLU at "
+                              "0), the loss")
     for i, r in enumerate(rows):
-        if r.ok:
+        if r.forward_ok:
             continue
         kind = kinds[r.torch_name]
         if r.input_gap > r.input_tol:

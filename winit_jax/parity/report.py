@@ -48,10 +48,22 @@ class LayerRow:
     output_gap: float
     input_tol: float
     output_tol: float
+    # the loss's gradient with respect to this call's output (the backward pass); NaN where
+    # it is not compared (an output that is not one array)
+    grad_gap: float = float("nan")
+    grad_tol: float = float("nan")
+
+    @property
+    def forward_ok(self) -> bool:
+        return self.input_gap <= self.input_tol and self.output_gap <= self.output_tol
+
+    @property
+    def backward_ok(self) -> bool:
+        return not self.grad_gap > self.grad_tol  # NaN (not compared) is not a failure
 
     @property
     def ok(self) -> bool:
-        return self.input_gap <= self.input_tol and self.output_gap <= self.output_tol
+        return self.forward_ok and self.backward_ok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +74,10 @@ class Divergence:
     flax_path: str
     kind: str
     call: int
-    where: str         # "inside": its input agrees, its output not; "before": its input differs
+    # "inside": its input agrees, its output not; "before": its input differs; "backward":
+    # the forward agrees, and the gradient at this layer's output is the last one (in call
+    # order) that is off: the backward of what follows it differs
+    where: str
     gap: float
     tol: float
     hint: str = ""
@@ -73,6 +88,11 @@ class Divergence:
             what = (f"inside torch {self.torch_name or '<root>'} / nnx {self.flax_path or '<root>'}"
                     f" ({self.kind}){nth}: its input agrees, its output is {self.gap:.2g} off "
                     f"(tolerance {self.tol:.2g}); the layer or its weights differ")
+        elif self.where == "backward":
+            what = (f"in the backward pass, after torch {self.torch_name or '<root>'} / nnx "
+                    f"{self.flax_path or '<root>'} ({self.kind}){nth}: the forward agrees and "
+                    "so does the gradient at every later layer's output, but the gradient at "
+                    f"this one's output is {self.gap:.2g} off (tolerance {self.tol:.2g})")
         else:
             what = (f"before torch {self.torch_name or '<root>'} / nnx "
                     f"{self.flax_path or '<root>'} ({self.kind}){nth}: every earlier layer "
@@ -158,10 +178,11 @@ class ParityReport:
     def layer_table(self) -> str:
         """One row per paired layer call, in torch's call order."""
         rows = [("torch layer", "nnx layer", "kind", "call", "input gap", "output gap",
-                 "tolerance (in / out)")]
+                 "tolerance (in / out)", "output gradient gap (tolerance)")]
         rows += [(r.torch_name or "<root>", r.flax_path or "<root>", r.kind, str(r.call + 1),
                   f"{r.input_gap:.2g}", f"{r.output_gap:.2g}",
-                  f"{r.input_tol:.2g} / {r.output_tol:.2g}" + ("" if r.ok else "  <-"))
+                  f"{r.input_tol:.2g} / {r.output_tol:.2g}",
+                  f"{r.grad_gap:.2g} ({r.grad_tol:.2g})" + ("" if r.ok else "  <-"))
                  for r in self.layers]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
