@@ -250,7 +250,7 @@ def test_gru_from_torch():
     report.assert_ok()
     # init: weight_ih, weight_hh, the summed bias_ih, and bias_hh (0 in both once summed)
     assert {s["part"]: s["checks"] for s in report.summary()} == {
-        "init": 4, "forward": 1, "gradient": 3, "layer": 1}
+        "init": 4, "forward": 1, "gradient": 3, "layer": 2}  # its output and output gradient
 
     def r_z_swapped(t, f):
         out = base.to_flax(t, f)
