@@ -6,35 +6,14 @@ from pathlib import Path
 import jax
 import pytest
 
+from winit_jax._cache import enable_persistent_cache
+
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
-def _compilation_cache() -> Path:
-    """JAX's persistent compilation cache for the suite: the xdist workers, the CLI
-    subprocesses and the next run share compiled programs (most tests compile the same
-    small models). One directory per jaxlib version and CPU (its flags: a program compiled
-    for AVX-512 must not be loaded on a machine without it); WINIT_JAX_CACHE overrides."""
-    import hashlib
-    import platform
-
-    import jaxlib
-
-    try:
-        cpu = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    tag = hashlib.sha256(f"{jaxlib.__version__} {cpu}".encode()).hexdigest()[:16]
-    return Path(os.environ.get("WINIT_JAX_CACHE")
-                or Path.home() / ".cache" / "winit-jax" / f"xla-{tag}")
-
-
-_CACHE = {"JAX_COMPILATION_CACHE_DIR": str(_compilation_cache()),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-os.environ.update(_CACHE)  # subprocesses (the CLI tests) inherit it
-jax.config.update("jax_compilation_cache_dir", _CACHE["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# JAX's persistent compilation cache: the xdist workers, the CLI subprocesses and the next
+# run share compiled programs (most tests compile the same small models)
+enable_persistent_cache()
 
 IN_CI = bool(os.environ.get("CI"))
 

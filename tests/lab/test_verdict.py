@@ -275,7 +275,9 @@ def test_mutant_torch_inputs_over_255(small, monkeypatch):
         return x_train * 256 / 255, y_train, x_test * 256 / 255, y_test
     monkeypatch.setattr(T, "_tensors", over_255)
     v = _one(small, "he_normal")
-    assert v.verdict == "differ" and v.init.ok and not v.paired.ok and v.paired.worst_step == 0
+    # the slip acts from the first step; which of the first two steps has the largest ratio
+    # to the envelope depends on the draws
+    assert v.verdict == "differ" and v.init.ok and not v.paired.ok and v.paired.worst_step <= 1
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -250,89 +249,42 @@ def _resume_flag(p):
                    help="continue the interrupted run whose --out was DIR, with its config")
 
 
-# Flags that do not change what a run computes: not recorded, free to differ on --resume.
-_NOT_CONFIG = {"func", "command", "quiet", "out", "resume", "coordinator", "num_processes",
-               "process_id"}
+def _fail(parser, error) -> None:
+    """A ``RunError`` as the command's one-line usage error (exit 2)."""
+    parser.error(f"argument {error.flag}: {error}")
 
 
-def _jsonable(v):
-    return str(v) if isinstance(v, Path) else v
+def _options(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def run_config(args) -> dict:
     """What a run computes from: recorded in ``checkpoints/config.json``."""
-    return {"command": args.command, **{k: _jsonable(v) for k, v in vars(args).items()
-                                        if k not in _NOT_CONFIG}}
+    from winit_jax.lab.runs import run_config as config
+    return config(args.command, vars(args))
 
 
 def _apply_resume(args, parser):
-    """``--resume DIR``: the recorded config becomes this run's; a flag given with another
-    value than the recorded one is an error."""
-    import json
+    """``--resume DIR``: the recorded config becomes this run's (``runs.resumed_options``)."""
+    from winit_jax.lab.runs import RunError, resumed_options
 
     if args.resume is None:
         return
-    if args.out is not None and args.out != args.resume:
-        parser.error(f"argument --resume: conflicts with --out {args.out} (the run's directory "
-                     f"is {args.resume})")
-    path = args.resume / "checkpoints" / "config.json"
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        parser.error(f"argument --resume: {args.resume} holds no interrupted run "
-                     "(no readable checkpoints/config.json)")
-    if stored.get("command") != args.command:
-        parser.error(f"argument --resume: {args.resume} is a {stored.get('command')!r} run, "
-                     f"not {args.command!r}")
     defaults = vars(parser.parse_args([args.command]))
-    for k, v in stored.items():
-        if k == "command":
-            continue
-        given = _jsonable(getattr(args, k, None))
-        if given != _jsonable(defaults.get(k)) and given != v:
-            parser.error(f"argument --resume: {args.resume} was made with --{k.replace('_', '-')} "
-                         f"{v!r}, not {given!r}")
-        setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
-    args.out = args.resume
+    try:
+        new = resumed_options(args.command, _options(args), defaults, args.resume, args.out)
+    except RunError as e:
+        _fail(parser, e)
+    for k, v in new.items():
+        setattr(args, k, v)
 
 
 def _checkpoint(args, parser):
-    """The run's ``RunCheckpoint`` under ``<out>/checkpoints`` (claimed or checked).
-
-    In a multi-host run (one ``--out`` on a filesystem all hosts share) process 0 claims
-    the directory and every process learns whether that worked before going on.
-    """
-    import jax
-
-    from winit_jax.lab.checkpoint import ResumeError, RunCheckpoint
-
-    ckpt = RunCheckpoint(args.out / "checkpoints")
-    error = None
-    if jax.process_index() == 0:
-        try:
-            ckpt.claim(run_config(args), resume=args.resume is not None)
-        except ResumeError as e:
-            error = str(e)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
-        if error is None and int(failed):
-            error = "process 0 could not claim it (see its message)"
-    if error is not None:
-        parser.error(f"argument {'--resume' if args.resume else '--out'}: {error}")
-    return ckpt
-
-
-def _done(ckpt):
-    """The results are written: the checkpoints have served their purpose."""
-    import shutil
-
-    import jax
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("winit-jax: results written")
-    if jax.process_index() == 0:
-        shutil.rmtree(ckpt.directory)
+    from winit_jax.lab.runs import RunError, claim
+    try:
+        return claim(args.out, run_config(args), resume=args.resume is not None)
+    except RunError as e:
+        _fail(parser, e)
 
 
 def _floats(text):
@@ -395,8 +347,8 @@ def _variance(args, dataset, rows, **kw):
     return _run_with_progress(
         lambda cb: V.run(args.schemes, args.frameworks, dataset.x_train[pick], dataset.x_b,
                          on_step=cb, **kw),
-        V.steps(args.schemes, args.frameworks, product_seeds=kw.get("product_seeds", 0),
-                notebook_b_seeds=kw.get("notebook_b_seeds", 0)),
+        len(V.plan(args.schemes, args.frameworks, seeds=kw["seeds"],
+                   product_seeds=kw["product_seeds"], notebook_b_seeds=kw["notebook_b_seeds"])),
         quiet=args.quiet or not sys.stderr.isatty(), describe=str)
 
 
@@ -404,6 +356,7 @@ def cmd_compare(args, parser) -> int:
     from winit_jax.lab import plots, report
     from winit_jax.lab import verdict
     from winit_jax.lab.experiment import compare, run_kinds, summarise
+    from winit_jax.lab.runs import finish
     from winit_jax.lab.train import TrainConfig
 
     _apply_resume(args, parser)
@@ -431,7 +384,7 @@ def cmd_compare(args, parser) -> int:
     report.write_markdown(args.out, dataset, rows, verdicts, notices, images[:2],
                           report.variance_markdown(variance, images[2:], f"{n_rows} digits of "
                                                    f"{dataset.description}, pixels / 256"))
-    _done(ckpt)
+    finish(ckpt)
     if not args.quiet:
         tables = [report.compare_table(rows, verdicts, dataset)]
         tables += [report.verdict_table(verdicts)] if verdicts else []
@@ -442,7 +395,6 @@ def cmd_compare(args, parser) -> int:
 
 def cmd_variance(args, parser) -> int:
     from winit_jax.lab import gain_depth, plots, report
-    from winit_jax.lab.files import write_atomic, write_json
 
     dataset, notices = _setup(args, parser)
     rows = min(args.rows, len(dataset.x_train))
@@ -455,15 +407,7 @@ def cmd_variance(args, parser) -> int:
         len(args.frameworks), quiet=args.quiet or not sys.stderr.isatty(), describe=str)
     images = [plots.plot_variance(args.out, result["sweep"]),
               plots.plot_gain_sweep(args.out, result["gain_sweep"])]
-    write_json(args.out, "results.json", {
-        "config": run_config(args), "dataset": {"name": dataset.name, "description": dataset.description,
-                                      "notebook_a_rows": rows, "notebook_b": dataset.b_description},
-        "versions": report.versions(), "notices": notices, "variance": result})
-    lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + report.variance_markdown(
-        result, images[:1], f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
-                            f"{dataset.b_description}") + [""] + report.gain_markdown(
-        result["gain_sweep"], images[1:])
-    write_atomic(args.out, "report.md", ("\n".join(lines) + "\n").encode())
+    report.write_variance(args.out, run_config(args), dataset, rows, notices, result, images)
     if not args.quiet:
         tables = [report.depth_table(result["sweep"])]
         tables += [report.notebook_b_table(result["notebook_b"])] if result["notebook_b"] else []
@@ -474,72 +418,46 @@ def cmd_variance(args, parser) -> int:
     return 0
 
 
-def _init_distributed(args, parser):
-    """``jax.distributed.initialize`` when a multi-host run is asked for."""
-    import jax
-
-    given = [args.coordinator, args.num_processes, args.process_id]
-    if all(v is None for v in given):
-        return
-    if any(v is None for v in given):
-        parser.error("argument --coordinator: a multi-host run needs --coordinator, "
-                     "--num-processes and --process-id (or their environment variables)")
-    n, i = int(args.num_processes), int(args.process_id)
-    if not 0 <= i < n:
-        parser.error(f"argument --process-id: {i} is not in [0, {n})")
-    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=n,
-                               process_id=i, initialization_timeout=120)
-
-
 def cmd_sweep(args, parser) -> int:
     import jax
 
+    from winit_jax.lab.runs import RunError, init_distributed
+
     _apply_resume(args, parser)
-    _init_distributed(args, parser)
+    try:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
+    except RunError as e:
+        _fail(parser, e)
     # float64 for this command's computation only, not a process-wide switch.
     with jax.enable_x64(args.dtype == "float64"):
         return _sweep(args, parser)
 
 
 def _sweep(args, parser) -> int:
-    import io as _io
-
     import jax
 
     from winit_jax.lab import report
-    from winit_jax.lab.experiment import summarise
-    from winit_jax.lab.files import plain, write_atomic, write_json
-    from winit_jax.lab.many import fit_many, nnx_leaves
-    from winit_jax.lab.train import TrainConfig
+    from winit_jax.lab.many import fit_many
+    from winit_jax.lab.runs import finish
+    from winit_jax.lab.sweep import sweep_configs, sweep_summary, write_sweep
 
     dataset, notices = _setup(args, parser)
     ckpt = _checkpoint(args, parser)
     if args.limit:
         dataset = dataset.head(min(args.limit, len(dataset.x_train)), len(dataset.x_test))
-    configs = [TrainConfig(scheme=s, learning_rate=lr, momentum=args.momentum,
-                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed + k,
-                           dtype=args.dtype)
-               for s in args.schemes for lr in args.lrs for k in range(args.seeds)]
+    configs = sweep_configs(args.schemes, args.lrs, args.seeds, momentum=args.momentum,
+                            batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                            dtype=args.dtype)
     fitted = fit_many(configs, dataset.arrays(), checkpoint=ckpt)
     if jax.process_index() != 0:
-        _done(ckpt)
+        finish(ckpt)
         return 0  # process 0 writes for the whole cluster
-    runs = [{"learning_rate": c.learning_rate, "momentum": c.momentum, **plain(r)}
-            for c, r in zip(configs, fitted.results)]
-    summary = [dataclasses.replace(row, learning_rate=lr) for lr in args.lrs
-               for row in summarise([r for c, r in zip(configs, fitted.results)
-                                     if c.learning_rate == lr])]
-    if args.save_params:
-        buf = _io.BytesIO()
-        np.savez(buf, **{f"{i}/{'/'.join(map(str, path))}": np.asarray(leaf)
-                         for i, st in enumerate(fitted.states)
-                         for path, leaf in nnx_leaves(st)})
-        write_atomic(args.out, "params.npz", buf.getvalue())
-    write_json(args.out, "results.json", {
-        "config": {**run_config(args), "out": str(args.out)}, "dataset": dataset.description, "notices": notices,
-        "devices": jax.device_count(), "processes": jax.process_count(),
-        "versions": report.versions(), "runs": runs, "summary": summary})
-    _done(ckpt)
+    summary = sweep_summary(configs, fitted.results)
+    write_sweep(args.out, run_config(args), configs, fitted, summary,
+                dataset=dataset.description, notices=notices, devices=jax.device_count(),
+                processes=jax.process_count(), versions=report.versions(),
+                save_params=args.save_params)
+    finish(ckpt)
     if not args.quiet:
         _print([report.sweep_table(summary, jax.device_count(), jax.process_count())],
                f"wrote {args.out}/results.json")
@@ -570,8 +488,11 @@ def _print(tables, closing: str, columns=None) -> None:
 
 
 def main(argv=None) -> int:
+    from winit_jax._cache import enable_persistent_cache
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    enable_persistent_cache()  # a second run loads its compiled programs (WINIT_JAX_CACHE=off)
     return args.func(args, parser)
 
 

@@ -314,23 +314,26 @@ def run(schemes: Sequence[str], frameworks: Sequence[str], x_a: np.ndarray, x_b:
       ``{"sweep": [DepthSummary], "product": [ProductCheck], "notebook_b": [NotebookB]}``,
       each row with its ``framework``.
     """
-    sizes = depth_sizes(x_a.shape[-1], width, depth)
-    out = {"sweep": [], "product": [], "notebook_b": []}
-    jobs = [("sweep", sizes, seeds, summarise_depth),
-            ("product", NOTEBOOK_A_SIZES, product_seeds, product_formula),
-            ("notebook_b", NOTEBOOK_B_SIZES, notebook_b_seeds, lambda st, sc, _: notebook_b(st, sc))]
-    for kind, net, n_seeds, summarise in jobs:
-        for scheme in schemes if n_seeds else ():
-            for framework in frameworks:
-                x = x_b if kind == "notebook_b" else x_a
-                st = stats_over_seeds(framework, scheme, x, net, range(n_seeds))
-                out[kind].append(dataclasses.replace(summarise(st, scheme, net),
-                                                     framework=framework))
-                if on_step is not None:
-                    on_step(f"{kind} {scheme} {framework}")
+    nets = {"sweep": (depth_sizes(x_a.shape[-1], width, depth), seeds, summarise_depth),
+            "product": (NOTEBOOK_A_SIZES, product_seeds, product_formula),
+            "notebook_b": (NOTEBOOK_B_SIZES, notebook_b_seeds,
+                           lambda st, sc, _: notebook_b(st, sc))}
+    out = {kind: [] for kind in nets}
+    for kind, scheme, framework in plan(schemes, frameworks, seeds=seeds,
+                                        product_seeds=product_seeds,
+                                        notebook_b_seeds=notebook_b_seeds):
+        net, n_seeds, summarise = nets[kind]
+        x = x_b if kind == "notebook_b" else x_a
+        st = stats_over_seeds(framework, scheme, x, net, range(n_seeds))
+        out[kind].append(dataclasses.replace(summarise(st, scheme, net), framework=framework))
+        if on_step is not None:
+            on_step(f"{kind} {scheme} {framework}")
     return out
 
 
-def steps(schemes, frameworks, *, product_seeds: int, notebook_b_seeds: int) -> int:
-    """How many times ``run`` calls ``on_step``."""
-    return len(schemes) * len(frameworks) * (1 + bool(product_seeds) + bool(notebook_b_seeds))
+def plan(schemes, frameworks, *, seeds: int, product_seeds: int,
+         notebook_b_seeds: int) -> list[tuple[str, str, str]]:
+    """``(kind, scheme, framework)`` of every piece ``run`` computes, in its order (a part
+    with 0 seeds is skipped); ``run`` calls ``on_step`` once after each."""
+    parts = {"sweep": seeds, "product": product_seeds, "notebook_b": notebook_b_seeds}
+    return [(kind, s, f) for kind, n in parts.items() if n for s in schemes for f in frameworks]

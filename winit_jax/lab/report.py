@@ -41,6 +41,20 @@ def write_results(out, config, dataset, results, rows, verdicts, notices, varian
 FW_LABEL = {"torch_paired": "paired"}  # short in the tables; results.json keeps the name
 
 
+def write_variance(out, config, dataset, rows: int, notices, result, images) -> None:
+    """``winit-jax variance``'s results.json and report.md (the depth sweep, notebook B, the
+    product formula, the gain sweep) in ``out``; ``images`` the two plots' file names."""
+    write_json(out, "results.json", {
+        "config": config, "dataset": {"name": dataset.name, "description": dataset.description,
+                                      "notebook_a_rows": rows, "notebook_b": dataset.b_description},
+        "versions": versions(), "notices": notices, "variance": result})
+    lines = ["# winit-jax variance", ""] + [f"> {n}" for n in notices] + variance_markdown(
+        result, images[:1], f"{rows} digits of {dataset.description}, pixels / 256; notebook B: "
+                            f"{dataset.b_description}") + [""] + gain_markdown(
+        result["gain_sweep"], images[1:])
+    write_atomic(out, "report.md", ("\n".join(lines) + "\n").encode())
+
+
 def compare_table(rows, verdicts, dataset) -> Table:
     """``compare``'s per (scheme, framework) table; the status column carries the verdict."""
     t = Table(f"winit-jax compare: {dataset.name}, {len(dataset.x_train)} train / "

@@ -210,8 +210,13 @@ def paired_part(jax_runs: Sequence[RunResult], paired_runs: Sequence[RunResult],
                           ok=None, note="n/a (no measured envelope covers these "
                                         "hyperparameters)")
     worst = (0.0, 0.0, float(tol[0]), 0, paired_runs[0].seed)
-    for j, t in zip(jax_runs, paired_runs):
+    for (d_j, d_t), j, t in zip(diverged, jax_runs, paired_runs):
         gap = rel_gap(j.losses, t.losses, per_entry=True)
+        if d_j is not None and d_j == d_t:
+            # both blow up at the same step: the last finite loss before it is already the
+            # explosion (float32 rounding grows with it, beyond the envelope measured on runs
+            # that stay finite); that both blow up at that step is what is compared there
+            gap[max(0, d_j - 1):] = np.nan
         ratio = np.nan_to_num(gap / tol, nan=0.0)
         s = int(np.argmax(ratio))
         if ratio[s] > worst[0]:
