@@ -197,6 +197,20 @@ def tolerance(n: int, config_or_points) -> np.ndarray | None:
     return np.where(steps < ENVELOPE_STEPS, tol, np.inf)
 
 
+BLOW_UP = 10.0  # a loss this many times the previous step's: the run is blowing up
+
+
+def blow_up(losses) -> int:
+    """The first step whose loss is more than ``BLOW_UP`` times the previous one (N(0, 1)
+    weights: 9e4, 3e10, 6e17, NaN), or the length. From there float32 rounding grows with
+    the loss, beyond the envelope measured on runs that do not blow up: such steps are not
+    compared, only where both runs first turn non-finite."""
+    x = np.abs(np.asarray(losses, np.float64))
+    with np.errstate(invalid="ignore", over="ignore"):
+        up = np.flatnonzero(~(x[1:] <= BLOW_UP * x[:-1]))
+    return int(up[0]) + 1 if up.size else len(x)
+
+
 def paired_part(jax_runs: Sequence[RunResult], paired_runs: Sequence[RunResult],
                 config: TrainConfig) -> PairedPart:
     """Every seed's paired loss curve within ``tolerance`` of the JAX run's, up to the first
@@ -210,13 +224,9 @@ def paired_part(jax_runs: Sequence[RunResult], paired_runs: Sequence[RunResult],
                           ok=None, note="n/a (no measured envelope covers these "
                                         "hyperparameters)")
     worst = (0.0, 0.0, float(tol[0]), 0, paired_runs[0].seed)
-    for (d_j, d_t), j, t in zip(diverged, jax_runs, paired_runs):
+    for j, t in zip(jax_runs, paired_runs):
         gap = rel_gap(j.losses, t.losses, per_entry=True)
-        if d_j is not None and d_j == d_t:
-            # both blow up at the same step: the last finite loss before it is already the
-            # explosion (float32 rounding grows with it, beyond the envelope measured on runs
-            # that stay finite); that both blow up at that step is what is compared there
-            gap[max(0, d_j - 1):] = np.nan
+        gap[blow_up(t.losses):] = np.nan
         ratio = np.nan_to_num(gap / tol, nan=0.0)
         s = int(np.argmax(ratio))
         if ratio[s] > worst[0]:
