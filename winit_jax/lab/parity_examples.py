@@ -29,7 +29,10 @@ def example(name: str):
     torch.manual_seed(0)
     if name == "resnet18":
         from torchvision.models import resnet18
-        return (resnet18(num_classes=10), ResNet18(num_classes=10, rngs=nnx.Rngs(0)),
+        # the port as shapes only: check() fills it (torch_like.init, then torch's weights),
+        # so Flax's own initialisers need not run (compiling them is most of a cold start)
+        return (resnet18(num_classes=10),
+                nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0))),
                 rng.standard_normal((2, 3, 64, 64)).astype(np.float32),
                 dict(flax_inputs=nhwc, train=True, init_seeds=1, init_overrides=tl.resnet_recipe(),
                      fresh_torch=lambda: resnet18(num_classes=10)))
