@@ -429,8 +429,9 @@ def constant(value: float):
     """``torch.nn.init.constant_``: every entry ``value`` (the norms' ones and zeros)."""
     def init(key, shape, dtype=None, out_sharding=None):
         shape, dtype, _ = _prepare(shape, dtype)
-        # made on the host: jnp.full would compile a program for every shape
-        return _place(jnp.asarray(np.full(shape, value, dtype)), out_sharding)
+        # made on the host and put on the device: jnp.full (and jnp.asarray) would compile
+        # a program for every shape
+        return _place(jax.device_put(np.full(shape, value, dtype)), out_sharding)
     return init
 
 

@@ -19,10 +19,14 @@ from flax import nnx
 BN = dict(epsilon=1e-5, momentum=0.9, use_fast_variance=False)
 
 
+def _kernel(kernel_init) -> dict:
+    """``kernel_init=`` for a Flax layer, or nothing (Flax's default)."""
+    return {} if kernel_init is None else {"kernel_init": kernel_init}
+
+
 def _conv(cin, cout, k, stride, pad, rngs, param_dtype, kernel_init=None):
-    init = {} if kernel_init is None else {"kernel_init": kernel_init}
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    use_bias=False, param_dtype=param_dtype, rngs=rngs, **init)
+                    use_bias=False, param_dtype=param_dtype, rngs=rngs, **_kernel(kernel_init))
 
 
 class BasicBlock(nnx.Module):
@@ -75,8 +79,8 @@ class ResNet18(nnx.Module):
                            kernel_init=kernel_init),
                 BasicBlock(w, w, 1, rngs=rngs, param_dtype=param_dtype, kernel_init=kernel_init)]))
             cin = w
-        init = {} if kernel_init is None else {"kernel_init": kernel_init}
-        self.fc = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs, **init)
+        self.fc = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs,
+                             **_kernel(kernel_init))
 
     def __call__(self, x):
         x = nnx.relu(self.bn1(self.conv1(x)))

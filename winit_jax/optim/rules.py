@@ -36,8 +36,13 @@ def _lerp(start, end, weight):
                      end - (end - start) * (1 - weight))
 
 
-def _zeros(*names):
-    return lambda p, h, flags: {n: jnp.zeros_like(p) for n in names}
+def _zeros(*names, **optional):
+    """A state of zeros named ``names``, plus ``optional``'s ``{flag: name}`` where the
+    flag is on (AdamW's amsgrad, RMSprop's centered)."""
+    def init(p, h, flags):
+        more = tuple(n for flag, n in optional.items() if flags[flag])
+        return {n: jnp.zeros_like(p) for n in names + more}
+    return init
 
 
 def _sgd_step(g, p, s, h, t, flags):
@@ -73,11 +78,6 @@ def _adam_step(g, p, s, h, t, flags):
     return p - step_size * (m / denom), state
 
 
-def _adam_init(p, h, flags):
-    names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if flags["amsgrad"] else ())
-    return _zeros(*names)(p, h, flags)
-
-
 def _rmsprop_step(g, p, s, h, t, flags):
     if flags["maximize"]:
         g = -g
@@ -92,11 +92,6 @@ def _rmsprop_step(g, p, s, h, t, flags):
         avg = jnp.sqrt(sq) + h["eps"]
     buf = state["momentum_buffer"] = h["momentum"] * s["momentum_buffer"] + g / avg
     return jnp.where(h["momentum"] > 0, p - h["lr"] * buf, p - h["lr"] * (g / avg)), state
-
-
-def _rmsprop_init(p, h, flags):
-    names = ("square_avg", "momentum_buffer") + (("grad_avg",) if flags["centered"] else ())
-    return _zeros(*names)(p, h, flags)
 
 
 def _adagrad_step(g, p, s, h, t, flags):
@@ -117,9 +112,11 @@ RULES = {
     "SGD": Rule("SGD", ("lr", "momentum", "dampening", "weight_decay"),
                 ("nesterov", "maximize"), _zeros("momentum_buffer"), _sgd_step),
     "Adam": Rule("Adam", ("lr", "beta1", "beta2", "eps", "weight_decay"),
-                 ("amsgrad", "maximize", "decoupled_weight_decay"), _adam_init, _adam_step),
+                 ("amsgrad", "maximize", "decoupled_weight_decay"),
+                 _zeros("exp_avg", "exp_avg_sq", amsgrad="max_exp_avg_sq"), _adam_step),
     "RMSprop": Rule("RMSprop", ("lr", "alpha", "eps", "weight_decay", "momentum"),
-                    ("centered", "maximize"), _rmsprop_init, _rmsprop_step),
+                    ("centered", "maximize"),
+                    _zeros("square_avg", "momentum_buffer", centered="grad_avg"), _rmsprop_step),
     "Adagrad": Rule("Adagrad", ("lr", "lr_decay", "weight_decay", "eps",
                                 "initial_accumulator_value"),
                     ("maximize",), _adagrad_init, _adagrad_step),

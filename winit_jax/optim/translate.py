@@ -161,7 +161,7 @@ def _labels(optimizer, torch_module, model, mapping, table) -> dict[str, np.ndar
     paths = {id(v): "/".join(map(str, path)) for path, v in nnx.iter_graph(model)
              if isinstance(v, nnx.Param)}
     labels: dict[str, np.ndarray] = {}
-    source: dict[tuple[str, int], str] = {}   # (nnx path, element) -> the torch name it has
+    source: dict[tuple[str, int], str] = {}   # (nnx path, group) -> a torch tensor from it
     paired_ids = set()
     for pair in pairs(torch_module, model, mapping):
         prefix = tensor_prefix(pair)
@@ -224,17 +224,17 @@ def _transformation(rule: Rule, flags: dict, table: np.ndarray, labels: dict,
         return [_leaf_path(kp) for kp, _ in flat], [x for _, x in flat], treedef
 
     def hyper(path, like, t):
-        """Each element's own group's hyperparameters at step ``t`` (NaN past the record)."""
+        """Each element's own group's hyperparameters at step ``t`` (NaN past the record);
+        None for a tensor the optimiser does not hold."""
+        label = labels.get(path)
+        first = int(label.flat[0]) if label is not None and label.size else -1
+        uniform = label is None or (label == first).all()
+        if uniform and first < 0:
+            return None
         row = jnp.asarray(table, like.dtype)[jnp.minimum(t, n_steps - 1)]
         if scheduled:
             row = jnp.where(t < n_steps, row, jnp.nan)
-        label = labels.get(path)
-        if label is None:
-            return None
-        first = int(label.flat[0]) if label.size else -1
-        if (label == first).all():
-            if first < 0:
-                return None
+        if uniform:
             return {k: row[first, i] for i, k in enumerate(rule.numbers)}
         index = jnp.asarray(np.maximum(label, 0))
         return {k: row[:, i][index] for i, k in enumerate(rule.numbers)}

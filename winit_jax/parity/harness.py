@@ -146,11 +146,6 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         _forward_and_gradient_stage(run, ref)
         if layers:
             _layer_stage(run, ref)
-            if run.kink:  # the same flip moves the layers' outputs and gradients after it
-                run.checks = [dataclasses.replace(c, inconclusive=True, how=(
-                    f"{c.how}; inconclusive: a kink flip was found at these inputs (see the "
-                    "forward/gradient checks)")) if c.part == "layer" and c.value > c.tol
-                    else c for c in run.checks]
         if run.schedule:
             _step_stage(run, ref, train, training)
         if run.held_out is not None:
@@ -506,24 +501,56 @@ def _as_np(value):
     return np.asarray(value, np.float64)
 
 
-def _torch_calls(module, names, x_t) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``(layer name, input, output)`` of every call of the named torch layers, in call order
-    (forward hooks; eval mode, no gradients)."""
+def _torch_calls(module, names, x_t, c_t, call) -> list[list]:
+    """``[layer name, input, output, gradient of the loss at that output]`` of every call of
+    the named torch layers, in call order, from one forward and one backward pass (eval
+    mode; the gradient None where the output is not a tensor)."""
     import torch
 
     events, handles = [], []
     named = dict(module.named_modules())
     for name in names:
         def hook(mod, inp, out, name=name):
-            events.append((name, _as_np(inp), _as_np(out)))
+            first = out[0] if isinstance(out, tuple) else out
+            events.append([name, _as_np(inp), _as_np(out), None])
+            if not (isinstance(first, torch.Tensor) and first.requires_grad):
+                return None
+            index = len(events) - 1
+            # a fresh tensor goes on, so that an in-place op after the layer (ReLU(inplace))
+            # cannot change the one whose gradient is read
+            fresh = first.clone()
+            first.register_hook(lambda g: events[index].__setitem__(3, np_copy(g)))
+            return (fresh, *out[1:]) if isinstance(out, tuple) else fresh
         handles.append(named[name].register_forward_hook(hook))
     try:
-        with torch.no_grad():
-            module(x_t)
+        module.zero_grad()
+        call(_first(module(x_t)), c_t).backward()
     finally:
         for h in handles:
             h.remove()
+        module.zero_grad()
     return events
+
+
+def _in_torch_layout(paired: dict, items) -> dict[str, list]:
+    """torch name -> per call, the nnx values of ``items`` (``(layer, [(value, which)])``,
+    in call order) in torch's layout through each pair's kind; calls of unpaired layers
+    are dropped."""
+    by_id = {id(p.flax_layer): p for p in paired.values()}
+    out: dict[str, list] = {}
+    for layer, values in items:
+        p = by_id.get(id(layer))
+        if p is not None:
+            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
+            out.setdefault(p.torch_name, []).append(tuple(
+                None if v is None else convert(_as_np(v), p.flax_layer, which)
+                for v, which in values))
+    return out
+
+
+def _nth(calls: dict, name: str, k: int, width: int) -> tuple:
+    """Call ``k`` of ``name`` (Nones where the port called it fewer times)."""
+    return (calls.get(name, []) + [(None,) * width] * (k + 1))[k]
 
 
 def _layer_stage(run: _Run, ref):
@@ -538,31 +565,26 @@ def _layer_stage(run: _Run, ref):
     from winit_jax.parity.kinds.parameters import FlaxParameters
     from winit_jax.parity.kinds.stack import is_slice
 
-    x_t, x_f = run.inputs[0], run.inputs[1]
+    x_f = run.inputs[1]
     paired = {p.torch_name: p for p in run.paired
               if isinstance(p.torch_module, torch.nn.Module) and not is_slice(p.flax_layer)
               and not isinstance(p.flax_layer, FlaxParameters)}
     if not paired:
         return
     run.modes(False)
-    ours = _torch_calls(run.torch_module, paired, x_t)
-    wide = (_torch_calls(ref.eval(), paired, _wide(x_t)) if ref is not None else ours)
-    by_id = {id(p.flax_layer): p for p in paired.values()}
-    _, calls = layer_io(run.model, x_f, types=tuple({type(p.flax_layer) for p in
-                                                     paired.values()}))
-    flax_calls: dict[str, list] = {}
-    for c in calls:
-        p = by_id.get(id(c.layer))
-        if p is not None:
-            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
-            flax_calls.setdefault(p.torch_name, []).append(
-                tuple(None if v is None else convert(v, p.flax_layer, which)
-                      for v, which in ((_as_np(c.input), "input"), (_as_np(c.output), "output"))))
+    x_t, _, c_t, _ = run.inputs
+    ours = _torch_calls(run.torch_module, paired, x_t, c_t, run.call)
+    wide = (_torch_calls(ref.eval(), paired, _wide(x_t), _wide(c_t), run.call)
+            if ref is not None else ours)
+    types = tuple({type(p.flax_layer) for p in paired.values()})
+    _, calls = layer_io(run.model, x_f, types=types)
+    flax_calls = _in_torch_layout(paired, [(c.layer, [(c.input, "input"), (c.output, "output")])
+                                           for c in calls])
     floor, seen = LAYER_FLOOR[run.dtype], {}
-    for (name, t_in, t_out), (_, w_in, w_out) in zip(ours, wide):
+    for (name, t_in, t_out, _), (_, w_in, w_out, _) in zip(ours, wide):
         k = seen[name] = seen.get(name, -1) + 1
         p = paired[name]
-        f_in, f_out = (flax_calls.get(name, []) + [(None, None)] * (k + 1))[k]
+        f_in, f_out = _nth(flax_calls, name, k, 2)
         gaps, tols = [], []
         for mine, theirs, exact in ((f_in, t_in, w_in), (f_out, t_out, w_out)):
             gaps.append(float("inf") if mine is None or theirs is None else rel_gap(mine, theirs))
@@ -575,7 +597,12 @@ def _layer_stage(run: _Run, ref):
                                 row.output_gap, row.output_tol, True,
                                 "max |diff| / max |torch layer output|; tolerance 10x torch's "
                                 f"own float32 gap at this layer, floor {floor:.2g}"))
-    _backward_layers(run, ref, paired)
+    _backward_layers(run, paired, ours, wide, types, calls)
+    if run.kink:  # the same flip moves the layers' outputs and gradients after it
+        run.checks = [dataclasses.replace(c, inconclusive=True, how=(
+            f"{c.how}; inconclusive: a kink flip was found at these inputs (see the "
+            "forward/gradient checks)")) if c.part == "layer" and c.value > c.tol else c
+            for c in run.checks]
     missing = [n for n in paired if n not in seen]
     if missing:
         run.notes.append(f"layers never called by torch's forward pass, not compared: "
@@ -587,43 +614,13 @@ def _layer_stage(run: _Run, ref):
                          "the layer rows before it do")
 
 
-def _torch_output_grads(module, names, x_t, c_t, call) -> list[tuple[str, np.ndarray]]:
-    """``(layer name, gradient of the loss with respect to that call's output)`` for every
-    call of the named torch layers, in call order (None where the output is not a tensor)."""
-    import torch
-
-    events, handles = [], []
-    named = dict(module.named_modules())
-    for name in names:
-        def hook(mod, inp, out, name=name):
-            first = out[0] if isinstance(out, tuple) else out
-            events.append([name, None])
-            if not (isinstance(first, torch.Tensor) and first.requires_grad):
-                return None
-            index = len(events) - 1
-            # a fresh tensor goes on, so that an in-place op after the layer (ReLU(inplace))
-            # cannot change the one whose gradient is read
-            fresh = first.clone()
-            first.register_hook(lambda g: events[index].__setitem__(1, np_copy(g)))
-            return (fresh, *out[1:]) if isinstance(out, tuple) else fresh
-        handles.append(named[name].register_forward_hook(hook))
-    try:
-        module.zero_grad()
-        call(_first(module(x_t)), c_t).backward()
-    finally:
-        for h in handles:
-            h.remove()
-        module.zero_grad()
-    return [tuple(e) for e in events]
-
-
-def _flax_output_grads(run: _Run, types) -> list:
-    """The gradient of the port's loss with respect to each watched layer call's output, in
-    call order: a zero added to each output (``layer_io``'s ``on_output``), differentiated."""
+def _flax_output_grads(run: _Run, types, calls) -> list:
+    """The gradient of the port's loss with respect to each watched layer call's output
+    (``calls``: the recorded forward's), in call order: a zero added to each output
+    (``layer_io``'s ``on_output``), differentiated."""
     from winit_jax.forward import layer_io
 
     _, x_f, _, c_f = run.inputs
-    _, calls = layer_io(run.model, x_f, types=types)
     zeros = [jnp.zeros_like(c.output) if isinstance(c.output, jax.Array) else None
              for c in calls]
 
@@ -636,31 +633,20 @@ def _flax_output_grads(run: _Run, types) -> list:
     # nnx.grad, not jax.grad: a model that runs nnx transforms inside (nnx.RNN's scan) must
     # be handed through, not closed over; the calls come in the same order
     grads = nnx.grad(loss, argnums=1)(run.model, zeros)
-    return [(c.layer, g) for c, g in zip(calls, grads)]
+    return [(c.layer, [(g, "output")]) for c, g in zip(calls, grads)]
 
 
-def _backward_layers(run: _Run, ref, paired: dict) -> None:
+def _backward_layers(run: _Run, paired: dict, ours, wide, types, calls) -> None:
     """Adds each layer row's output-gradient gap (and a "layer" check for it): torch's
-    gradient at that call's output against the port's, in torch's layout, the tolerance 10x
-    torch's own float32 gap there (floor ``LAYER_FLOOR``)."""
-    x_t, _, c_t, _ = run.inputs
-    ours = _torch_output_grads(run.torch_module, paired, x_t, c_t, run.call)
-    wide = (_torch_output_grads(ref, paired, _wide(x_t), _wide(c_t), run.call)
-            if ref is not None else ours)
-    by_id = {id(p.flax_layer): p for p in paired.values()}
-    flax: dict[str, list] = {}
-    for layer, g in _flax_output_grads(run, tuple({type(p.flax_layer)
-                                                    for p in paired.values()})):
-        p = by_id.get(id(layer))
-        if p is not None:
-            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
-            flax.setdefault(p.torch_name, []).append(
-                None if g is None else convert(_as_np(g), p.flax_layer, "output"))
+    gradient at that call's output (``ours``, ``wide``: ``_torch_calls``') against the
+    port's, in torch's layout, the tolerance 10x torch's own float32 gap there (floor
+    ``LAYER_FLOOR``)."""
+    flax = _in_torch_layout(paired, _flax_output_grads(run, types, calls))
     floor, seen = LAYER_FLOOR[run.dtype], {}
     rows = {(r.torch_name, r.call): i for i, r in enumerate(run.layers)}
-    for (name, g_t), (_, g_w) in zip(ours, wide):
+    for (name, _, _, g_t), (_, _, _, g_w) in zip(ours, wide):
         k = seen[name] = seen.get(name, -1) + 1
-        g_f = (flax.get(name, []) + [None] * (k + 1))[k]
+        (g_f,) = _nth(flax, name, k, 1)
         i = rows.get((name, k))
         if i is None or g_t is None or g_f is None or np.shape(g_f) != np.shape(g_t):
             continue
