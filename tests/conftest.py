@@ -3,8 +3,28 @@
 import os
 from pathlib import Path
 
-import jax
-import pytest
+
+def _pin_xdist_worker() -> None:
+    """Pins xdist worker ``gwN`` (and the processes it starts) to CPU ``N``.
+
+    Two JAX processes sharing two cores slow each other down about 7x (XLA's thread pools
+    contend); pinned, each runs as fast as alone (measured: BENCHMARKS.md, "Suite time").
+    Done before JAX starts a thread, so that its pools size themselves to one CPU.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    cpus = sorted(os.sched_getaffinity(0))
+    if not worker.startswith("gw") or not 1 < count <= len(cpus):
+        return
+    cpu = {cpus[int(worker[2:]) % len(cpus)]}
+    for tid in os.listdir("/proc/self/task"):  # every thread the worker already has
+        os.sched_setaffinity(int(tid), cpu)
+
+
+_pin_xdist_worker()
+
+import jax  # noqa: E402  (after the pinning)
+import pytest  # noqa: E402
 
 from winit_jax._cache import enable_persistent_cache
 
