@@ -57,6 +57,7 @@ class _Run:
     curves: dict = dataclasses.field(default_factory=dict)
     metrics: dict = dataclasses.field(default_factory=dict)
     kink: bool = False             # float32 forward/gradient checks inconclusive: a kink flip
+    value_and_grad: Callable | None = None  # the port's jitted (loss, output), gradients
 
     def modes(self, training: bool) -> None:
         self.torch_module.train(training)
@@ -380,11 +381,17 @@ PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative
 
 
 def _port_outputs_and_grads(run: _Run, model, x_f, c_f) -> tuple[np.ndarray, dict]:
-    """The port's output and its loss's gradient per paired tensor, in torch's layout."""
-    def loss(m):
-        y = run.out_f(m(x_f))
-        return run.call(y, c_f), y
-    (_, y_f), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+    """The port's output and its loss's gradient per paired tensor, in torch's layout.
+
+    Jitted as the training steps are (one compile per check: the nearby-input probes call
+    it again; eager, a MobileNetV2's gradient took 2.3 s a call).
+    """
+    if run.value_and_grad is None:
+        def loss(m, x, c):
+            y = run.out_f(m(x))
+            return run.call(y, c), y
+        run.value_and_grad = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
+    (_, y_f), grads = run.value_and_grad(model, x_f, c_f)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
