@@ -90,11 +90,42 @@ def test_lstm_gate_order_is_inside_the_lstm():
 
 @pytest.mark.slow
 def test_mobilenet_same_padding_is_inside_that_conv():
+    """Also the negative control of test_ports' kink-flip test (a port that differs fails
+    on the inputs where a correct one is inconclusive): failing, nothing inconclusive."""
     net, _, x, kw = E.mobilenet_v2(seed=0, batch=4)
     port = E.flax_mobilenet_v2(nnx.Rngs(0), same_padding=(2,))
-    d = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0).first_divergence
+    report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
+    d = report.first_divergence
     assert (d.torch_name, d.where) == ("features.2.conv.1.0", "inside")
     assert "padding" in d.hint
+    assert "forward" in {c.part for c in report.failures()} and not report.inconclusive()
+
+
+@pytest.mark.slow
+def test_relu_for_relu6_is_before_the_next_conv_with_trained_batchnorms():
+    """ReLU for ReLU6 after block 2's expansion conv. At init no activation reaches 6 and the
+    slip changes nothing; with a checkpoint's BatchNorm affine parameters (what a porter
+    checks a pretrained model with) a faithful port still passes every part and the slip
+    is named: the input of block 2's depthwise conv parts, every earlier layer agrees."""
+    import torch
+
+    net, _, x, _ = E.mobilenet_v2(seed=0, batch=4)
+    E.checkpoint_like_batchnorms(net)
+    capped = []  # the negative control's premise: torch's ReLU6 does cap something there
+    hook = net.features[2].conv[0][1].register_forward_hook(
+        lambda m, i, o: capped.append(float((o > 6).float().mean())))
+    with torch.no_grad():
+        net.eval()(torch.from_numpy(x))
+    hook.remove()
+    assert capped[0] > 0.01, capped
+    faithful = P.check(net, E.flax_mobilenet_v2(nnx.Rngs(0)), x, flax_inputs=E.nhwc,
+                       init_seeds=0)
+    assert faithful.ok and faithful.first_divergence is None, faithful.table()
+    slipped = P.check(net, E.flax_mobilenet_v2(nnx.Rngs(0), relu_after=(2,)), x,
+                      flax_inputs=E.nhwc, init_seeds=0)
+    d = slipped.first_divergence
+    assert (d.torch_name, d.where) == ("features.2.conv.1.0", "before"), str(d)
+    assert "features.2.conv.0.1" in d.hint and "ReLU6" in d.hint
 
 
 def test_cli_leads_with_the_first_divergence_and_prints_layers_on_request(capsys):

@@ -314,6 +314,24 @@ def mobilenet_v2(seed: int = 0, *, batch: int = 16, **slips):
                  init_overrides=tl.mobilenet_v2_recipe()))
 
 
+def checkpoint_like_batchnorms(net, seed: int = 0):
+    """Gives every ``BatchNorm2d`` of ``net`` (in place; returned) affine parameters as a
+    trained checkpoint has them: gamma ~ U(0.5, 4), beta ~ N(0, 0.5^2), from a fixed torch
+    generator. At init (gamma 1, beta 0, running statistics 0 and 1) an eval-mode BatchNorm
+    is about the identity and no MobileNetV2 activation reaches ReLU6's cap of 6 (measured:
+    block 2's expansion at most 4.6 even with inputs x30), so no comparison of outputs can
+    tell ReLU from ReLU6 there; with these, block 2's expansion reaches the cap."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 4.0, generator=g)
+                m.bias.normal_(0.0, 0.5, generator=g)
+    return net
+
+
 # --- a 4-block transformer: torch's ModuleList against one nnx.vmap-built, nnx.scan-run stack --
 
 def torch_encoder(blocks: int = 4, d: int = 32, heads: int = 4):

@@ -687,8 +687,9 @@ def _first_divergence(rows: list, paired: list) -> Divergence | None:
             before = rows[i - 1].torch_name if i else "the model's input"
             return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "before", r.input_gap,
                               r.input_tol, f"the code between {before or '<root>'} and this "
-                              "layer: an activation (GELU's tanh approximation?), a residual, "
-                              "padding, a reshape or flatten order, the inputs' layout")
+                              "layer: an activation (GELU's tanh approximation? ReLU for "
+                              "ReLU6?), a residual, padding, a reshape or flatten order, the "
+                              "inputs' layout")
         return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "inside", r.output_gap,
                           r.output_tol, kind.hint)
     return None
