@@ -380,18 +380,23 @@ PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
 PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
 
 
-def _port_outputs_and_grads(run: _Run, model, x_f, c_f) -> tuple[np.ndarray, dict]:
+def _port_outputs_and_grads(run: _Run, model, x_f, c_f, *, jit: bool = False
+                            ) -> tuple[np.ndarray, dict]:
     """The port's output and its loss's gradient per paired tensor, in torch's layout.
 
-    Jitted as the training steps are (one compile per check: the nearby-input probes call
-    it again; eager, a MobileNetV2's gradient took 2.3 s a call).
+    Eager for one call (compiling costs more: a warm ViT check took 0.22 s eager, 2.1 s
+    jitted); ``jit`` for the nearby-input probes, which call it ``PROBES`` times (a
+    MobileNetV2's eager gradient took 2.3 s a call): one program per check, reused.
     """
-    if run.value_and_grad is None:
-        def loss(m, x, c):
-            y = run.out_f(m(x))
-            return run.call(y, c), y
-        run.value_and_grad = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
-    (_, y_f), grads = run.value_and_grad(model, x_f, c_f)
+    def loss(m, x, c):
+        y = run.out_f(m(x))
+        return run.call(y, c), y
+    if not jit:
+        (_, y_f), grads = nnx.value_and_grad(loss, has_aux=True)(model, x_f, c_f)
+    else:
+        if run.value_and_grad is None:
+            run.value_and_grad = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
+        (_, y_f), grads = run.value_and_grad(model, x_f, c_f)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
@@ -480,7 +485,7 @@ def _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f) -> dict[str, float]:
         y_r, grads_r = _outputs_and_grads(run, ref, torch.from_numpy(xp).double(), _wide(c_t),
                                           ref_layers)
         x_fp = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
-        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f)
+        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f, jit=True)
         gaps = {"output": rel_gap(y_f, y_r), **{k: rel_gap(grads_f[k], g)
                                                  for k, g in grads_r.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
