@@ -1,7 +1,7 @@
 """Cold start: building a model's weights in a fresh process, Flax's own construction vs
 ``torch_like.init`` vs torch's own constructor, and a cold ``parity.check``.
 
-    .venv/bin/python bench/cold_start.py [--rounds 3] [--only resnet|vit|check]
+    .venv/bin/python bench/cold_start.py [--rounds 3] [--only resnet|cache|vit|check]
 
 Every case runs in its own fresh Python process (imports done before the clock starts, so
 the figure is the construction: XLA compiles included, imports not); rounds alternate the
@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 
 PRELUDE = """
 import time, json, jax, numpy as np
@@ -42,6 +43,13 @@ CASES = {
         "torchvision resnet18(num_classes=10)":
             "torchvision.models.resnet18(num_classes=10)",
     },
+    "cache": {  # a script that turns on JAX's own persistent cache (jax.config), warmed once
+        "Flax ResNet-18 (Flax's initialisers), persistent cache warm":
+            "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0)))",
+        "torch_like.init ResNet-18, persistent cache warm":
+            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
+            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+    },
     "vit": {
         "Flax ViT port (Flax's initialisers)": "ready(E.flax_vit(nnx.Rngs(0)))",
         "torch_like.init ViT port (eval_shape, torchvision_vit_recipe)":
@@ -58,8 +66,18 @@ CASES = {
 }
 
 
-def run_case(code: str) -> float:
-    script = PRELUDE + code + "\nprint(json.dumps(time.perf_counter() - t0))\n"
+CACHE_PRELUDE = """
+jax.config.update("jax_compilation_cache_dir", {folder!r})
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+"""
+
+
+def run_case(code: str, cache: str | None = None) -> float:
+    # the cache is configured after the imports, before the clock starts
+    prelude = PRELUDE if cache is None else PRELUDE.replace(
+        "t0 = time.perf_counter()", CACHE_PRELUDE.format(folder=cache) + "t0 = time.perf_counter()")
+    script = prelude + code + "\nprint(json.dumps(time.perf_counter() - t0))\n"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -73,12 +91,24 @@ def main(argv=None):
     groups = args.only or list(CASES)
     cases = {name: code for g in groups for name, code in CASES[g].items()}
     times = {name: [] for name in cases}
-    for r in range(args.rounds):
+    cached = set(CASES["cache"]) & set(cases)
+    with tempfile.TemporaryDirectory() as folder:
+        for name in cached:  # warms the cache folder: one untimed run each
+            run_case(cases[name], folder)
+        _rounds(args.rounds, cases, times, cached, folder)
+    report(times, args.rounds)
+
+
+def _rounds(rounds, cases, times, cached, folder):
+    for r in range(rounds):
         for name, code in cases.items():
-            times[name].append(run_case(code))
+            times[name].append(run_case(code, folder if name in cached else None))
             print(f"round {r}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+
+
+def report(times, rounds):
     med = {n: statistics.median(t) for n, t in times.items()}
-    print(f"| case (fresh process, imports excluded) | median of {args.rounds} (s) | all |")
+    print(f"| case (fresh process, imports excluded) | median of {rounds} (s) | all |")
     print("| --- | ---: | --- |")
     for n, t in times.items():
         print(f"| {n} | {med[n]:.2f} | {', '.join(f'{x:.2f}' for x in t)} |")
@@ -92,6 +122,12 @@ def main(argv=None):
         if ours in med:
             print(f"\n{family}: Flax's own / torch_like.init = {med[flax] / med[ours]:.1f}x; "
                   f"torch_like.init / torch = {med[ours] / med[torch]:.1f}x")
+    warm = ("Flax ResNet-18 (Flax's initialisers), persistent cache warm",
+            "torch_like.init ResNet-18, persistent cache warm")
+    if all(w in med for w in warm) and "torchvision resnet18(num_classes=10)" in med:
+        print(f"With JAX's persistent cache warm: Flax's own / torch_like.init = "
+              f"{med[warm[0]] / med[warm[1]]:.1f}x; torch_like.init / torch = "
+              f"{med[warm[1]] / med['torchvision resnet18(num_classes=10)']:.1f}x")
     k = "Flax ResNet-18, kernel_init=winit_jax.he_normal()"
     if k in med:
         print(f"Flax's ResNet-18 with Flax's initialisers / with winit_jax.he_normal(): "

@@ -24,19 +24,24 @@ import numpy as np
 BLOCK = 1 << 16  # values per block: one compiled program draws any tensor in ceil(n / BLOCK) calls
 
 
+LAWS = ("uniform", "normal", "truncated_normal")
+
+
 @functools.partial(jax.jit, static_argnames=("dtype", "size"))
-def _blocks(key, index, lower, upper, scale, shift, *, dtype, size: int):
-    """Block ``index`` of all three laws from one key: one program per (dtype, size) whatever
-    is drawn (XLA shares their one threefry stream; compiling three programs would cost
-    three times the ~0.25 s a threefry program takes to compile on a small CPU). The normal
-    laws are scaled and shifted here, inside the same program eagerly and under ``jit``, so
-    that both round alike (XLA contracts ``x * scale + shift`` into an FMA)."""
+def _blocks(key, index, law, lower, upper, scale, shift, *, dtype, size: int):
+    """Block ``index`` of the law ``LAWS[law]`` from one key: one program per (dtype, size)
+    whatever is drawn (compiling one program per law would cost three times the ~0.25 s a
+    threefry program takes to compile on a small CPU). The law is a run-time index into a
+    ``lax.switch``, so that only the drawn law is computed (all three per block took ~3x
+    the time of a normal draw alone). The normal laws are scaled and shifted here, inside
+    the same program eagerly and under ``jit``, so that both round alike (XLA contracts
+    ``x * scale + shift`` into an FMA)."""
     k = jax.random.fold_in(key, index)
     scale, shift = jnp.asarray(scale, dtype), jnp.asarray(shift, dtype)
-    return {"uniform": jax.random.uniform(k, (size,), dtype, lower, upper),
-            "normal": jax.random.normal(k, (size,), dtype) * scale + shift,
-            "truncated_normal": (jax.random.truncated_normal(k, lower, upper, (size,), dtype)
-                                 * scale + shift)}
+    return jax.lax.switch(law, [
+        lambda: jax.random.uniform(k, (size,), dtype, lower, upper),
+        lambda: jax.random.normal(k, (size,), dtype) * scale + shift,
+        lambda: jax.random.truncated_normal(k, lower, upper, (size,), dtype) * scale + shift])
 
 
 def _draw(kind, key, shape, dtype, lower, upper, scale, shift, block):
@@ -50,15 +55,18 @@ def _draw(kind, key, shape, dtype, lower, upper, scale, shift, block):
     scale = 1.0 if scale is None else scale
     shift = 0.0 if shift is None else shift
 
+    law = LAWS.index(kind)
+
     def one(i):
-        return _blocks(key, i, lower, upper, scale, shift, dtype=dtype, size=size)[kind]
+        return _blocks(key, i, law, lower, upper, scale, shift, dtype=dtype, size=size)
 
     if any(isinstance(x, jax.core.Tracer) for x in (key, lower, upper, scale, shift)):
         # the same block program, in a loop inside the caller's (lax.map, not vmap: a
         # vmapped block may vectorise erfinv otherwise and round differently from eager)
         # the parameters as run-time values, as they are eagerly: constants would be folded
         # at compile time by another erf than the one that runs
-        lower, upper, scale, shift = jax.lax.optimization_barrier((lower, upper, scale, shift))
+        law, lower, upper, scale, shift = jax.lax.optimization_barrier(
+            (jnp.int32(law), lower, upper, scale, shift))
         return jax.lax.map(one, jnp.arange(count)).reshape(-1)[:n].reshape(shape)
     # eagerly: the blocks assembled on the host, no program for this shape
     flat = np.concatenate([np.asarray(one(i)) for i in range(count)])
