@@ -88,6 +88,17 @@ def test_lstm_gate_order_is_inside_the_lstm():
     assert "gate order" in d.hint
 
 
+def test_a_fault_in_an_unrecorded_stacked_lstm_names_its_layers():
+    """A 2-layer nn.LSTM runs as one fused call: no hook sees its layers' outputs, so they
+    are not recorded. A gate-order slip there shows first at the head's input ("before");
+    the hint must name the stacked layers as candidates, not only "the code between"."""
+    from tests.twin.test_ports import SwappedGates
+    net, port, data, kw = E.language_model("LSTM", num_layers=2, cell_class=SwappedGates)
+    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
+    assert (d.torch_name, d.where) == ("head", "before")
+    assert "rnn.l0, rnn.l1" in d.hint
+
+
 @pytest.mark.slow
 def test_mobilenet_same_padding_is_inside_that_conv():
     """Also the negative control of test_ports' kink-flip test (a port that differs fails

@@ -676,6 +676,8 @@ def _first_divergence(rows: list, paired: list) -> Divergence | None:
     """The first call, in torch's order, whose input or output is off; with none, the last
     call whose output gradient is off (the backward pass runs in reverse)."""
     kinds = {p.torch_name: p.kind for p in paired}
+    recorded = {r.torch_name for r in rows}
+    unrecorded = [n for n in kinds if n not in recorded]
     for i, r in reversed(list(enumerate(rows)) if all(r.forward_ok for r in rows) else []):
         if not r.backward_ok:
             after = rows[i + 1].torch_name if i + 1 < len(rows) else "the loss"
@@ -690,11 +692,15 @@ def _first_divergence(rows: list, paired: list) -> Divergence | None:
         kind = kinds[r.torch_name]
         if r.input_gap > r.input_tol:
             before = rows[i - 1].torch_name if i else "the model's input"
+            hint = (f"the code between {before or '<root>'} and this layer: an activation "
+                    "(GELU's tanh approximation? ReLU for ReLU6?), a residual, padding, a "
+                    "reshape or flatten order, the inputs' layout")
+            if unrecorded:  # pairs with no per-call record may sit in between
+                hint += ("; or a pair not recorded layer by layer (a stacked RNN's layers, "
+                         "scanned blocks, bare parameters): " + ", ".join(unrecorded[:4])
+                         + (" ..." if len(unrecorded) > 4 else ""))
             return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "before", r.input_gap,
-                              r.input_tol, f"the code between {before or '<root>'} and this "
-                              "layer: an activation (GELU's tanh approximation? ReLU for "
-                              "ReLU6?), a residual, padding, a reshape or flatten order, the "
-                              "inputs' layout")
+                              r.input_tol, hint)
         return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "inside", r.output_gap,
                           r.output_tol, kind.hint)
     return None
