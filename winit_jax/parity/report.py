@@ -95,9 +95,10 @@ class Divergence:
                     f"this one's output is {self.gap:.2g} off (tolerance {self.tol:.2g})")
         else:
             what = (f"before torch {self.torch_name or '<root>'} / nnx "
-                    f"{self.flax_path or '<root>'} ({self.kind}){nth}: every earlier layer "
-                    f"agrees, this one's input is {self.gap:.2g} off (tolerance {self.tol:.2g}); "
-                    "the code between the previous layer and this one differs")
+                    f"{self.flax_path or '<root>'} ({self.kind}){nth}: every earlier recorded "
+                    f"layer agrees, this one's input is {self.gap:.2g} off (tolerance "
+                    f"{self.tol:.2g}); what runs between the previous recorded layer and this "
+                    "one differs")
         return f"first divergence {what}" + (f"; check {self.hint}" if self.hint else "")
 
 
