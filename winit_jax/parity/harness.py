@@ -57,7 +57,6 @@ class _Run:
     curves: dict = dataclasses.field(default_factory=dict)
     metrics: dict = dataclasses.field(default_factory=dict)
     kink: bool = False             # float32 forward/gradient checks inconclusive: a kink flip
-    value_and_grad: Callable | None = None  # the port's jitted (loss, output), gradients
 
     def modes(self, training: bool) -> None:
         self.torch_module.train(training)
@@ -380,23 +379,23 @@ PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
 PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
 
 
-def _port_outputs_and_grads(run: _Run, model, x_f, c_f, *, jit: bool = False
-                            ) -> tuple[np.ndarray, dict]:
-    """The port's output and its loss's gradient per paired tensor, in torch's layout.
-
-    Eager for one call (compiling costs more: a warm ViT check took 0.22 s eager, 2.1 s
-    jitted); ``jit`` for the nearby-input probes, which call it ``PROBES`` times (a
-    MobileNetV2's eager gradient took 2.3 s a call): one program per check, reused.
-    """
+def _port_value_and_grad(run: _Run) -> Callable:
+    """``f(model, x_f, c_f) -> ((loss, output), gradients)`` of the port (``nnx``)."""
     def loss(m, x, c):
         y = run.out_f(m(x))
         return run.call(y, c), y
-    if not jit:
-        (_, y_f), grads = nnx.value_and_grad(loss, has_aux=True)(model, x_f, c_f)
-    else:
-        if run.value_and_grad is None:
-            run.value_and_grad = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
-        (_, y_f), grads = run.value_and_grad(model, x_f, c_f)
+    return nnx.value_and_grad(loss, has_aux=True)
+
+
+def _port_outputs_and_grads(run: _Run, model, x_f, c_f, value_and_grad=None
+                            ) -> tuple[np.ndarray, dict]:
+    """The port's output and its loss's gradient per paired tensor, in torch's layout.
+
+    Eager by default (one call: compiling costs more, a warm ViT check took 0.22 s eager,
+    2.1 s jitted); the nearby-input probes pass one jitted ``_port_value_and_grad`` for
+    their ``PROBES`` calls (a MobileNetV2's eager gradient took 2.3 s a call).
+    """
+    (_, y_f), grads = (value_and_grad or _port_value_and_grad(run))(model, x_f, c_f)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
@@ -479,13 +478,14 @@ def _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f) -> dict[str, float]:
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
     x = x_t.numpy()
     out = {}
+    value_and_grad = nnx.jit(_port_value_and_grad(run))  # compiled once for the probes
     for _ in range(PROBES):
         sign = rng.choice(np.float32([-1, 1]), size=x.shape)
         xp = x * (np.float32(1) + step * sign)
         y_r, grads_r = _outputs_and_grads(run, ref, torch.from_numpy(xp).double(), _wide(c_t),
                                           ref_layers)
         x_fp = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
-        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f, jit=True)
+        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f, value_and_grad)
         gaps = {"output": rel_gap(y_f, y_r), **{k: rel_gap(grads_f[k], g)
                                                  for k, g in grads_r.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
