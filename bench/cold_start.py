@@ -28,7 +28,6 @@ import torch, torchvision
 def ready(tree):
     jax.block_until_ready([v.get_value() for _, v in nnx.iter_graph(tree)
                            if isinstance(v, nnx.Variable)])
-t0 = time.perf_counter()
 """
 
 CASES = {
@@ -75,9 +74,9 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 def run_case(code: str, cache: str | None = None) -> float:
     # the cache is configured after the imports, before the clock starts
-    prelude = PRELUDE if cache is None else PRELUDE.replace(
-        "t0 = time.perf_counter()", CACHE_PRELUDE.format(folder=cache) + "t0 = time.perf_counter()")
-    script = prelude + code + "\nprint(json.dumps(time.perf_counter() - t0))\n"
+    cached = "" if cache is None else CACHE_PRELUDE.format(folder=cache)
+    script = (PRELUDE + cached + "t0 = time.perf_counter()\n" + code
+              + "\nprint(json.dumps(time.perf_counter() - t0))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -95,15 +94,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for name in cached:  # warms the cache folder: one untimed run each
             run_case(cases[name], folder)
-        _rounds(args.rounds, cases, times, cached, folder)
+        for r in range(args.rounds):
+            for name, code in cases.items():
+                times[name].append(run_case(code, folder if name in cached else None))
+                print(f"round {r}: {name}: {times[name][-1]:.2f} s", file=sys.stderr,
+                      flush=True)
     report(times, args.rounds)
-
-
-def _rounds(rounds, cases, times, cached, folder):
-    for r in range(rounds):
-        for name, code in cases.items():
-            times[name].append(run_case(code, folder if name in cached else None))
-            print(f"round {r}: {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
 
 
 def report(times, rounds):
