@@ -33,6 +33,7 @@ from winit_jax.initializers import kaiming_normal as kaiming_normal
 from winit_jax.initializers import packed_xavier_uniform as packed_xavier_uniform
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
+from winit_jax import sampling
 from winit_jax.initializers import variance_scaling
 from winit_jax.parity.kinds import init_rule, is_flax_layer
 from winit_jax.parity.kinds.stack import stack_slice
@@ -357,7 +358,7 @@ def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
     new = []
     for path, var, fn in draws:
         value = var.get_value()
-        k = jax.random.fold_in(key, zlib.crc32(path.encode()))
+        k = sampling.fold_in(key, zlib.crc32(path.encode()))  # on the host: no compile
         new.append(fn(k, tuple(value.shape), value.dtype))  # all drawn before any is set
     for (_, var, _), value in zip(draws, new):
         var.set_value(value)

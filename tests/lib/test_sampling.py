@@ -85,3 +85,36 @@ def test_torch_like_init_under_nnx_jit_equals_eager_bit_for_bit():
     a, b = nnx.state(eager, nnx.Param), nnx.state(jitted, nnx.Param)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _words(key):
+    return np.asarray(jax.random.key_data(key))
+
+
+def test_host_fold_in_is_jaxs_bit_for_bit(monkeypatch):
+    """``sampling.fold_in`` hashes on the host what ``jax.random.fold_in`` computes with
+    XLA: 500 random keys and data (with the ends 0 and 2**32 - 1) give the same key words.
+    Control: Threefry's two rotation rows swapped (a plausible slip) changes every key."""
+    rng = np.random.default_rng(0)
+    keys = [jax.random.wrap_key_data(w) for w in rng.integers(0, 2**32, (500, 2), np.uint32)]
+    data = [0, 2**32 - 1, *rng.integers(0, 2**32, 498).tolist()]
+    theirs = np.stack([_words(jax.random.fold_in(k, d)) for k, d in zip(keys, data)])
+    ours = np.stack([_words(S.fold_in(k, d)) for k, d in zip(keys, data)])
+    np.testing.assert_array_equal(ours, theirs)
+    monkeypatch.setattr(S, "_ROTATIONS", S._ROTATIONS[::-1])
+    broken = np.stack([_words(S.fold_in(k, d)) for k, d in zip(keys[:20], data[:20])])
+    assert (broken != theirs[:20]).any(axis=1).all()
+
+
+def test_fold_in_hands_what_it_cannot_hash_to_jax():
+    """Traced keys (under jit), another key implementation and a uint32 scalar give
+    jax.random.fold_in's result; a batch of keys gets jax's own error."""
+    k = jax.random.key(3)
+    jitted = jax.jit(lambda key: jax.random.key_data(S.fold_in(key, 11)))(k)
+    np.testing.assert_array_equal(jitted, _words(jax.random.fold_in(k, 11)))
+    rbg = jax.random.key(3, impl="rbg")
+    np.testing.assert_array_equal(_words(S.fold_in(rbg, 5)), _words(jax.random.fold_in(rbg, 5)))
+    with pytest.raises(ValueError, match="single key"):
+        S.fold_in(jax.random.split(k, 3), 5)
+    np.testing.assert_array_equal(_words(S.fold_in(k, np.uint32(9))),
+                                  _words(jax.random.fold_in(k, 9)))
