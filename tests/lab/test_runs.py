@@ -71,6 +71,7 @@ def test_distributed_needs_all_three_and_a_valid_id():
     assert e.value.flag == "--process-id"
 
 
+@pytest.mark.slow
 def test_the_depth_plan_is_what_run_does():
     """``run`` reports one step per piece of ``plan``, in order (the CLI's progress bar
     total), and a part with 0 seeds is skipped."""

@@ -91,6 +91,7 @@ def test_scan_sweep_equals_the_mlp_with_the_same_kernels(scheme):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shared_sweep_program_draws_each_scheme_as_alone():
     """The depth sweep's one program per group (a lax.switch over the schemes) gives a scheme
     exactly its own program's statistics: a switch on the wrong branch, or draws that moved,

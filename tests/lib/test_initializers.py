@@ -208,6 +208,7 @@ def test_orthogonal_gram_matrix(shape, column_axis, gain):
     np.testing.assert_allclose(gram, gain ** 2 * np.eye(len(gram)), atol=50 * 1.2e-7 * gain ** 2)
 
 
+@pytest.mark.slow
 def test_orthogonal_is_haar_not_just_orthogonal():
     # Without the sign fix, QR's Q has a biased first row; with it, the (0, 0) entry of a
     # 2x2 Haar rotation is cos(theta), theta uniform: mean 0, E[cos^2] = 1/2.

@@ -75,6 +75,7 @@ def vit():
     return E.vit()
 
 
+@pytest.mark.slow
 def test_training_16_percent_off_never_passes(vit):
     """The port trains with a learning rate 1.16x torch's (as a loss scaled by 1.16 would):
     every step check after the first update fails or says it cannot tell; none passes."""
