@@ -74,18 +74,32 @@ def fold_in(key, data: int):
 @functools.partial(jax.jit, static_argnames=("dtype", "size"))
 def _blocks(key, index, law, lower, upper, scale, shift, *, dtype, size: int):
     """Block ``index`` of the law ``LAWS[law]`` from one key: one program per (dtype, size)
-    whatever is drawn (compiling one program per law would cost three times the ~0.25 s a
-    threefry program takes to compile on a small CPU). The law is a run-time index into a
-    ``lax.switch``, so that only the drawn law is computed (all three per block took ~3x
-    the time of a normal draw alone). The normal laws are scaled and shifted here, inside
-    the same program eagerly and under ``jit``, so that both round alike (XLA contracts
-    ``x * scale + shift`` into an FMA)."""
+    whatever is drawn. The three laws are ``jax.random``'s, step for step: each is one
+    ``jax.random.uniform`` draw on a law's own interval, then that law's transform, so the
+    program holds one threefry (its compile is most of the program's) and a ``lax.switch``
+    on the run-time ``law`` picks the interval and the transform (only the drawn law is
+    computed). The normal laws are scaled and shifted here, inside the same program eagerly
+    and under ``jit``, so that both round alike (XLA contracts ``x * scale + shift`` into an
+    FMA)."""
     k = jax.random.fold_in(key, index)
+    sqrt2 = np.array(np.sqrt(2), dtype)
+    lower, upper = jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
     scale, shift = jnp.asarray(scale, dtype), jnp.asarray(shift, dtype)
+    # the interval jax.random draws its uniform on: uniform's own, normal's
+    # [nextafter(-1, 0), 1) (_normal_real), truncated normal's [erf(a / sqrt2), erf(b / sqrt2))
+    lo, hi = jax.lax.switch(law, [
+        lambda: (lower, upper),
+        lambda: (jnp.asarray(np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype)), dtype),
+                 jnp.asarray(1.0, dtype)),
+        lambda: (jax.lax.erf(lower / sqrt2), jax.lax.erf(upper / sqrt2))])
+    u = jax.random.uniform(k, (size,), dtype, lo, hi)
     return jax.lax.switch(law, [
-        lambda: jax.random.uniform(k, (size,), dtype, lower, upper),
-        lambda: jax.random.normal(k, (size,), dtype) * scale + shift,
-        lambda: jax.random.truncated_normal(k, lower, upper, (size,), dtype) * scale + shift])
+        lambda: u,
+        lambda: sqrt2 * jax.lax.erf_inv(u) * scale + shift,
+        # truncated_normal clamps to the open interval (lower, upper)
+        lambda: jnp.clip(sqrt2 * jax.lax.erf_inv(u),
+                         jax.lax.nextafter(lower, jnp.asarray(np.inf, dtype)),
+                         jax.lax.nextafter(upper, jnp.asarray(-np.inf, dtype))) * scale + shift])
 
 
 def _draw(kind, key, shape, dtype, lower, upper, scale, shift, block):
