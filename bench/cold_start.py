@@ -41,6 +41,12 @@ CASES = {
             "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
         "torchvision resnet18(num_classes=10)":
             "torchvision.models.resnet18(num_classes=10)",
+        # the same with each variable's key folded by jax's compiled fold_in, as before
+        # sampling.fold_in hashed it on the host
+        "torch_like.init ResNet-18, jax.random.fold_in for the keys":
+            "import winit_jax.sampling as S; S.fold_in = jax.random.fold_in\n"
+            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
+            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
     },
     "cache": {  # a script that turns on JAX's own persistent cache (jax.config), warmed once
         "Flax ResNet-18 (Flax's initialisers), persistent cache warm":
@@ -128,6 +134,11 @@ def report(times, rounds):
     if k in med:
         print(f"Flax's ResNet-18 with Flax's initialisers / with winit_jax.he_normal(): "
               f"{med['Flax ResNet-18 (Flax' + chr(39) + 's initialisers)'] / med[k]:.1f}x")
+    jax_fold = "torch_like.init ResNet-18, jax.random.fold_in for the keys"
+    ours = "torch_like.init ResNet-18 (eval_shape, resnet_recipe)"
+    if jax_fold in med and ours in med:
+        print(f"torch_like.init ResNet-18 with jax.random.fold_in / with sampling.fold_in: "
+              f"{med[jax_fold] / med[ours]:.2f}x")
     print(json.dumps(times), file=sys.stderr)
 
 
