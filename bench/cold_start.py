@@ -1,7 +1,7 @@
 """Cold start: building a model's weights in a fresh process, Flax's own construction vs
 ``torch_like.init`` vs torch's own constructor, and a cold ``parity.check``.
 
-    .venv/bin/python bench/cold_start.py [--rounds 3] [--only resnet|cache|vit|check]
+    .venv/bin/python bench/cold_start.py [--rounds 3] [--only resnet|cache|vit|fold_in|floor|check]
 
 Every case runs in its own fresh Python process (imports done before the clock starts, so
 the figure is the construction: XLA compiles included, imports not); rounds alternate the
@@ -41,8 +41,11 @@ CASES = {
             "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
         "torchvision resnet18(num_classes=10)":
             "torchvision.models.resnet18(num_classes=10)",
-        # the same with each variable's key folded by jax's compiled fold_in, as before
-        # sampling.fold_in hashed it on the host
+    },
+    "fold_in": {  # paired: each variable's key by sampling.fold_in (host) or jax's compiled one
+        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)":
+            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
+            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
         "torch_like.init ResNet-18, jax.random.fold_in for the keys":
             "import winit_jax.sampling as S; S.fold_in = jax.random.fold_in\n"
             "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
@@ -61,6 +64,27 @@ CASES = {
             "m = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0)))\n"
             "ready(tl.init(m, jax.random.key(0), overrides=tl.torchvision_vit_recipe()))",
         "torchvision VisionTransformer (same size)": "E.torch_vit()",
+    },
+    "floor": {  # what any threefry-based init of ResNet-18 pays cold, measured apart
+        "floor: one threefry block program (jax.random.bits of 65,536 values), first call":
+            "jax.block_until_ready(jax.jit(lambda k, i: jax.random.bits(\n"
+            "    jax.random.fold_in(k, i), (1 << 16,)))(jax.random.key(0), 0))",
+        "floor: nnx.eval_shape of the ResNet-18 constructor":
+            "nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))",
+        "floor: ResNet-18's 11.7 M values drawn by the compiled block program (compile excluded)":
+            "import winit_jax.sampling as S\n"
+            "f = lambda i: S._blocks(jax.random.key(0), i, 1, 0.0, 1.0, 1.0, 0.0,\n"
+            "                        dtype=np.dtype('float32'), size=S.BLOCK)\n"
+            "jax.block_until_ready(f(0)); t0 = time.perf_counter()\n"
+            "[np.asarray(f(i)) for i in range(180)]",
+        "floor: Threefry-2x32 in NumPy on the host, 11.7 M values":
+            "x0 = np.zeros(5_850_000, np.uint32); x1 = np.arange(5_850_000, dtype=np.uint32)\n"
+            "ks = (np.uint32(1), np.uint32(2), np.uint32(1 ^ 2 ^ 0x1BD11BDA))\n"
+            "x0 += ks[0]; x1 += ks[1]\n"
+            "for i in range(5):\n"
+            "    for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:\n"
+            "        x0 += x1; x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r)); x1 ^= x0\n"
+            "    x0 += ks[(i + 1) % 3]; x1 += ks[(i + 2) % 3] + np.uint32(i + 1)",
     },
     "check": {
         "check() of the README's ResNet-18 example (init, forward, gradients, 5 steps)":
@@ -121,7 +145,7 @@ def report(times, rounds):
             ("ViT port", "Flax ViT port (Flax's initialisers)",
              "torch_like.init ViT port (eval_shape, torchvision_vit_recipe)",
              "torchvision VisionTransformer (same size)")]:
-        if ours in med:
+        if all(k in med for k in (flax, ours, torch)):
             print(f"\n{family}: Flax's own / torch_like.init = {med[flax] / med[ours]:.1f}x; "
                   f"torch_like.init / torch = {med[ours] / med[torch]:.1f}x")
     warm = ("Flax ResNet-18 (Flax's initialisers), persistent cache warm",
@@ -137,8 +161,10 @@ def report(times, rounds):
     jax_fold = "torch_like.init ResNet-18, jax.random.fold_in for the keys"
     ours = "torch_like.init ResNet-18 (eval_shape, resnet_recipe)"
     if jax_fold in med and ours in med:
+        faster = sum(a < b for a, b in zip(times[ours], times[jax_fold]))
         print(f"torch_like.init ResNet-18 with jax.random.fold_in / with sampling.fold_in: "
-              f"{med[jax_fold] / med[ours]:.2f}x")
+              f"{med[jax_fold] / med[ours]:.2f}x; sampling.fold_in faster in {faster} of "
+              f"{len(times[ours])} paired rounds")
     print(json.dumps(times), file=sys.stderr)
 
 
