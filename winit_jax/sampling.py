@@ -53,6 +53,13 @@ def fold_in(key, data: int):
     batches of keys, other key implementations and other data go to
     ``jax.random.fold_in``.
 
+    Args:
+      key: a ``jax.random.key`` (or a batch, or a traced key: handed to jax).
+      data: the integer folded in.
+
+    Returns:
+      The new key, as ``jax.random.fold_in`` returns it.
+
     Examples:
       >>> import jax
       >>> k = jax.random.key(0)

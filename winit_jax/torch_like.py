@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from winit_jax import sampling
 from winit_jax.initializers import constant as constant
 from winit_jax.initializers import kaiming_normal as kaiming_normal
 from winit_jax.initializers import packed_xavier_uniform as packed_xavier_uniform
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
-from winit_jax import sampling
 from winit_jax.initializers import variance_scaling
 from winit_jax.parity.kinds import init_rule, is_flax_layer
 from winit_jax.parity.kinds.stack import stack_slice
