@@ -30,33 +30,28 @@ def ready(tree):
                            if isinstance(v, nnx.Variable)])
 """
 
+# the two ResNet-18 constructions that several groups time
+FLAX_RESNET = "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0)))"
+TL_RESNET = ("m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
+             "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))")
+
 CASES = {
     "resnet": {
-        "Flax ResNet-18 (Flax's initialisers)":
-            "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0)))",
+        "Flax ResNet-18 (Flax's initialisers)": FLAX_RESNET,
         "Flax ResNet-18, kernel_init=winit_jax.he_normal()":
             "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0), kernel_init=wj.he_normal()))",
-        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)":
-            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
-            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)": TL_RESNET,
         "torchvision resnet18(num_classes=10)":
             "torchvision.models.resnet18(num_classes=10)",
     },
     "fold_in": {  # paired: each variable's key by sampling.fold_in (host) or jax's compiled one
-        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)":
-            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
-            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+        "torch_like.init ResNet-18 (eval_shape, resnet_recipe)": TL_RESNET,
         "torch_like.init ResNet-18, jax.random.fold_in for the keys":
-            "import winit_jax.sampling as S; S.fold_in = jax.random.fold_in\n"
-            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
-            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+            "import winit_jax.sampling as S; S.fold_in = jax.random.fold_in\n" + TL_RESNET,
     },
     "cache": {  # a script that turns on JAX's own persistent cache (jax.config), warmed once
-        "Flax ResNet-18 (Flax's initialisers), persistent cache warm":
-            "ready(ResNet18(num_classes=10, rngs=nnx.Rngs(0)))",
-        "torch_like.init ResNet-18, persistent cache warm":
-            "m = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))\n"
-            "ready(tl.init(m, jax.random.key(0), overrides=tl.resnet_recipe()))",
+        "Flax ResNet-18 (Flax's initialisers), persistent cache warm": FLAX_RESNET,
+        "torch_like.init ResNet-18, persistent cache warm": TL_RESNET,
     },
     "vit": {
         "Flax ViT port (Flax's initialisers)": "ready(E.flax_vit(nnx.Rngs(0)))",
