@@ -45,7 +45,8 @@ def test_a_faithful_port_has_no_divergence(vit):
 ], ids=["tanh GELU in block 1", "LayerNorm eps 1e-5 in one ln_2", "patches (w, h)"])
 def test_vit_mutants_are_localised(vit, slip, where, layer):
     net, _, x, _ = vit
-    report = _check(net, E.flax_vit(nnx.Rngs(0), **slip), x, flax_inputs=E.nhwc)
+    port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0), **slip))
+    report = _check(net, port, x, flax_inputs=E.nhwc)
     d = report.first_divergence
     assert (d.torch_name, d.where) == (layer, where), str(d)
     assert str(d).startswith(f"first divergence {where} torch {layer}")
@@ -56,7 +57,8 @@ def test_the_epsilon_slip_is_caught_though_the_output_passes(vit):
     """LayerNorm eps 1e-5 for 1e-6 in one layer: the model's output stays within the forward
     tolerance (the check used to pass), the layer's own output does not."""
     net, _, x, _ = vit
-    report = _check(net, E.flax_vit(nnx.Rngs(0), ln_2_eps=(1,)), x, flax_inputs=E.nhwc)
+    port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0), ln_2_eps=(1,)))
+    report = _check(net, port, x, flax_inputs=E.nhwc)
     assert all(c.ok for c in report.checks if c.part == "forward")
     assert [c.name for c in report.failures()][0] == "encoder.layers.encoder_layer_1.ln_2 output"
     assert "epsilon" in report.first_divergence.hint
@@ -104,7 +106,7 @@ def test_mobilenet_same_padding_is_inside_that_conv():
     """Also the negative control of test_ports' kink-flip test (a port that differs fails
     on the inputs where a correct one is inconclusive): failing, nothing inconclusive."""
     net, _, x, kw = E.mobilenet_v2(seed=0, batch=4)
-    port = E.flax_mobilenet_v2(nnx.Rngs(0), same_padding=(2,))
+    port = nnx.eval_shape(lambda: E.flax_mobilenet_v2(nnx.Rngs(0), same_padding=(2,)))
     report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
     d = report.first_divergence
     assert (d.torch_name, d.where) == ("features.2.conv.1.0", "inside")
@@ -129,10 +131,11 @@ def test_relu_for_relu6_is_before_the_next_conv_with_trained_batchnorms():
         net.eval()(torch.from_numpy(x))
     hook.remove()
     assert capped[0] > 0.01, capped
-    faithful = P.check(net, E.flax_mobilenet_v2(nnx.Rngs(0)), x, flax_inputs=E.nhwc,
-                       init_seeds=0)
+    faithful = P.check(net, nnx.eval_shape(lambda: E.flax_mobilenet_v2(nnx.Rngs(0))), x,
+                       flax_inputs=E.nhwc, init_seeds=0)
     assert faithful.ok and faithful.first_divergence is None, faithful.table()
-    slipped = P.check(net, E.flax_mobilenet_v2(nnx.Rngs(0), relu_after=(2,)), x,
+    slipped = P.check(net, nnx.eval_shape(
+        lambda: E.flax_mobilenet_v2(nnx.Rngs(0), relu_after=(2,))), x,
                       flax_inputs=E.nhwc, init_seeds=0)
     d = slipped.first_divergence
     assert (d.torch_name, d.where) == ("features.2.conv.1.0", "before"), str(d)
@@ -157,7 +160,8 @@ def test_a_zero_head_is_flagged():
     torch.manual_seed(0)
     net = E.torch_vit()
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    report = _check(net, E.flax_vit(nnx.Rngs(0)), x, flax_inputs=E.nhwc)
+    port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0)))
+    report = _check(net, port, x, flax_inputs=E.nhwc)
     assert any("heads.head) outputs only zeros" in n for n in report.notes)
 
 
@@ -166,7 +170,8 @@ def test_a_stop_gradient_is_named_in_the_backward_pass(vit):
     row agrees); the gradient at that attention's output is 1 off while every later one
     agrees, so it is named, "backward"."""
     net, _, x, _ = vit
-    report = _check(net, E.flax_vit(nnx.Rngs(0), stop_gradient=(1,)), x, flax_inputs=E.nhwc)
+    port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0), stop_gradient=(1,)))
+    report = _check(net, port, x, flax_inputs=E.nhwc)
     assert all(r.forward_ok for r in report.layers)
     assert all(c.ok for c in report.checks if c.part == "forward")
     d = report.first_divergence

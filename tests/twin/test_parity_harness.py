@@ -146,6 +146,45 @@ def test_a_mismatch_names_the_pair_and_changes_nothing():
         P.from_torch(nn.Sequential(nn.Bilinear(4, 4, 3)), f)
 
 
+class _Seen(nnx.Variable):
+    """A port's own counter (neither a parameter nor a batch statistic)."""
+
+
+class _DropoutPort(nnx.Module):
+    """nn.Sequential(Linear(8, 4), Dropout(0.1)) as a Flax user writes it: the Dropout holds
+    an nnx.Rngs stream, which no torch tensor pairs with."""
+
+    def __init__(self, rngs, extra=False):
+        self.fc = nnx.Linear(8, 4, rngs=rngs)
+        self.drop = nnx.Dropout(0.1, rngs=rngs)
+        if extra:  # state of the port's own that torch does not have
+            self.seen = _Seen(jnp.zeros(()))
+
+    def __call__(self, x):
+        return self.drop(self.fc(x))
+
+
+def test_a_port_built_as_shapes_is_filled_and_checked():
+    """``nnx.eval_shape`` skips Flax's initialisers (one compile per shape); check copies
+    torch's weights in, gives the Dropout's random stream a fixed key, and checks as usual.
+    A variable that nothing fills is one error naming it, and the port stays as it was."""
+    t = nn.Sequential(nn.Linear(8, 4), nn.Dropout(0.1))
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    port = nnx.eval_shape(lambda: _DropoutPort(nnx.Rngs(0)))
+    report = P.check(t, port, x, init_seeds=2)
+    report.assert_ok()
+    np.testing.assert_array_equal(np.asarray(port.fc.kernel[...]),
+                                  t[0].weight.detach().numpy().T)
+    assert not any(isinstance(v.get_value(), jax.ShapeDtypeStruct)  # nothing left abstract
+               for _, v in nnx.iter_graph(port) if isinstance(v, nnx.Variable))
+    odd = nnx.eval_shape(lambda: _DropoutPort(nnx.Rngs(0), extra=True))
+    with pytest.raises(P.ParityError, match=r"^model: seen \(_Seen\) is abstract \(a port "
+                                            r"built with nnx.eval_shape\) and no torch tensor "
+                                            r"pairs with it"):
+        P.check(t, odd, x, init_seeds=0)
+    assert isinstance(odd.fc.kernel.get_value(), jax.ShapeDtypeStruct)  # left as it was
+
+
 def test_layers_of_different_shapes_pair_whatever_their_order_and_names():
     t = nn.ModuleDict(dict(a=nn.Linear(4, 3), b=nn.Linear(3, 2)))
 

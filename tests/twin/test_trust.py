@@ -28,7 +28,7 @@ def test_a_correct_mobilenet_port_passes_forward_and_gradients_on_8_seeds():
 
     torch.manual_seed(0)
     net = mobilenet_v2(num_classes=10, dropout=0.0)
-    port = E.flax_mobilenet_v2(nnx.Rngs(0))
+    port = nnx.eval_shape(lambda: E.flax_mobilenet_v2(nnx.Rngs(0)))
     verdicts = []
     for seed in range(8):
         x = np.random.default_rng(seed).standard_normal((2, 3, 64, 64)).astype(np.float32)
@@ -54,7 +54,7 @@ def test_a_correct_port_passes_a_float64_train_mode_check():
     torch.manual_seed(0)
     net = mobilenet_v2(num_classes=10, dropout=0.0).double()
     with jax.enable_x64(True):
-        port = E.flax_mobilenet_v2(nnx.Rngs(0), param_dtype=jnp.float64)
+        port = nnx.eval_shape(lambda: E.flax_mobilenet_v2(nnx.Rngs(0), param_dtype=jnp.float64))
         # 16 images: at 4 the last blocks' BatchNorms see 4 values per channel and training
         # is chaotic even in float64 (step 2's losses part by 1e-5; README)
         x = np.random.default_rng(0).standard_normal((16, 3, 32, 32))
@@ -138,7 +138,8 @@ def test_a_zero_output_is_not_tested_not_passed():
     torch.manual_seed(0)
     net = E.torch_vit()
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    report = P.check(net, E.flax_vit(nnx.Rngs(0)), x, flax_inputs=E.nhwc, init_seeds=0)
+    port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0)))
+    report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
     (forward,) = [c for c in report.checks if c.part == "forward"]
     assert forward.inconclusive and "not tested: zero in both" in forward.how
     # and so is every gradient before the zero head: not tested either, and said so

@@ -18,7 +18,11 @@ def nchw(y):
 
 
 def example(name: str):
-    """``(torch module, nnx model, inputs, check kwargs)`` for a built-in example."""
+    """``(torch module, nnx model, inputs, check kwargs)`` for a built-in example.
+
+    Every example's port is built as shapes (``nnx.eval_shape``): ``check`` fills it
+    (``torch_like.init``, then torch's weights), so Flax's own initialisers never run
+    (compiling them, one program per shape, was a third of a cold MobileNetV2 check)."""
     import torch
     from flax import nnx
 
@@ -29,8 +33,6 @@ def example(name: str):
     torch.manual_seed(0)
     if name == "resnet18":
         from torchvision.models import resnet18
-        # the port as shapes only: check() fills it (torch_like.init, then torch's weights),
-        # so Flax's own initialisers need not run (compiling them is most of a cold start)
         return (resnet18(num_classes=10),
                 nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0))),
                 rng.standard_normal((2, 3, 64, 64)).astype(np.float32),
@@ -38,11 +40,11 @@ def example(name: str):
                      fresh_torch=lambda: resnet18(num_classes=10)))
     if name == "transformer":
         return (torch.nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),
-                TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0)),
+                nnx.eval_shape(lambda: TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0))),
                 rng.standard_normal((2, 10, 64)).astype(np.float32), dict(init_seeds=4))
     if name == "lstm":
         return (torch.nn.LSTM(16, 32, batch_first=True),
-                nnx.RNN(nnx.OptimizedLSTMCell(16, 32, rngs=nnx.Rngs(0))),
+                nnx.eval_shape(lambda: nnx.RNN(nnx.OptimizedLSTMCell(16, 32, rngs=nnx.Rngs(0)))),
                 rng.standard_normal((4, 20, 16)).astype(np.float32), dict(init_seeds=8))
     if name == "mnist_cnn":
         return mnist_cnn()
@@ -117,7 +119,7 @@ def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
     except data.MNISTNotFoundError:
         held_out = (x, labels)
     torch.manual_seed(seed)
-    return (torch_cnn(), flax_cnn(nnx.Rngs(seed)), batches[0],
+    return (torch_cnn(), nnx.eval_shape(lambda: flax_cnn(nnx.Rngs(seed))), batches[0],
             dict(batches=batches, flax_inputs=nhwc, train=True, learning_rate=0.01,
                  momentum=0.6, metric=parity.accuracy, eval_data=held_out, init_seeds=4,
                  loss=parity.cross_entropy))
@@ -218,7 +220,7 @@ def vit(seed: int = 0):
     with torch.no_grad():
         net.heads.head.weight.normal_(std=0.02)
     x = np.random.default_rng(seed).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    return (net, flax_vit(nnx.Rngs(seed)), x,
+    return (net, nnx.eval_shape(lambda: flax_vit(nnx.Rngs(seed))), x,
             dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
                  init_overrides=tl.torchvision_vit_recipe()))
 
@@ -309,7 +311,7 @@ def mobilenet_v2(seed: int = 0, *, batch: int = 16, **slips):
 
     torch.manual_seed(seed)
     x = np.random.default_rng(seed).standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    return (fresh(), flax_mobilenet_v2(nnx.Rngs(seed), **slips), x,
+    return (fresh(), nnx.eval_shape(lambda: flax_mobilenet_v2(nnx.Rngs(seed), **slips)), x,
             dict(flax_inputs=nhwc, init_seeds=1, fresh_torch=fresh, train=True,
                  init_overrides=tl.mobilenet_v2_recipe()))
 
@@ -385,7 +387,8 @@ def scanned_transformer(seed: int = 0):
 
     torch.manual_seed(seed)
     x = np.random.default_rng(seed).standard_normal((2, 10, 32)).astype(np.float32)
-    return torch_encoder(), flax_scanned_encoder(nnx.Rngs(seed)), x, dict(init_seeds=2)
+    return (torch_encoder(), nnx.eval_shape(lambda: flax_scanned_encoder(nnx.Rngs(seed))), x,
+            dict(init_seeds=2))
 
 
 # --- a recurrent language model: Embedding -> stacked / bidirectional LSTM or GRU -> Linear ---
@@ -463,8 +466,8 @@ def language_model(cell: str = "LSTM", *, num_layers: int = 1, bidirectional: bo
     torch.manual_seed(seed)
     net = torch_lm(cell, num_layers=num_layers, bidirectional=bidirectional)
     tokens = np.random.default_rng(seed).integers(0, LM_SIZES["vocab"], (4, 13))
-    return (net, flax_lm(nnx.Rngs(seed), cell, num_layers=num_layers,
-                         bidirectional=bidirectional, **port),
+    return (net, nnx.eval_shape(lambda: flax_lm(nnx.Rngs(seed), cell, num_layers=num_layers,
+                                                bidirectional=bidirectional, **port)),
             (tokens[:, :-1], tokens[:, 1:]),
             dict(loss=parity.cross_entropy, learning_rate=0.1, momentum=0.9, init_seeds=2))
 

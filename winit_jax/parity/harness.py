@@ -141,6 +141,7 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
             _init_stage(run, init_seeds, init_overrides, fresh_torch)
         for var, value in flax_updates(run.paired):
             var.set_value(value)
+        _fill_abstract(model)
         # torch in float64 from the same start: the yardstick of every float32 tolerance
         ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
         _forward_and_gradient_stage(run, ref)
@@ -306,6 +307,29 @@ def _eval_copy(model):
     clone = nnx.merge(graph, state)
     clone.eval()
     return clone
+
+
+def _fill_abstract(model) -> None:
+    """A port built as shapes (``nnx.eval_shape``: no Flax initialiser compiles, seconds
+    saved cold) holds torch's values once the pairs are copied; what no pair fills is
+    either random-stream state (an ``nnx.Rngs`` its Dropout holds: a fixed key, count 0;
+    ``check`` runs dropout at rate 0 or in eval mode only) or an error naming it."""
+    for path, var in nnx.iter_graph(model):
+        if not isinstance(var, nnx.Variable):
+            continue
+        value = var.get_value()
+        if not isinstance(value, jax.ShapeDtypeStruct):
+            continue
+        name = "/".join(map(str, path))
+        if isinstance(var, nnx.RngKey):
+            keys = jax.random.split(jax.random.key(0), max(1, int(np.prod(value.shape))))
+            var.set_value(keys[0] if value.shape == () else keys.reshape(value.shape))
+        elif isinstance(var, nnx.RngCount):
+            var.set_value(jnp.zeros(value.shape, value.dtype))
+        else:
+            raise ParityError(f"model: {name} ({type(var).__name__}) is abstract (a port built "
+                              "with nnx.eval_shape) and no torch tensor pairs with it; build "
+                              "that variable concretely or pair it (mapping=)")
 
 
 # --- 1. init ---------------------------------------------------------------------------------
