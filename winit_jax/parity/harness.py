@@ -80,7 +80,8 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
     Args:
       torch_module: the original (its weights are restored at the end).
       model: the nnx port (left holding torch's weights, trained ``steps`` steps; on an
-        error it is left as it was).
+        error it is left as it was); it may be built as shapes (``nnx.eval_shape``):
+        ``check`` fills it.
       inputs: a batch in torch's layout (NumPy or torch), or an ``(inputs, targets)`` pair.
       loss: ``loss(output)`` or, with targets, ``loss(output, target)`` in either framework,
         a scalar; default: a regression to a fixed random target, or with targets
