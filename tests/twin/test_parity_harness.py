@@ -240,7 +240,7 @@ def test_resnet18_from_torchvision():
     from torchvision.models import resnet18
     torch.manual_seed(0)
     net = resnet18(num_classes=10)
-    model = ResNet18(num_classes=10, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))  # check fills it
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     report = P.check(net, model, x, flax_inputs=nhwc, steps=5, train=True, momentum=0.9,
                      init_seeds=1, fresh_torch=lambda: resnet18(num_classes=10),
@@ -256,7 +256,7 @@ def test_resnet18_from_torchvision():
 def test_transformer_encoder_layer_from_torch():
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True)
-    model = TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0)))
     x = np.random.default_rng(1).standard_normal((2, 10, 64)).astype(np.float32)
     P.check(layer, model, x, steps=5, momentum=0.9, init_seeds=2).assert_ok()
 
