@@ -49,6 +49,15 @@ def require_torch():
     return pytest.importorskip("torch")
 
 
+def subprocess_env(**extra) -> dict:
+    """The environment for a CLI subprocess: this one's, less JAX's, XLA's and our own
+    settings (a test names those it wants in ``extra``) but for ``WINIT_JAX_CACHE``, so
+    that the subprocesses share the suite's compilation cache (a cold run stays cold)."""
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("JAX_", "WINIT_", "XLA_")) or k == "WINIT_JAX_CACHE"}
+    return {**keep, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **extra}
+
+
 SHARED_DATA = Path(os.environ.get("WINIT_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
 

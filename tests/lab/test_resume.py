@@ -4,7 +4,6 @@ to an uninterrupted run. Also: the same seed twice gives the same JSON, and --re
 refuses what is not an interrupted run of the same config."""
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import subprocess_env
+
 TIMINGS = ("wall_s", "compile_s", "wall_s_mean")
 
 
@@ -30,11 +30,6 @@ def argv(out, shared_data, *extra):
             "--seeds", "2", "--epochs", "4", "--limit", "2500", "--dataset", "sample",
             "--data-dir", str(shared_data),
             "--save-params", "--quiet", *(["--out", str(out)] if out else []), *extra]
-
-
-def env():
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "WINIT_", "XLA_"))},
-            "PYTHONPATH": str(ROOT)}
 
 
 def comparable(path: Path) -> dict:
@@ -58,7 +53,7 @@ def assert_same_params(a: Path, b: Path):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(argv(out, shared_data), env=env(), check=True, timeout=600)
+    subprocess.run(argv(out, shared_data), env=subprocess_env(), check=True, timeout=600)
     assert not (out / "checkpoints").exists()  # removed once the results are written
     return out
 
@@ -84,13 +79,13 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, shared
     out = tmp_path / "run"
     kills = []
     # 1: inside a checkpoint write (orbax's temporary step directory exists).
-    proc = subprocess.Popen(argv(out, shared_data), env=env())
+    proc = subprocess.Popen(argv(out, shared_data), env=subprocess_env())
     _kill_when(proc, lambda: any("tmp" in p.name for p in _steps(out)))
     kills.append("during a checkpoint write")
     # 2: a random moment after the resumed run has made progress.
     for _ in range(1):
         before = {p.name for p in _steps(out) if "tmp" not in p.name}
-        proc = subprocess.Popen(argv(None, shared_data, "--resume", str(out)), env=env())
+        proc = subprocess.Popen(argv(None, shared_data, "--resume", str(out)), env=subprocess_env())
         _kill_when(proc, lambda: {p.name for p in _steps(out) if "tmp" not in p.name} - before)
         time.sleep(rng.uniform(0, 0.3))
         if proc.poll() is None:
@@ -99,7 +94,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, shared
         kills.append(f"after step(s) {sorted(before)}")
         # nothing but checkpoints: no results file, whole or partial
         assert sorted(p.name for p in out.iterdir()) == ["checkpoints"], kills
-    subprocess.run(argv(None, shared_data, "--resume", str(out)), env=env(), check=True,
+    subprocess.run(argv(None, shared_data, "--resume", str(out)), env=subprocess_env(), check=True,
                    timeout=600)
     assert comparable(out / "results.json") == comparable(uninterrupted / "results.json")
     assert_same_params(out, uninterrupted)
@@ -108,7 +103,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, shared
 
 def test_same_seed_twice_gives_the_same_json(tmp_path, shared_data, uninterrupted):
     out = tmp_path / "again"
-    subprocess.run(argv(out, shared_data), env=env(), check=True, timeout=600)
+    subprocess.run(argv(out, shared_data), env=subprocess_env(), check=True, timeout=600)
     assert comparable(out / "results.json") == comparable(uninterrupted / "results.json")
     assert_same_params(out, uninterrupted)
 
@@ -152,13 +147,13 @@ def test_compare_killed_after_its_torch_run_resumes_to_the_same_json(tmp_path, s
             "--frameworks", "torch", "--seeds", "1", "--epochs", "2", "--limit", "300",
             "--variance-seeds", "1",
             "--dataset", "sample", "--data-dir", str(shared_data), "--quiet"]
-    subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env(), check=True, timeout=600)
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], env=subprocess_env(), check=True, timeout=600)
     out = tmp_path / "cut"
-    proc = subprocess.Popen(args + ["--out", str(out)], env=env())
+    proc = subprocess.Popen(args + ["--out", str(out)], env=subprocess_env())
     kept = out / "checkpoints" / "results" / "torch-lsuv-0.json"
     _kill_when(proc, kept.exists)
     assert not (out / "results.json").exists()
-    subprocess.run(args + ["--resume", str(out)], env=env(), check=True, timeout=600)
+    subprocess.run(args + ["--resume", str(out)], env=subprocess_env(), check=True, timeout=600)
     assert comparable(out / "results.json") == comparable(tmp_path / "whole" / "results.json")
 
 
@@ -205,7 +200,7 @@ def _two_hosts(out, shared_data, *extra, wait=True):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [subprocess.Popen(argv(None, shared_data, *extra, "--coordinator", f"127.0.0.1:{port}",
-                                   "--num-processes", "2", "--process-id", str(i)), env=env())
+                                   "--num-processes", "2", "--process-id", str(i)), env=subprocess_env())
              for i in range(2)]
     if wait:
         for p in procs:

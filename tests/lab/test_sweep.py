@@ -6,22 +6,20 @@ Tolerances are the parity issue's: float64 parameters and losses within 1e-10 af
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
+from tests.conftest import subprocess_env
 from winit_jax.lab import data as D
 from winit_jax.lab.many import fit_many, nnx_leaves, train_many
 from winit_jax.lab.train import TrainConfig, fit
 
-ROOT = Path(__file__).resolve().parents[1]
 # 1,000 rows at batch 10: one epoch is 100 steps.
 F64 = dict(epochs=1, batch_size=10, dtype="float64")
 CLI_MODELS = dict(schemes=("he_normal", "lsuv", "torch_default"), seeds=2)
@@ -124,15 +122,10 @@ def check_against_alone(out, alone, devices, processes):
             assert np.abs(ours - w).max() <= 1e-10 * max(1.0, np.abs(w).max())
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "WINIT_", "XLA_"))}
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
-
-
 @pytest.mark.slow
 def test_sharded_over_four_cpu_devices(tmp_path, shared_data, alone):
     # 6 models on 4 devices: padded to 8, two per device; the padding is dropped.
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(sweep_argv(tmp_path, shared_data), env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -152,7 +145,7 @@ def test_two_processes_as_a_two_host_cluster(tmp_path, shared_data, alone):
     procs = [subprocess.Popen(
         sweep_argv(tmp_path, shared_data) + ["--coordinator", f"127.0.0.1:{port}",
                                              "--num-processes", "2", "--process-id", str(i)],
-        env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     try:
         outs = [p.communicate(timeout=600) for p in procs]
