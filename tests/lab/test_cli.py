@@ -85,28 +85,51 @@ def test_plots_are_pngs_of_sensible_size(tiny_run):
 
 @pytest.fixture(scope="module")
 def variance_run(tmp_path_factory, shared_data):
+    """``winit-jax variance`` on TINY_VARIANCE, with the two library calls it makes recorded
+    (arguments and results) as it makes them: the wiring is checked against what the
+    library computed in this run, not against a second run of it."""
     require_torch()
+    from winit_jax.lab import depth, gain_depth
+    calls = {}
+
+    def spy(module):
+        real = module.run
+
+        def run(*args, **kwargs):
+            calls[module.__name__] = (args, kwargs, result := real(*args, **kwargs))
+            return result
+        return run
+
     out = tmp_path_factory.mktemp("variance")
-    assert main(["variance", *TINY_VARIANCE, "--data-dir", str(shared_data), "--out", str(out)]) == 0
-    return out, json.loads((out / "results.json").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (depth, gain_depth):
+            mp.setattr(module, "run", spy(module))
+        assert main(["variance", *TINY_VARIANCE, "--data-dir", str(shared_data),
+                     "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text()), calls
 
 
 @pytest.mark.slow
 def test_variance_files_and_numbers_equal_the_library(variance_run, sample_dataset):
-    from winit_jax.lab import depth as V
-    out, res = variance_run
-    from winit_jax.lab import gain_depth as gain_sweep
+    out, res, calls = variance_run
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "variance_depth.png",
                                                "gain_depth.png"}
     assert set(res) == {"config", "dataset", "versions", "notices", "variance"}
     assert res["config"]["width"] == 16 and res["dataset"]["notebook_a_rows"] == 100
+    # the flags reach the library: 100 training digits drawn with seed 0, notebook B's inputs
+    (schemes, frameworks, x_a, x_b), kw, lib = calls["winit_jax.lab.depth"]
     pick = np.random.default_rng(0).permutation(len(sample_dataset.x_train))[:100]
-    lib = V.run(["he_normal", "standard_normal"], ["jax", "torch"], sample_dataset.x_train[pick],
-                sample_dataset.x_b, seeds=3, width=16, depth=4, product_seeds=3,
-                notebook_b_seeds=2)
-    lib["gain_sweep"] = gain_sweep.run(["gelu", "tanh"], ["jax", "torch"], seeds=2, width=16,
-                                       depth=4, rows=4)
-    assert res["variance"] == json.loads(json.dumps(plain(lib)))  # the typed rows, as JSON
+    assert (schemes, frameworks) == (["he_normal", "standard_normal"], ["jax", "torch"])
+    np.testing.assert_array_equal(x_a, sample_dataset.x_train[pick])
+    np.testing.assert_array_equal(x_b, sample_dataset.x_b)
+    assert {k: v for k, v in kw.items() if k != "on_step"} == dict(
+        seeds=3, width=16, depth=4, product_seeds=3, notebook_b_seeds=2)
+    args, kw, gains = calls["winit_jax.lab.gain_depth"]
+    assert args == (["gelu", "tanh"], ["jax", "torch"])
+    assert {k: v for k, v in kw.items() if k != "on_step"} == dict(seeds=2, width=16, depth=4,
+                                                                   rows=4)
+    # and what they returned is what results.json holds: the typed rows, as JSON
+    assert res["variance"] == json.loads(json.dumps(plain({**lib, "gain_sweep": gains})))
     assert [len(res["variance"][k]) for k in ("sweep", "product", "notebook_b", "gain_sweep")] \
         == [4, 4, 4, 8]  # gain sweep: 2 activations x 2 gains x 2 frameworks
     report = (out / "report.md").read_text()
