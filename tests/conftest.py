@@ -84,3 +84,12 @@ def sample_dataset(shared_data):
     """``load_dataset('sample')``: the 5,000 embedded digits to train, the real test split."""
     from winit_jax.lab.experiment import load_dataset
     return load_dataset("sample", shared_data)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the ``slow`` tests first (a stable sort: each group keeps the files'
+    order). xdist hands tests out in collection order, so the heaviest ones (minutes of
+    MobileNetV2 and 10-epoch training, marked ``slow``) no longer come last and leave one
+    worker idle while the other finishes them (BENCHMARKS.md, "The test suite's time")."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
