@@ -34,7 +34,7 @@ from winit_jax.lab.train import TrainConfig, batch_order
 from winit_jax.lab.verdict import tolerance
 from winit_jax.parity.stats import rel_gap
 from reference_torch.models import torch_from_mlp
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 
 EDGES = (0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000)
 

@@ -17,8 +17,8 @@ from torchvision.models import resnet18
 
 import winit_jax.torch_like as tl
 from winit_jax import parity as P
-from winit_jax.lab import parity_examples as E
-from winit_jax.lab.parity_examples import mnist_cnn
+from winit_jax.parity import examples as E
+from winit_jax.parity.examples import mnist_cnn
 from winit_jax.models import ResNet18, TransformerEncoderLayer
 
 nn = torch.nn
@@ -35,7 +35,7 @@ def cases():
            resnet18(num_classes=10), ResNet18(num_classes=10, rngs=nnx.Rngs(0)),
            rng.standard_normal((2, 3, 64, 64)).astype(np.float32),
            dict(flax_inputs=nhwc, steps=5, train=True, momentum=0.9, init_seeds=1,
-                fresh_torch=lambda: resnet18(num_classes=10), init_overrides=tl.resnet_recipe()))
+                fresh_torch=lambda: resnet18(num_classes=10), overrides=tl.resnet_recipe()))
     yield ("TransformerEncoderLayer(64, 4), 2x10x64, 5 steps",
            nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),
            TransformerEncoderLayer(64, 4, rngs=nnx.Rngs(0)),

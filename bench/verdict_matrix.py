@@ -14,7 +14,7 @@ import time
 from winit_jax.lab import verdict as V
 from winit_jax.lab.experiment import compare, default_data_dir, load_dataset
 from winit_jax.lab.train import TrainConfig
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 
 
 def main():

@@ -13,7 +13,7 @@ import numpy as np
 import torch.nn as nn
 
 from winit_jax.initializers import check_sigma
-from winit_jax.registry import RELU_GAIN_SQ, UNIFORM_SIGMA
+from winit_jax.schemes import RELU_GAIN_SQ, UNIFORM_SIGMA
 
 
 def _on_linear(fill):
@@ -96,7 +96,7 @@ def _lsuv(model, batch):
     lsuv(model, batch)
 
 
-# The torch side of every row of winit_jax.registry.SCHEMES, keyed by its name:
+# The torch side of every row of winit_jax.schemes.SCHEMES, keyed by its name:
 # (factory of the function for model.apply, data-dependent step after it or None).
 SCHEME_INITS = {
     "uniform": (lambda: init_layer_uniform(UNIFORM_SIGMA), None),

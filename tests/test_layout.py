@@ -69,6 +69,80 @@ def test_library_imports_torch_and_scipy_only_inside_functions():
     assert not [m for m in mods if m == "torch" or m.startswith("torch.")]
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: str = "winit_jax", exclude: str = "lab") -> dict[str, set[str]]:
+    """module -> the library modules it imports (lazy imports count). Importing ``a.b.c``
+    runs the ``__init__`` of each package on the way (``a.b``) unless the importer is
+    inside that package already, so those count as imported too."""
+    files = [f for f in _package_files(package, exclude=exclude) if f.name != "__main__.py"]
+    modules = {_module_name(f): f for f in files}
+    graph = {}
+    for name, f in modules.items():
+        edges = set()
+        for imported in _imports(f):
+            parts = imported.split(".")
+            for i in range(1, len(parts) + 1):
+                target = ".".join(parts[:i])
+                if target in modules and target != name and not name.startswith(target + "."):
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``, each as a path that comes back to its start."""
+    found, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_the_library_has_no_import_cycle():
+    """Arrows one way inside the library too: core (initializers, sampling, activations,
+    schemes) <- kinds, cells <- forward, lsuv, torch_like <- parity <- its examples."""
+    graph = import_graph()
+    assert "winit_jax.kinds" in graph and "winit_jax.parity.harness" in graph
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_sees_a_cycle():
+    """Negative control: the old layout's cycle (torch_like -> parity's kinds, whose package
+    runs the harness, which imports torch_like) is found."""
+    graph = {"winit_jax.torch_like": {"winit_jax.parity"},
+             "winit_jax.parity": {"winit_jax.parity.harness"},
+             "winit_jax.parity.harness": {"winit_jax.torch_like"}, "winit_jax.sampling": set()}
+    assert cycles(graph) == [["winit_jax.parity", "winit_jax.parity.harness",
+                              "winit_jax.torch_like", "winit_jax.parity"]]
+
+
+def test_lsuv_and_torch_like_load_no_part_of_parity():
+    for module in ("winit_jax.lsuv", "winit_jax.torch_like", "winit_jax.forward"):
+        mods = _modules_after(f"import {module}")
+        assert module in mods and not [m for m in mods if m.startswith("winit_jax.parity")], module
+
+
+def test_the_porting_tests_never_import_the_lab():
+    files = _package_files("tests/porting")
+    assert files and _violations(files, ("winit_jax.lab",)) == []
+
+
 def test_twin_never_imports_the_lab():
     files = _package_files("reference_torch")
     assert files and _violations(files, ("winit_jax.lab",)) == []
@@ -143,3 +217,8 @@ def test_a_non_editable_install_works_and_finds_data_from_the_working_directory(
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(str(site))  # the installed copy, not the checkout
     assert out[1] == str((tmp_path / "project" / "shared" / "data").resolve())
+
+
+if __name__ == "__main__":  # python -m tests.test_layout: the library's import graph
+    for module, imported in sorted(import_graph().items()):
+        print(f"{module} -> {', '.join(sorted(imported)) or '-'}")

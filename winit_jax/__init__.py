@@ -35,9 +35,9 @@ from winit_jax.initializers import symmetric_uniform as symmetric_uniform
 from winit_jax.initializers import torch_linear_bias as torch_linear_bias
 from winit_jax.initializers import torch_linear_kernel as torch_linear_kernel
 from winit_jax.initializers import variance_scaling as variance_scaling
-from winit_jax.registry import SCHEMES as SCHEMES
-from winit_jax.registry import Scheme as Scheme
-from winit_jax.registry import get_scheme as get_scheme
+from winit_jax.schemes import SCHEMES as SCHEMES
+from winit_jax.schemes import Scheme as Scheme
+from winit_jax.schemes import get_scheme as get_scheme
 
 try:
     __version__ = _metadata.version("winit-jax")

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 from flax import nnx
 
-from winit_jax.parity.kinds import linear_types
+from winit_jax.kinds import linear_types
 
 
 class LayerCall(NamedTuple):

@@ -422,7 +422,7 @@ def torch_linear_bias(fan_in: int, dtype=None):
 
 # --- torch.nn.init's named draws, in Flax's layouts ---------------------------------------
 # The draws torch's layers make in ``reset_parameters`` that are not a named scheme above;
-# the layer-kind registry (``winit_jax.parity.kinds``) and ``torch_like``'s recipes use them.
+# the layer-kind registry (``winit_jax.kinds``) and ``torch_like``'s recipes use them.
 # Hyperparameters are keyword-only, as in optax and flax.
 
 def constant(value: float):

@@ -7,7 +7,7 @@ torch's (flax issues #3125, #3019, #4091): a ported model trained from Flax's de
 different experiment.
 
 torch's draw for each layer kind is declared once, with the kind, in the layer-kind
-registry (``winit_jax.parity.kinds``: ``linear``, ``norm``, ``attention``, ``recurrent``;
+registry (``winit_jax.kinds``: ``linear``, ``norm``, ``attention``, ``recurrent``;
 each family's docstring states torch's rules in Flax's layouts); a porter's own layer pair
 comes in through ``winit_jax.parity.register_layer``. Every rule is a plain
 ``init(key, shape, dtype)`` on the ``variance_scaling`` core (or a constant), usable as
@@ -35,8 +35,8 @@ from winit_jax.initializers import packed_xavier_uniform as packed_xavier_unifor
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
 from winit_jax.initializers import variance_scaling
-from winit_jax.parity.kinds import init_rule, is_flax_layer
-from winit_jax.parity.kinds.stack import stack_slice
+from winit_jax.kinds import init_rule, is_flax_layer
+from winit_jax.kinds.stack import stack_slice
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _stack_of(stacks: Mapping[str, int], path: str):
 
 def plan(model: nnx.Module, *, overrides: Mapping | None = None,
          padding_idx: Mapping[str, int] | None = None, strict: bool = True,
-         stacks: Mapping[str, int] | None = None):
+         stacks: Mapping[str, int] | None = None, pairing=None):
     """What ``init`` will draw: ``(draws, skipped)`` with ``draws`` a list of
     ``(path, variable, initialiser)``. Nothing is changed.
 
@@ -217,6 +217,9 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
         module or parameter of the model (with ``strict=False``: a logged warning).
     """
     rules = _Overrides(overrides)
+    paired_kinds = {id(p.flax_layer): p.kind for p in pairing or ()}
+    if stacks is None and pairing is not None:
+        stacks = pairing.stacks()
     modules = list(nnx.iter_modules(model))
     paths = {_path(p) for p, _ in modules}
     for path in padding_idx or {}:
@@ -244,7 +247,11 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
             continue
         stack = _stack_of(stacks or {}, path)
         # a scanned block's rule reads block 0's shapes (its fans), not the stacked ones
-        rule = init_rule(stack_slice(m, 0) if stack else m) if layer else None
+        kind = paired_kinds.get(id(m))
+        if kind is not None and kind.init is not None:  # the pair's own kind (a Conv1D pair)
+            rule = kind.init(m)
+        else:
+            rule = init_rule(stack_slice(m, 0) if stack else m) if layer else None
         spec = {} if rule is None else dict(rule)
         spec.update(rules.module(path, m) or {})
         if layer:  # module rules of its submodules
@@ -315,7 +322,7 @@ def _key_of(key) -> jax.Array:
 
 def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
          padding_idx: Mapping[str, int] | None = None, strict: bool = True,
-         stacks: Mapping[str, int] | None = None) -> nnx.Module:
+         stacks: Mapping[str, int] | None = None, pairing=None) -> nnx.Module:
     """Redraws, in place, every parameter and batch statistic of ``model`` as torch would.
 
     Each variable's draw uses ``fold_in(key, crc32(path))``, so a variable's values do not
@@ -336,6 +343,10 @@ def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
       stacks: ``{path: blocks}`` of scanned stacks (a module built with ``nnx.vmap``, every
         variable with a leading axis of ``blocks``): each block is drawn as one block of
         its own (its own fans), with its own key. ``parity.check`` finds them itself.
+      pairing: ``parity.pair(torch_module, model)``: each paired layer draws as its pair's
+        kind says (the ``nnx.Linear`` that ports HF's ``Conv1D`` draws Conv1D's normal(0,
+        0.02) under a kind registered for that pair), and the pairing's scanned stacks are
+        used; without it a layer's kind is looked up from its nnx class alone.
 
     Returns:
       ``model``.
@@ -351,7 +362,7 @@ def init(model: nnx.Module, key, *, overrides: Mapping | None = None,
       True
     """
     draws, skipped = plan(model, overrides=overrides, padding_idx=padding_idx, strict=strict,
-                          stacks=stacks)
+                          stacks=stacks, pairing=pairing)
     for s in skipped:
         log.info("torch_like.init: left %s (%s) as it was: no torch rule", s.path, s.type)
     key = _key_of(key)

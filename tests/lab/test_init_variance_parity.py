@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import require_torch
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 from winit_jax.lab.train import TrainConfig, init_model, output_variance
 
 torch = require_torch()

@@ -20,7 +20,7 @@ from tests.conftest import require_torch
 from winit_jax.lab import stats as S
 from winit_jax.lab import depth as V
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES, NOTEBOOK_B_SIZES
-from winit_jax.registry import SCHEMES, get_scheme
+from winit_jax.schemes import SCHEMES, get_scheme
 
 WIDTH, DEPTH, SWEEP_SEEDS, ROWS = 256, 50, 32, 500
 F32_MAX, F32_TINY = np.finfo(np.float32).max, np.finfo(np.float32).tiny

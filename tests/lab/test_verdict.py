@@ -193,7 +193,7 @@ def small(sample_dataset):
 
 def _verdicts(dataset, *, seeds, epochs, first_seed, schemes=None, frameworks=("jax", "torch")):
     from winit_jax.lab.experiment import compare
-    from winit_jax.registry import SCHEMES
+    from winit_jax.schemes import SCHEMES
 
     config = TrainConfig(epochs=epochs, seed=first_seed)
     results = compare(list(schemes or SCHEMES), list(frameworks), seeds, config, dataset)
@@ -243,7 +243,7 @@ def test_mutant_torch_he_normal_with_var_1_over_fan_in(small, monkeypatch):
 @pytest.mark.slow
 def test_mutant_jax_he_uniform_bound_from_fan_out(small, monkeypatch):
     from winit_jax import initializers
-    from winit_jax.registry import SCHEMES
+    from winit_jax.schemes import SCHEMES
 
     fan_out = dataclasses.replace(
         SCHEMES["he_uniform"],

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import winit_jax as wj
 from winit_jax.activations import ACTIVATIONS
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -13,7 +13,7 @@ from flax import nnx
 import winit_jax as wj
 from tests._stats import (assert_matches_scheme, assert_moments, assert_uniform_bounds,
                           assert_untruncated_normal)
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 
 SHAPE = (784, 512)  # (in, out), Flax layout
 FAN_IN, FAN_OUT = SHAPE

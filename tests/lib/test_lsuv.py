@@ -11,7 +11,7 @@ from flax import nnx
 import winit_jax as wj
 from winit_jax.lsuv import LSUVError, lsuv, lsuv_layer
 from winit_jax.models import NOTEBOOK_A_SIZES
-from winit_jax.registry import get_scheme
+from winit_jax.schemes import get_scheme
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from tests.conftest import require_torch
 from winit_jax.lab import data as D
 from winit_jax.lsuv import LSUVError, lsuv
 from winit_jax.models import NOTEBOOK_A_SIZES
-from winit_jax.registry import get_scheme
+from winit_jax.schemes import get_scheme
 
 torch = require_torch()
 from reference_torch.models import torch_from_mlp  # noqa: E402

@@ -11,7 +11,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax.lab import data as D
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 from winit_jax.lab.train import loss_fn, run_batches
 
 torch = require_torch()

@@ -10,7 +10,7 @@ from scipy import stats
 import winit_jax as wj
 from tests._stats import assert_matches_scheme
 from tests.conftest import require_torch
-from winit_jax.registry import SCHEMES
+from winit_jax.schemes import SCHEMES
 
 torch = require_torch()
 from reference_torch.init import SCHEME_INITS  # noqa: E402

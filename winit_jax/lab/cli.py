@@ -73,7 +73,7 @@ def _common(p, schemes, *, frameworks=True):
 
 def build_parser() -> argparse.ArgumentParser:
     from winit_jax.activations import ACTIVATIONS
-    from winit_jax.registry import SCHEMES
+    from winit_jax.schemes import SCHEMES
 
     parser = _Parser(prog="winit-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -132,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_flag(p)
     p.set_defaults(func=cmd_sweep, frameworks=["jax"])
 
-    from winit_jax.lab.parity_examples import EXAMPLES
+    from winit_jax.parity.examples import EXAMPLES
+    examples = (*EXAMPLES, "mnist_cnn")  # the notebooks' digits: the lab's own example
     p = sub.add_parser("parity", help="check an nnx port against its torch original: init, "
                                       "forward, gradients, training steps")
-    p.add_argument("--example", choices=EXAMPLES, default=None,
+    p.add_argument("--example", choices=examples, default=None,
                    help="a built-in pair (torchvision ResNet-18, Transformer encoder layer, LSTM, "
                         "a small CNN trained one epoch on real digits)")
     p.add_argument("--torch", default=None, metavar="MODULE:FACTORY",
@@ -188,14 +189,18 @@ def cmd_parity(args, parser) -> int:
 
     from winit_jax import parity
     from winit_jax.lab.experiment import torch_available
-    from winit_jax.lab import parity_examples as E
+    from winit_jax.parity import examples as E
 
     if not torch_available():
         parser.error("argument --torch: torch is not installed (pip install 'winit-jax[torch]')")
     if (args.example is None) == (args.torch is None and args.flax is None):
         parser.error("argument --example: give --example, or --torch and --flax")
     if args.example:
-        torch_module, model, x, kwargs = E.example(args.example)
+        if args.example == "mnist_cnn":
+            from winit_jax.lab.cnn_example import mnist_cnn
+            torch_module, model, x, kwargs = mnist_cnn()
+        else:
+            torch_module, model, x, kwargs = E.example(args.example)
     else:
         if args.torch is None or args.flax is None or args.input_shape is None:
             parser.error("argument --torch: needs --flax and --input-shape too")

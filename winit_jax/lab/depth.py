@@ -21,7 +21,7 @@ from flax import nnx
 
 from winit_jax.lab import stats as S
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES, NOTEBOOK_B_SIZES
-from winit_jax.registry import SCHEMES, get_scheme
+from winit_jax.schemes import SCHEMES, get_scheme
 
 # For y ~ N(0, s^2): E[relu(y)] = s / sqrt(2 pi), Var[relu(y)] = s^2 (1/2 - 1/(2 pi)).
 RELU_MEAN = 1 / math.sqrt(2 * math.pi)             # 0.399

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.forward import layer_io
-from winit_jax.registry import get_scheme
+from winit_jax.schemes import get_scheme
 
 OK, UNDERFLOW, OVERFLOW = 0, 1, 2
 RELU_SECOND_MOMENT = 0.5  # E[relu(y)^2] = Var[y] / 2 for y symmetric about 0 (notebook A)

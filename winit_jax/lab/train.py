@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES
-from winit_jax.registry import get_scheme
+from winit_jax.schemes import get_scheme
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import numpy as np
 
 from winit_jax.lab.train import RunResult, TrainConfig, first_nonfinite
 from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
-from winit_jax.registry import get_scheme
+from winit_jax.schemes import get_scheme
 
 INIT_ALPHA = 1e-3  # family-wise false-alarm rate of the init part, Bonferroni over its tests
 WELCH_ALPHA = 1e-3  # the same for the independent part (schemes x 2 outcomes)

@@ -15,7 +15,7 @@ from flax import nnx
 # pass, ``use_fast_variance=True``), torch's the mean of squared deviations: in float32 the
 # one-pass form loses digits where the mean is large against the spread, and after 5 SGD
 # steps in train mode at batch 2 it put a BatchNorm bias 1.4e-2 from torch's (torch's own
-# float32-vs-float64 gap: 4.4e-5; the two-pass form: 4.0e-5), tests/twin/test_parity_harness.py.
+# float32-vs-float64 gap: 4.4e-5; the two-pass form: 4.0e-5), tests/porting/test_parity_harness.py.
 BN = dict(epsilon=1e-5, momentum=0.9, use_fast_variance=False)
 
 

@@ -1,22 +1,26 @@
-"""Port a torch model to ``flax.nnx`` and prove it: weights across both ways
-(``from_torch``, ``to_torch``), the pairing of layers (``pairs``), and ``check`` (init,
-forward, gradients, training steps, BatchNorm statistics, a held-out metric).
+"""Port a torch model to ``flax.nnx`` and prove it: the pairing of layers (``pair``),
+weights across both ways (``from_torch``, ``to_torch``), torch's optimiser as optax
+(``translate_optimizer``), and ``check`` (init, forward, gradients, training steps,
+BatchNorm statistics, a held-out metric).
 
-What each layer kind is lives in one registry (``winit_jax.parity.kinds``); a porter adds
-their own layer pair with ``register_layer``. torch and optax are imported only when a
-function needs them.
+What each layer kind is lives in ``winit_jax.kinds``, below this package; a porter adds
+their own layer pair with ``register_layer`` (or, for one block of code,
+``with registered(...)``). torch and scipy are imported only when a function needs them.
 """
 
+from winit_jax.kinds import Kind as Kind
+from winit_jax.kinds import ParityError as ParityError
+from winit_jax.kinds import kinds as kinds
+from winit_jax.kinds import register as register
+from winit_jax.kinds import registered as registered
+from winit_jax.kinds import unregister as unregister
 from winit_jax.parity.harness import check as check
-from winit_jax.parity.kinds import Kind as Kind
-from winit_jax.parity.kinds import ParityError as ParityError
-from winit_jax.parity.kinds import kinds as kinds
-from winit_jax.parity.kinds import register as register
-from winit_jax.parity.kinds import unregister as unregister
 from winit_jax.parity.losses import accuracy as accuracy
 from winit_jax.parity.losses import cross_entropy as cross_entropy
+from winit_jax.parity.optimizer import translate_optimizer as translate_optimizer
 from winit_jax.parity.pairing import Pair as Pair
-from winit_jax.parity.pairing import pairs as pairs
+from winit_jax.parity.pairing import Pairing as Pairing
+from winit_jax.parity.pairing import pair as pair
 from winit_jax.parity.registration import register_layer as register_layer
 from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
@@ -25,6 +29,6 @@ from winit_jax.parity.stats import rel_gap as rel_gap
 from winit_jax.parity.transfer import from_torch as from_torch
 from winit_jax.parity.transfer import to_torch as to_torch
 
-__all__ = ["TOLERANCES", "Check", "Kind", "Pair", "ParityError", "ParityReport", "accuracy",
-           "check", "cross_entropy", "from_torch", "kinds", "pairs", "register",
-           "register_layer", "rel_gap", "to_torch", "unregister"]
+__all__ = ["TOLERANCES", "Check", "Kind", "Pair", "Pairing", "ParityError", "ParityReport",
+           "accuracy", "check", "cross_entropy", "from_torch", "kinds", "pair", "register",
+           "register_layer", "registered", "rel_gap", "to_torch", "translate_optimizer", "unregister"]

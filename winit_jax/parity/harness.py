@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.parity.kinds import ParityError, np_copy
-from winit_jax.parity.kinds.recurrent import flax_cell_bias_note
+from winit_jax.kinds import ParityError, np_copy, registered
+from winit_jax.kinds.recurrent import flax_cell_bias_note
 from winit_jax.parity.losses import regression_loss, target_loss
-from winit_jax.parity.pairing import Pair, pairs, stacks, tensor_prefix, torch_layers
+from winit_jax.parity.optimizer import translate_optimizer
+from winit_jax.parity.pairing import Pair, Pairing, resolve, tensor_prefix, torch_layers
 from winit_jax.parity.report import (KS_ALPHA, NOISE_FACTOR, TOLERANCES, Check, Divergence,
                                      LayerRow, ParityReport)
 from winit_jax.parity.stats import compare_draws, random_tensors, rel_gap
@@ -65,14 +66,15 @@ class _Run:
 
 def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: int = 0,
           batches: Iterable | None = None, learning_rate: float = 0.01, momentum: float = 0.0,
-          init_seeds: int = 4, init_overrides: Mapping | None = None,
+          init_seeds: int = 4, overrides: Mapping | None = None,
           fresh_torch: Callable | None = None, train: bool = False,
           flax_inputs: Callable | None = None, flax_outputs: Callable | None = None,
           metric: Callable | None = None, eval_data=None,
-          mapping: Mapping[str, str] | None = None,
-          dtype: str | None = None, layers: bool = True, optimizer: Callable | None = None,
-          scheduler: Callable | None = None, tx=None,
-          clip_grad_norm: float | None = None) -> ParityReport:
+          mapping: Mapping[str, str] | None = None, pairing: Pairing | None = None,
+          kinds: Sequence = (),
+          dtype: str | None = None, layers: bool = True,
+          make_optimizer: Callable | None = None, make_scheduler: Callable | None = None,
+          tx=None, clip_grad_norm: float | None = None) -> ParityReport:
     """Checks that an nnx port initialises, computes, differentiates and trains like the torch
     module it ports, in one call. The parts, each tolerance and the traps are in the README
     ("Checking a port").
@@ -88,18 +90,19 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         ``cross_entropy`` (integer) / mean squared error (real).
       steps: training steps on ``inputs``; or ``batches``: one step per item, in order.
       learning_rate, momentum: ``torch.optim.SGD`` and ``optax.sgd``'s (without
-        ``optimizer``).
-      optimizer: ``f(torch_module) -> torch.optim.Optimizer`` (it gets the module so that
-        it can build param groups by name); the port trains with its exact optax
-        translation (``winit_jax.optim.from_torch``), or with ``tx``.
-      scheduler: ``f(torch_optimizer) -> LR scheduler``, stepped after each step.
+        ``make_optimizer``).
+      make_optimizer: ``f(torch_module) -> torch.optim.Optimizer``, called once per torch
+        copy the check trains (it gets the module so that it can build param groups by
+        name); the port trains with its exact optax translation
+        (``winit_jax.parity.translate_optimizer``), or with ``tx``.
+      make_scheduler: ``f(torch_optimizer) -> LR scheduler``, stepped after each step.
       tx: the porter's own ``optax.GradientTransformation`` for the port, checked against
-        torch's ``optimizer`` (and ``scheduler``, ``clip_grad_norm``).
+        torch's optimiser (``make_optimizer``, ``make_scheduler``, ``clip_grad_norm``).
       clip_grad_norm: ``torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)``
         before each torch step (and torch's clipping, translated, on the port's side
         unless ``tx`` is given).
-      init_seeds: seeds of the init comparison (0: none); ``init_overrides`` the recipe
-        (``torch_like.init``'s overrides) and ``fresh_torch`` a factory for a model whose
+      init_seeds: seeds of the init comparison (0: none); ``overrides`` the recipe
+        (``torch_like.init``'s ``overrides``) and ``fresh_torch`` a factory for a model whose
         constructor re-initialises (torchvision's ResNet).
       train: run the steps in training mode (BatchNorm batch statistics).
       flax_inputs, flax_outputs: inputs to the port's layout (NCHW -> NHWC), the port's
@@ -107,6 +110,8 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
       metric, eval_data: ``metric(output, target)`` on an ``(inputs, targets)`` pair after
         training (e.g. ``accuracy``).
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+      pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
+      kinds: layer kinds for this check only, ahead of the registered ones.
       dtype: "float32" or "float64" (default: the torch module's).
       layers: compare every paired layer's input and output in the forward pass (torch
         forward hooks, the recording forward on the nnx side) and name the first place
@@ -121,16 +126,35 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         ``batches``, a ``metric`` without ``eval_data``. Whatever is raised, both models
         are left as they were.
     """
+    with registered(*kinds):
+        return _check(torch_module, model, inputs, loss=loss, steps=steps, batches=batches,
+                      learning_rate=learning_rate, momentum=momentum, init_seeds=init_seeds,
+                      overrides=overrides, fresh_torch=fresh_torch, train=train,
+                      flax_inputs=flax_inputs, flax_outputs=flax_outputs, metric=metric,
+                      eval_data=eval_data, mapping=mapping, pairing=pairing, dtype=dtype,
+                      layers=layers, make_optimizer=make_optimizer,
+                      make_scheduler=make_scheduler, tx=tx, clip_grad_norm=clip_grad_norm)
+
+
+def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, momentum,
+           init_seeds, overrides, fresh_torch, train, flax_inputs, flax_outputs, metric,
+           eval_data, mapping, pairing, dtype, layers, make_optimizer, make_scheduler, tx,
+           clip_grad_norm) -> ParityReport:
     first = next(iter(torch_module.parameters()))
     dtype = check_dtype(dtype or str(first.dtype).removeprefix("torch."), "check")
-    if (optimizer is None) and (scheduler is not None or tx is not None):
-        raise ParityError("optimizer: scheduler and tx are checked against a torch optimizer;"
-                          " pass optimizer=lambda m: torch.optim...(m.parameters(), ...)")
+    if (make_optimizer is None) and (make_scheduler is not None or tx is not None):
+        raise ParityError("make_optimizer: make_scheduler and tx are checked against a torch "
+                          "optimiser; pass make_optimizer=lambda m: torch.optim...("
+                          "m.parameters(), ...)")
+    for name, factory in (("make_optimizer", make_optimizer), ("make_scheduler", make_scheduler)):
+        if factory is not None and not callable(factory):
+            raise ParityError(f"{name}: must be a function that builds it (got a "
+                              f"{type(factory).__name__}: pass lambda m: ..., not the object)")
     run = _prepare(torch_module, model, inputs, loss=loss, steps=steps, batches=batches,
                    flax_inputs=flax_inputs, flax_outputs=flax_outputs, metric=metric,
-                   eval_data=eval_data, mapping=mapping, dtype=dtype)
-    training = _Training(optimizer, scheduler, tx, clip_grad_norm, learning_rate, momentum,
-                         mapping)
+                   eval_data=eval_data, mapping=mapping, pairing=pairing, dtype=dtype)
+    training = _Training(make_optimizer, make_scheduler, tx, clip_grad_norm, learning_rate,
+                         momentum)
     if train and run.schedule:
         active = _active_dropout(torch_module, model)
         if active:
@@ -139,7 +163,7 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
                               "compare noise; set its rate to 0 for the check")
     with _restored(torch_module, model):
         if init_seeds:
-            _init_stage(run, init_seeds, init_overrides, fresh_torch)
+            _init_stage(run, init_seeds, overrides, fresh_torch)
         for var, value in flax_updates(run.paired):
             var.set_value(value)
         _fill_abstract(model)
@@ -196,7 +220,7 @@ class _restored:
 # --- data ------------------------------------------------------------------------------------
 
 def _prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, flax_outputs,
-             metric, eval_data, mapping, dtype) -> _Run:
+             metric, eval_data, mapping, pairing, dtype) -> _Run:
     """Everything checked before either model changes: pairs, data, shapes, the loss."""
     import torch
 
@@ -211,7 +235,7 @@ def _prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, 
         raise ParityError("metric: metric and eval_data go together")
     held_out = data(eval_data, "eval_data", like=x_t) if eval_data is not None else None
     out_f = flax_outputs or (lambda y: y)
-    paired = pairs(torch_module, model, mapping)
+    paired = resolve(torch_module, model, mapping, pairing, "pairing")
     y_t, y_f = _probe(torch_module, model, first, out_f)
     if any((b[2] is None) != (c_t is None) for b in schedule):
         raise ParityError("batches: give targets with every batch or with none (as inputs)")
@@ -357,7 +381,7 @@ def _init_stage(run: _Run, seeds, overrides, fresh_torch):
     saved = copy.deepcopy(run.torch_module.state_dict())
     for seed in range(seeds):
         torch_like.init(run.model, jax.random.key(seed), overrides=overrides,
-                        stacks=stacks(run.paired))
+                        pairing=run.paired)
         for k, v in torch_values(run.paired, "flax").items():
             ours.setdefault(k, []).append(v.ravel())
         torch.manual_seed(seed)
@@ -599,8 +623,8 @@ def _layer_stage(run: _Run, ref):
     import torch
 
     from winit_jax.forward import layer_io
-    from winit_jax.parity.kinds.parameters import FlaxParameters
-    from winit_jax.parity.kinds.stack import is_slice
+    from winit_jax.kinds.parameters import FlaxParameters
+    from winit_jax.kinds.stack import is_slice
 
     x_f = run.inputs[1]
     paired = {p.torch_name: p for p in run.paired
@@ -764,40 +788,43 @@ class _Training:
     """How both sides train: torch's optimiser (default SGD) and its translation, or the
     porter's ``tx``."""
 
-    optimizer: Callable | None
-    scheduler: Callable | None
+    make_optimizer: Callable | None
+    make_scheduler: Callable | None
     tx: object
     clip: float | None
     learning_rate: float
     momentum: float
-    mapping: Mapping | None
 
     def torch(self, module):
         """(optimiser, scheduler or None) for a torch module."""
         import torch
 
-        if self.optimizer is None:
+        if self.make_optimizer is None:
             opt = torch.optim.SGD(module.parameters(), lr=self.learning_rate,
                                   momentum=self.momentum)
         else:
-            opt = self.optimizer(module)
+            try:
+                opt = self.make_optimizer(module)
+            except TypeError as e:  # e.g. a factory of parameters: lambda ps: SGD(ps, ...)
+                raise ParityError(
+                    "make_optimizer: it is called with the torch module and must return a "
+                    "torch.optim.Optimizer (lambda m: torch.optim.SGD(m.parameters(), lr=...));"
+                    f" calling it raised TypeError: {_first_line(e)}") from None
             if not isinstance(opt, torch.optim.Optimizer):
-                raise ParityError(f"optimizer: the factory returned {type(opt).__name__}, "
+                raise ParityError(f"make_optimizer: the factory returned {type(opt).__name__}, "
                                   "not a torch.optim.Optimizer")
-        return opt, (self.scheduler(opt) if self.scheduler is not None else None)
+        return opt, (self.make_scheduler(opt) if self.make_scheduler is not None else None)
 
-    def port(self, torch_module, model, opt, sched, steps):
+    def port(self, pairing, opt, sched, steps):
         """The port's optax transformation: ``tx``, or the exact translation of torch's."""
         import optax
 
-        from winit_jax import optim
-
         if self.tx is not None:
             return self.tx
-        if self.optimizer is None and self.clip is None:
+        if self.make_optimizer is None and self.clip is None:
             return optax.sgd(self.learning_rate, momentum=self.momentum or None)
-        return optim.from_torch(opt, torch_module, model, scheduler=sched, steps=steps,
-                                clip_grad_norm_to=self.clip, mapping=self.mapping)
+        return translate_optimizer(opt, pairing, scheduler=sched, steps=steps,
+                                   clip_grad_norm=self.clip)
 
 
 
@@ -831,7 +858,7 @@ def _step_stage(run: _Run, ref, train, training: _Training):
     kind = type(opts[0]).__name__
     zero = _zero_gradients(run, ref)
     start = torch_values(run.paired, "torch")
-    tx = training.port(run.torch_module, run.model, opts[0], scheds[0], len(run.schedule))
+    tx = training.port(run.paired, opts[0], scheds[0], len(run.schedule))
     opt_f = nnx.Optimizer(run.model, tx, wrt=nnx.Param)
     call, out_f = run.call, run.out_f
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from winit_jax.parity.kinds import np_copy
+from winit_jax.kinds import np_copy
 
 
 def cross_entropy(logits, labels):

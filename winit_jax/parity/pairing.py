@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from flax import nnx
 
-from winit_jax.parity.kinds import (Kind, ParityError, flax_variables, is_flax_layer, kind_for,
-                                    kinds, torch_kinds)
-from winit_jax.parity.kinds.parameters import FlaxParameters, TorchParameters
-from winit_jax.parity.kinds.stack import stack_slice
+from winit_jax.kinds import (Kind, ParityError, flax_variables, is_flax_layer, kind_for,
+                             registered, torch_kinds)
+from winit_jax.kinds.parameters import FlaxParameters, TorchParameters
+from winit_jax.kinds.stack import stack_slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +227,48 @@ def _label(name: str, module) -> str:
     return f"{name or '<root>'} ({what})"
 
 
-def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list[Pair]:
-    """The paired layers of ``torch_module`` and ``model``, in torch's definition order.
+class Pairing(tuple):
+    """The pairs of one torch module and one nnx model, computed once by :func:`pair` and
+    passed to ``from_torch``, ``to_torch``, ``translate_optimizer`` and ``check``: a tuple
+    of :class:`Pair` in torch's definition order, which remembers the two models it pairs.
+    """
+
+    torch_module: object
+    model: object
+
+    def __new__(cls, items, torch_module, model):
+        self = super().__new__(cls, items)
+        self.torch_module, self.model = torch_module, model
+        return self
+
+    def stacks(self) -> dict[str, int]:
+        """``{nnx path: blocks}`` of the scanned stacks among the pairs."""
+        return stacks(self)
+
+
+def resolve(torch_module, model, mapping: Mapping[str, str] | None, pairing: Pairing | None,
+            where: str) -> Pairing:
+    """``pairing`` when it was computed for these two models, else ``pair(...)`` with
+    ``mapping``; one ``ParityError`` naming ``where``'s argument otherwise."""
+    if pairing is None:
+        return pair(torch_module, model, mapping=mapping)
+    if not isinstance(pairing, Pairing):
+        raise ParityError(f"{where}: pairing must come from winit_jax.parity.pair(...), got "
+                          f"{type(pairing).__name__}")
+    if mapping is not None:
+        raise ParityError(f"{where}: pass mapping to parity.pair, or a pairing; not both")
+    if pairing.torch_module is not torch_module or pairing.model is not model:
+        side = "torch module" if pairing.torch_module is not torch_module else "nnx model"
+        raise ParityError(f"{where}: the pairing was computed for another {side}; call "
+                          "parity.pair on these two")
+    return pairing
+
+
+def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
+         kinds: Sequence[Kind] = ()) -> Pairing:
+    """The paired layers of ``torch_module`` and ``model``, in torch's definition order:
+    compute it once, pass it as ``pairing=`` to ``from_torch``, ``to_torch``, ``check`` and
+    to ``translate_optimizer``.
 
     The same pairs before and after ``nnx.jit``, ``nnx.update``, an optimiser step,
     ``nnx.split``/``merge`` or ``copy.deepcopy`` of the model (no rule reads attribute
@@ -238,15 +278,23 @@ def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list
       torch_module: the torch original.
       model: the nnx port.
       mapping: ``{torch name: nnx path}`` for layers the other rules cannot pair.
+      kinds: layer kinds for this pairing only, ahead of the registered ones (e.g. a
+        ``Kind`` for HF's ``Conv1D``); the pairs keep them, so ``from_torch``, ``to_torch``,
+        ``check`` and ``torch_like.init(..., pairing=)`` use them too.
 
     Returns:
-      A list of ``Pair``.
+      A ``Pairing``: a tuple of ``Pair``.
 
     Raises:
       ParityError: a mapping entry that names no layer; a pair that does not fit (naming
         both layers and why); two candidates for one layer (naming both); a layer left
         without a partner (naming it).
     """
+    with registered(*kinds):
+        return _pair(torch_module, model, mapping)
+
+
+def _pair(torch_module, model, mapping) -> Pairing:
     t_all = dict(torch_layers(torch_module))
     f_all = _unstacked(dict(flax_layers(model)), t_all, model)
     t_left, f_left = dict(t_all), dict(f_all)
@@ -318,7 +366,7 @@ def pairs(torch_module, model, mapping: Mapping[str, str] | None = None) -> list
     for tn, t in t_all.items():
         fpath, kind, rule = found[tn]
         out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule))
-    return out
+    return Pairing(out, torch_module, model)
 
 
 def _unpaired_message(t_left, f_left) -> str:
@@ -347,5 +395,5 @@ def _unpaired_message(t_left, f_left) -> str:
             f"{len(f_left)} nnx layers left unpaired){why}")
 
 
-__all__ = ["Pair", "flax_layers", "kinds", "misfit", "pairs", "stacks", "tensor_prefix",
-           "torch_layers"]
+__all__ = ["Pair", "Pairing", "flax_layers", "misfit", "pair", "resolve", "stacks",
+           "tensor_prefix", "torch_layers"]

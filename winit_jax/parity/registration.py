@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from winit_jax.parity.kinds import Kind, np_copy, register
+from winit_jax.kinds import Kind, np_copy, register
 
 
 def _permutation(layout, ndim: int) -> tuple[int, ...]:
@@ -68,7 +68,7 @@ def register_layer(torch_class: type, flax_class: type, *,
       ...         self.gamma = nnx.Param(jnp.ones(d))
       >>> kind = register_layer(Scale, NnxScale, tensors={"gamma": "gamma"})
       >>> from winit_jax import parity
-      >>> [p.kind.name for p in parity.pairs(Scale(3), NnxScale(3))]
+      >>> [p.kind.name for p in parity.pair(Scale(3), NnxScale(3))]
       ['Scale']
       >>> parity.unregister(kind)
     """

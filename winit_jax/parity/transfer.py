@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.parity.kinds import ParityError, is_param, np_copy, torch_tensor_names
-from winit_jax.parity.pairing import Pair, pairs, tensor_prefix
+from winit_jax.kinds import ParityError, is_param, np_copy, torch_tensor_names
+from winit_jax.parity.pairing import Pair, Pairing, resolve, tensor_prefix
 
 DTYPES = ("float32", "float64")
 
@@ -86,13 +86,15 @@ def torch_updates(paired: list[Pair]) -> list[tuple[object, np.ndarray]]:
     return updates
 
 
-def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None):
+def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None,
+               pairing: Pairing | None = None):
     """Copies ``torch_module``'s parameters and buffers into the nnx ``model`` in place.
 
     Args:
       torch_module: the torch original.
       model: the nnx port.
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+      pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
 
     Returns:
       ``model``.
@@ -100,14 +102,17 @@ def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None)
     Raises:
       ParityError: unpaired or mismatched layers, shapes or dtypes; nothing is written then.
     """
-    for var, value in flax_updates(pairs(torch_module, model, mapping)):
+    _torch_module_only(torch_module, "from_torch")
+    for var, value in flax_updates(resolve(torch_module, model, mapping, pairing,
+                                           "from_torch")):
         var.set_value(value)
     return model
 
 
-def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None):
+def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None,
+             pairing: Pairing | None = None):
     """Copies the nnx ``model``'s parameters and batch statistics into ``torch_module`` in
-    place.
+    place (``mapping`` and ``pairing`` as ``from_torch``'s).
 
     Returns:
       ``torch_module``.
@@ -117,11 +122,20 @@ def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None):
     """
     import torch
 
-    updates = torch_updates(pairs(torch_module, model, mapping))
+    _torch_module_only(torch_module, "to_torch")
+    updates = torch_updates(resolve(torch_module, model, mapping, pairing, "to_torch"))
     with torch.no_grad():
         for target, value in updates:
             target.copy_(torch.from_numpy(value))
     return torch_module
+
+
+def _torch_module_only(torch_module, where: str) -> None:
+    """A state dict or a path where a module is needed: one error saying what to pass."""
+    if isinstance(torch_module, (dict, str)) or not hasattr(torch_module, "named_modules"):
+        raise ParityError(f"{where}: torch_module must be a torch.nn.Module, got "
+                          f"{type(torch_module).__name__} (a state dict: load it into the "
+                          "module first, module.load_state_dict(state))")
 
 
 def torch_values(paired: list[Pair], source: str, layers: Mapping | None = None) -> dict:

@@ -3,6 +3,7 @@ layer pair through the one registry, and errors that name the right layer and ch
 nothing. Public API only."""
 
 import copy
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -71,9 +72,9 @@ def test_pairs_do_not_depend_on_attribute_order(touch):
     torch.manual_seed(0)
     t = TorchGated()
     model = FlaxGated(nnx.Rngs(0))
-    before = [(p.torch_name, p.flax_path) for p in P.pairs(t, model)]
+    before = [(p.torch_name, p.flax_path) for p in P.pair(t, model)]
     model = touch(model)
-    assert [(p.torch_name, p.flax_path) for p in P.pairs(t, model)] == before == [
+    assert [(p.torch_name, p.flax_path) for p in P.pair(t, model)] == before == [
         ("proj", "proj"), ("gate", "gate")]
     P.from_torch(t, model)
     x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
@@ -116,11 +117,11 @@ def test_subclasses_pair_and_a_class_merely_named_linear_does_not():
     t = MyTorchLinear(4, 3)
     f = P.from_torch(t, MyFlaxLinear(4, 3, rngs=nnx.Rngs(0)))
     np.testing.assert_array_equal(np.asarray(f.kernel[...]), t.weight.detach().numpy().T)
-    assert P.pairs(t, f)[0].kind.name == "Linear"
+    assert P.pair(t, f)[0].kind.name == "Linear"
     with pytest.raises(P.ParityError, match=r"torch <root> \(Linear's own parameters weight\) vs "
                                             r"nnx <root> \(Linear\): no layer kind pairs these "
                                             r"two \(winit_jax.parity.register_layer adds one\)"):
-        P.pairs(Linear(), nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
+        P.pair(Linear(), nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
 
 
 # --- list order -----------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_same_shaped_layers_in_lists_pair_in_index_order():
     class Port(nnx.Module):
         def __init__(self, rngs):
             self.layers = nnx.List([nnx.Linear(5, 5, rngs=rngs) for _ in range(3)])
-    got = [(p.torch_name, p.flax_path, p.rule) for p in P.pairs(t, _after_update(Port(
+    got = [(p.torch_name, p.flax_path, p.rule) for p in P.pair(t, _after_update(Port(
         nnx.Rngs(0))))]
     assert got == [("0", "layers/0", "list order"), ("2", "layers/1", "list order"),
                    ("4", "layers/2", "list order")]
@@ -179,7 +180,7 @@ def test_a_registered_layer_pair_works_everywhere():
     with pytest.raises(P.ParityError, match=r"torch layer 0 \(TorchScaled's own parameters "
                                             r"weight, scale\) has no partner .* torch gives "
                                             r"weight, which the nnx layer does not have"):
-        P.pairs(t, f)
+        P.pair(t, f)
     kind = P.register_layer(TorchScaled, FlaxScaled,
                             tensors={"weight": ("kernel", "transpose"), "scale": "scale"},
                             init={"kernel": torch_linear_kernel(), "scale": constant(1.0)})
@@ -240,15 +241,15 @@ def test_a_partial_mapping_names_the_layers_left_unpaired():
     f = Port(nnx.Rngs(0))
     with pytest.raises(P.ParityError, match=r"ambiguous: torch fwd \(LSTM\) fits nnx "
                                             r"'rnn/0' and nnx 'rnn/1' alike"):
-        P.pairs(t, f)
-    got = P.pairs(t, f, mapping={"fwd": "rnn/1"})  # the last one is then forced
+        P.pair(t, f)
+    got = P.pair(t, f, mapping={"fwd": "rnn/1"})  # the last one is then forced
     assert [(p.torch_name, p.flax_path, p.rule) for p in got] == [
         ("emb", "emb", "name"), ("fwd", "rnn/1", "mapping"), ("bwd", "rnn/0", "forced"),
         ("head", "head", "name")]
     with pytest.raises(P.ParityError, match=r"mapping: the nnx model has no layer 'rnn/2'"):
-        P.pairs(t, f, mapping={"fwd": "rnn/2"})
+        P.pair(t, f, mapping={"fwd": "rnn/2"})
     with pytest.raises(P.ParityError, match=r"mapping: nnx layer 'head' is given to two"):
-        P.pairs(t, f, mapping={"fwd": "head", "bwd": "head"})
+        P.pair(t, f, mapping={"fwd": "head", "bwd": "head"})
 
 
 def test_layers_numbered_in_their_names_pair_in_numeric_order():
@@ -259,7 +260,7 @@ def test_layers_numbered_in_their_names_pair_in_numeric_order():
     class Port(nnx.Module):
         def __init__(self, rngs):
             self.blocks = nnx.List([nnx.Linear(3, 3, rngs=rngs) for _ in range(11)])
-    got = {p.torch_name: p.flax_path for p in P.pairs(t, Port(nnx.Rngs(0)))}
+    got = {p.torch_name: p.flax_path for p in P.pair(t, Port(nnx.Rngs(0)))}
     assert got == {f"block{i}": f"blocks/{i}" for i in range(11)}
 
 
@@ -360,3 +361,75 @@ def test_a_multi_head_projection_as_one_torch_linear(port):
     assert torch.equal(back.q.weight, t.q.weight) and torch.equal(back.q.bias, t.q.bias)
     x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
     P.check(t, f, x, steps=2, init_seeds=4).assert_ok()
+
+
+# --- a porter's kind changes only the pairs it is about ------------------------------------
+
+class Conv1D(nn.Module):
+    """HF transformers' ``Conv1D`` (GPT-2's projections) as transformers writes it: a Linear
+    whose weight is (in, out), drawn N(0, 0.02), the bias zero."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x):
+        out = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return out.view(x.size()[:-1] + (self.nf,))
+
+
+def _linear_draws():
+    """torch_like.init's draws for a model of plain nnx.Linear layers (no Conv1D)."""
+    model = nnx.eval_shape(lambda: nnx.Sequential(nnx.Linear(64, 64, rngs=nnx.Rngs(0)),
+                                                  nnx.Linear(64, 8, rngs=nnx.Rngs(0))))
+    tl.init(model, jax.random.key(0))
+    return [np.asarray(v[...]) for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
+
+
+def test_a_porters_kind_changes_only_the_pairs_it_is_about():
+    """Registering Conv1D against nnx.Linear (as a GPT-2 porter does) leaves
+    torch_like.init of a model without Conv1D bit for bit as it was; the Conv1D pair draws
+    Conv1D's N(0, 0.02) (sample std within 5 standard errors, sigma / sqrt(2n); torch's
+    Linear default would be 1/sqrt(3 * 64) = 0.072) and copies in HF's (in, out) layout."""
+    before = _linear_draws()
+    kind = P.register_layer(Conv1D, nnx.Linear, tensors={"weight": "kernel", "bias": "bias"},
+                            init={"kernel": jax.nn.initializers.normal(0.02),
+                                  "bias": jax.nn.initializers.zeros})
+    try:
+        assert all(np.array_equal(a, b) for a, b in zip(before, _linear_draws()))
+        torch.manual_seed(0)
+        t = Conv1D(64, 64)
+        port = nnx.eval_shape(lambda: nnx.Linear(64, 64, rngs=nnx.Rngs(0)))
+        pairing = P.pair(t, port)
+        assert [p.kind for p in pairing] == [kind]
+        tl.init(port, jax.random.key(0), pairing=pairing)
+        kernel = np.asarray(port.kernel[...])
+        assert abs(kernel.std() - 0.02) < 5 * 0.02 / np.sqrt(2 * kernel.size)
+        assert not np.any(np.asarray(port.bias[...]))
+        P.from_torch(t, port, pairing=pairing)
+        assert np.array_equal(np.asarray(port.kernel[...]), t.weight.detach().numpy())
+    finally:
+        P.unregister(kind)
+    # negative control: the same kind put ahead of every other (what "last one wins" did to
+    # the whole process) changes the plain model's draws; scoped, it is gone after the block
+    with P.registered(kind):
+        assert not np.array_equal(_linear_draws()[0], before[0])
+    assert np.array_equal(_linear_draws()[0], before[0])
+
+
+def test_kinds_given_to_one_call_pair_without_a_global_registration():
+    kind = dataclasses.replace(
+        next(k for k in P.kinds() if k.name == "Linear"), name="Conv1D",
+        torch_classes=(Conv1D,),
+        to_flax=lambda t, f: {"kernel": t.weight.detach().numpy().copy(),
+                              "bias": t.bias.detach().numpy().copy()},
+        to_torch=lambda f, t: {"weight": np.asarray(f.kernel[...]),
+                               "bias": np.asarray(f.bias[...])})
+    t, port = Conv1D(8, 4), nnx.Linear(4, 8, rngs=nnx.Rngs(0))
+    with pytest.raises(P.ParityError, match="no layer kind pairs these two"):
+        P.pair(t, port)
+    assert [p.kind.name for p in P.pair(t, port, kinds=[kind])] == ["Conv1D"]
+    assert kind not in P.kinds()

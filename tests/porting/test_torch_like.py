@@ -369,11 +369,11 @@ def test_trunc_normal_has_absolute_bounds():
 # --- models nobody here wrote ------------------------------------------------------------------
 
 # ResNet-18 against torchvision, per parameter (KS on the 22 random tensors, every BatchNorm
-# tensor exactly): the init part of tests/twin/test_parity_harness.py::test_resnet18_from_torchvision.
+# tensor exactly): the init part of tests/porting/test_parity_harness.py::test_resnet18_from_torchvision.
 
 
 # TransformerEncoderLayer against torch: the init part of
-# tests/twin/test_parity_harness.py::test_transformer_encoder_layer_from_torch.
+# tests/porting/test_parity_harness.py::test_transformer_encoder_layer_from_torch.
 
 
 def test_vit_and_convnext_recipes():

@@ -1,5 +1,7 @@
-"""Built-in examples for ``winit-jax parity``: torch models nobody here wrote, and their nnx
-ports from ``winit_jax.models``; and how a user's ``module:factory`` pair is loaded."""
+"""Ported examples: torch models nobody here wrote (torchvision, torch.nn) and their nnx
+ports written the way a Flax user writes them, each with inputs and ``check`` arguments;
+and how a user's ``module:factory`` pair is loaded. The notebooks' digit CNN, which needs
+the lab's data, is ``winit_jax.lab.cnn_example``."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def example(name: str):
         return (resnet18(num_classes=10),
                 nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0))),
                 rng.standard_normal((2, 3, 64, 64)).astype(np.float32),
-                dict(flax_inputs=nhwc, train=True, init_seeds=1, init_overrides=tl.resnet_recipe(),
+                dict(flax_inputs=nhwc, train=True, init_seeds=1, overrides=tl.resnet_recipe(),
                      fresh_torch=lambda: resnet18(num_classes=10)))
     if name == "transformer":
         return (torch.nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),
@@ -47,8 +49,6 @@ def example(name: str):
         return (torch.nn.LSTM(16, 32, batch_first=True),
                 nnx.eval_shape(lambda: nnx.RNN(nnx.OptimizedLSTMCell(16, 32, rngs=nnx.Rngs(0)))),
                 rng.standard_normal((4, 20, 16)).astype(np.float32), dict(init_seeds=8))
-    if name == "mnist_cnn":
-        return mnist_cnn()
     if name == "vit":
         return vit()
     if name == "mobilenet_v2":
@@ -62,8 +62,8 @@ def example(name: str):
     raise ValueError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}")
 
 
-EXAMPLES = ("resnet18", "transformer", "lstm", "mnist_cnn", "vit", "mobilenet_v2", "scanned_transformer", "lstm_lm",
-            "bigru_lm")
+EXAMPLES = ("resnet18", "transformer", "lstm", "vit", "mobilenet_v2", "scanned_transformer",
+            "lstm_lm", "bigru_lm")
 
 
 def torch_cnn():
@@ -96,34 +96,6 @@ def flax_cnn(rngs):
             return self.head(x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1))
 
     return CNN(rngs)
-
-
-def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
-    """The small CNN on real digits: one epoch of the embedded sample (5,000 training digits,
-    /256, shuffled by ``seed``) in batches of ``batch_size``, SGD lr 0.01 momentum 0.6 (the
-    notebook's), cross-entropy; accuracy on the real MNIST test split (10,000 digits) when
-    it is under ``data_dir`` (default: ``default_data_dir()``), else on the sample."""
-    import torch
-    from flax import nnx
-
-    from winit_jax import parity
-    from winit_jax.lab import data
-    from winit_jax.lab.experiment import default_data_dir
-
-    images, labels = data.load_sample()
-    x = (images.astype(np.float32) / np.float32(256))[:, None]  # notebook A's /256, NCHW
-    order = np.random.default_rng(seed).permutation(len(x))
-    batches = [(x[i], labels[i]) for i in np.array_split(order, len(x) // batch_size)]
-    try:
-        test_images, test_labels = data.load_mnist(data_dir or default_data_dir(), "test")
-        held_out = ((test_images.astype(np.float32) / np.float32(256))[:, None], test_labels)
-    except data.MNISTNotFoundError:
-        held_out = (x, labels)
-    torch.manual_seed(seed)
-    return (torch_cnn(), nnx.eval_shape(lambda: flax_cnn(nnx.Rngs(seed))), batches[0],
-            dict(batches=batches, flax_inputs=nhwc, train=True, learning_rate=0.01,
-                 momentum=0.6, metric=parity.accuracy, eval_data=held_out, init_seeds=4,
-                 loss=parity.cross_entropy))
 
 
 # --- torchvision's VisionTransformer, ported the way a Flax user writes it ---------------------
@@ -223,7 +195,7 @@ def vit(seed: int = 0):
     x = np.random.default_rng(seed).standard_normal((4, 3, 32, 32)).astype(np.float32)
     return (net, nnx.eval_shape(lambda: flax_vit(nnx.Rngs(seed))), x,
             dict(flax_inputs=nhwc, init_seeds=2, fresh_torch=torch_vit,
-                 init_overrides=tl.torchvision_vit_recipe()))
+                 overrides=tl.torchvision_vit_recipe()))
 
 
 # --- torchvision's MobileNetV2 ------------------------------------------------------------------
@@ -314,7 +286,7 @@ def mobilenet_v2(seed: int = 0, *, batch: int = 16, **slips):
     x = np.random.default_rng(seed).standard_normal((batch, 3, 32, 32)).astype(np.float32)
     return (fresh(), nnx.eval_shape(lambda: flax_mobilenet_v2(nnx.Rngs(seed), **slips)), x,
             dict(flax_inputs=nhwc, init_seeds=1, fresh_torch=fresh, train=True,
-                 init_overrides=tl.mobilenet_v2_recipe()))
+                 overrides=tl.mobilenet_v2_recipe()))
 
 
 def checkpoint_like_batchnorms(net, seed: int = 0):
@@ -423,7 +395,7 @@ def flax_lm(rngs, cell: str = "LSTM", *, num_layers: int = 1, bidirectional: boo
     porter's slips, for tests."""
     from flax import nnx
 
-    from winit_jax.parity import cells
+    from winit_jax import cells
 
     make = cell_class or (getattr(cells, f"Torch{cell}Cell") if exact else
                           {"LSTM": nnx.OptimizedLSTMCell, "GRU": nnx.GRUCell}[cell])

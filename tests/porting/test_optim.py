@@ -1,4 +1,4 @@
-"""``winit_jax.optim.from_torch`` against torch itself: 100 float64 steps of the same model
+"""``winit_jax.parity.translate_optimizer`` against torch itself: 100 float64 steps of the same model
 in both frameworks, every optimiser and option, schedulers, param groups, clipping; the
 parameters must agree to 1e-10 relative (float64 rounding, ~1e-16 a step, stays far
 below that over 100 steps; a wrong rule is off by > 1e-4 within a few steps: the controls
@@ -13,9 +13,8 @@ import pytest
 from flax import nnx
 
 from tests.conftest import require_torch
-from winit_jax import optim as O
 from winit_jax import parity as P
-from winit_jax.parity import ParityError, from_torch, pairs
+from winit_jax.parity import ParityError, from_torch, pair, translate_optimizer
 from winit_jax.parity.transfer import torch_values
 
 torch = require_torch()
@@ -87,13 +86,14 @@ def train_both(net, port, make_opt, *, make_sched=None, steps=STEPS, clip=None,
     x, y = _data(x_shape)
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
     with jax.enable_x64(True):
-        from_torch(net, port, mapping=mapping)
+        pairing = pair(net, port, mapping=mapping)
+        from_torch(net, port, pairing=pairing)
         opt = make_opt(net)
         sched = make_sched(opt) if make_sched else None
         if tx is None:
-            tx = O.from_torch(opt, net, port, scheduler=sched, steps=steps if sched else None,
-                              clip_grad_norm_to=clip, clip_grad_value_to=clip_value,
-                              norm_type=norm_type, mapping=mapping)
+            tx = translate_optimizer(opt, pairing, scheduler=sched,
+                                     steps=steps if sched else None, clip_grad_norm=clip,
+                                     clip_grad_value=clip_value, norm_type=norm_type)
         nnx_opt = nnx.Optimizer(port, tx, wrt=nnx.Param)
         x_f, y_f = jnp.asarray(x), jnp.asarray(y)
 
@@ -115,8 +115,7 @@ def train_both(net, port, make_opt, *, make_sched=None, steps=STEPS, clip=None,
             if sched is not None:
                 sched.step()
             step(port, nnx_opt)
-        paired = pairs(net, port, mapping)
-        ours, theirs = torch_values(paired, "flax"), torch_values(paired, "torch")
+        ours, theirs = torch_values(pairing, "flax"), torch_values(pairing, "torch")
     params = {n for n, _ in net.named_parameters()}
     return max(np.abs(ours[k] - theirs[k]).max() / np.abs(theirs[k]).max() for k in params)
 
@@ -197,8 +196,8 @@ def test_eager_equals_jit():
     net, port = mlp()
     with jax.enable_x64(True):
         from_torch(net, port)
-        tx = O.from_torch(T.AdamW(no_decay_groups(net), lr=1e-2), net, port,
-                          clip_grad_norm_to=0.1)
+        tx = translate_optimizer(T.AdamW(no_decay_groups(net), lr=1e-2), pair(net, port),
+                                 clip_grad_norm=0.1)
         params = nnx.state(port, nnx.Param)
         grads = jax.tree.map(lambda p: jnp.cos(p * 3.0), params)
         state = tx.init(params)
@@ -226,7 +225,7 @@ def test_controls_optax_defaults_and_slips_are_far_off():
     assert 0 < train_both(*mlp(), OPTIMISERS["SGD"], clip=0.05, tx=clipped, steps=20) > 1e-9
 
 
-# --- check(optimizer=, scheduler=, tx=, clip_grad_norm=) -----------------------------
+# --- check(make_optimizer=, make_scheduler=, tx=, clip_grad_norm=) -----------------------------
 
 def _per_tensor_clip(max_norm):
     """A porter's clipping: each tensor to max_norm on its own (torch clips them together)."""
@@ -269,7 +268,7 @@ def test_check_with_the_porters_tx_fails_where_it_differs(case):
     net, port = mlp()
     x = np.random.RandomState(0).randn(16, 6)
     with jax.enable_x64(True):
-        report = P.check(net, port, x, steps=10, optimizer=opt, scheduler=sched, tx=tx,
+        report = P.check(net, port, x, steps=10, make_optimizer=opt, make_scheduler=sched, tx=tx,
                          clip_grad_norm=clip, init_seeds=0, layers=False)
     assert report.ok == (parts is None)
     if parts is not None:
@@ -287,8 +286,8 @@ def test_check_trains_with_torchs_optimiser_translated(dtype):
     x = np.random.RandomState(0).randn(8, 3, 4, 4)
     with jax.enable_x64(dtype == "float64"):
         report = P.check(net, port, x, steps=10, train=True, mapping=mapping, init_seeds=0,
-                         optimizer=lambda m: T.AdamW(no_decay_groups(m), lr=1e-2),
-                         scheduler=SCHEDULERS["warm-up SequentialLR"], clip_grad_norm=0.5,
+                         make_optimizer=lambda m: T.AdamW(no_decay_groups(m), lr=1e-2),
+                         make_scheduler=SCHEDULERS["warm-up SequentialLR"], clip_grad_norm=0.5,
                          layers=False)
     report.assert_ok()
     untested = [c for c in report.checks if c.inconclusive and c.part == "step"]
@@ -301,21 +300,21 @@ def test_check_trains_with_torchs_optimiser_translated(dtype):
 def test_unsupported_optimiser_is_refused():
     net, port = mlp()
     with pytest.raises(ParityError, match=r"optimizer: torch\.optim\.nadam\.NAdam is not"):
-        O.from_torch(T.NAdam(net.parameters()), net, port)
+        translate_optimizer(T.NAdam(net.parameters()), pair(net, port))
 
 
 def test_a_scheduler_on_a_metric_is_refused():
     net, port = mlp()
     opt = T.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ParityError, match="scheduler: ReduceLROnPlateau steps on a metric"):
-        O.from_torch(opt, net, port, scheduler=S.ReduceLROnPlateau(opt), steps=5)
+        translate_optimizer(opt, pair(net, port), scheduler=S.ReduceLROnPlateau(opt), steps=5)
 
 
 def test_a_scheduler_without_steps_is_refused():
     net, port = mlp()
     opt = T.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ParityError, match="steps: a scheduler"):
-        O.from_torch(opt, net, port, scheduler=S.StepLR(opt, 3))
+        translate_optimizer(opt, pair(net, port), scheduler=S.StepLR(opt, 3))
 
 
 def test_a_parameter_with_no_nnx_twin_is_refused():
@@ -323,7 +322,7 @@ def test_a_parameter_with_no_nnx_twin_is_refused():
     stray = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = T.SGD([{"params": net.parameters()}, {"params": [stray]}], lr=0.1)
     with pytest.raises(ParityError, match="param group 1 holds a tensor of shape"):
-        O.from_torch(opt, net, port)
+        translate_optimizer(opt, pair(net, port))
 
 
 def test_an_optimiser_that_has_stepped_is_refused():
@@ -332,7 +331,7 @@ def test_an_optimiser_that_has_stepped_is_refused():
     net(torch.ones(1, 6, dtype=torch.float64)).sum().backward()
     opt.step()
     with pytest.raises(ParityError, match="optimizer: this Adam has already stepped"):
-        O.from_torch(opt, net, port)
+        translate_optimizer(opt, pair(net, port))
 
 
 def test_groups_that_disagree_on_a_flag_are_refused():
@@ -340,7 +339,7 @@ def test_groups_that_disagree_on_a_flag_are_refused():
     opt = T.SGD([{"params": net[0].parameters(), "nesterov": True, "momentum": 0.9},
                  {"params": net[2].parameters()}], lr=0.1)
     with pytest.raises(ParityError, match="nesterov differs between param groups"):
-        O.from_torch(opt, net, port)
+        translate_optimizer(opt, pair(net, port))
 
 
 def test_one_flax_tensor_from_two_groups_that_differ_is_refused():
@@ -351,17 +350,17 @@ def test_one_flax_tensor_from_two_groups_that_differ_is_refused():
                  {"params": [cell.bias_hh], "lr": 0.5}], lr=0.1)
     with pytest.raises(ParityError, match=r"is made of torch bias_ih \(param group 0\) and "
                                           r"bias_hh \(param group 1\)"):
-        O.from_torch(opt, cell, port)
+        translate_optimizer(opt, pair(cell, port))
     agree = T.SGD([{"params": [cell.weight_ih, cell.weight_hh, cell.bias_ih]},
                    {"params": [cell.bias_hh]}], lr=0.1)
-    O.from_torch(agree, cell, port)                      # same hyperparameters: fine
+    translate_optimizer(agree, pair(cell, port))  # same hyperparameters: fine
 
 
 def test_steps_past_the_record_give_nan_not_a_guess():
     net, port = mlp()
     with jax.enable_x64(True):
         opt = T.SGD(net.parameters(), lr=0.1)
-        tx = O.from_torch(opt, net, port, scheduler=S.StepLR(opt, 1), steps=2)
+        tx = translate_optimizer(opt, pair(net, port), scheduler=S.StepLR(opt, 1), steps=2)
         params = nnx.state(port, nnx.Param)
         state = tx.init(params)
         for k in range(3):
@@ -371,13 +370,61 @@ def test_steps_past_the_record_give_nan_not_a_guess():
 
 def test_clipping_both_ways_is_refused():
     net, port = mlp()
-    with pytest.raises(ParityError, match="clip_grad_norm_to and clip_grad_value_to"):
-        O.from_torch(T.SGD(net.parameters(), lr=0.1), net, port, clip_grad_norm_to=1.0,
-                     clip_grad_value_to=1.0)
+    with pytest.raises(ParityError, match="clip_grad_norm and clip_grad_value"):
+        translate_optimizer(T.SGD(net.parameters(), lr=0.1), pair(net, port),
+                            clip_grad_norm=1.0, clip_grad_value=1.0)
 
 
 def test_check_needs_the_torch_optimizer():
     net, port = mlp()
-    with jax.enable_x64(True), pytest.raises(ParityError, match="optimizer: scheduler and "
-                                                               "tx are checked against"):
+    with jax.enable_x64(True), pytest.raises(ParityError, match="make_optimizer: make_scheduler "
+                                                               "and tx are checked against"):
         P.check(net, port, np.zeros((2, 6)), steps=2, tx=optax.sgd(0.1))
+
+
+@pytest.mark.parametrize("factory,needle", [
+    # a factory of parameters: called with the module, torch says "'Sequential' object is
+    # not iterable"; the error says what the factory must be
+    (lambda params: T.SGD(params, lr=0.1), "make_optimizer: it is called with the torch "
+                                           "module and must return a torch.optim.Optimizer"),
+    ("object", "make_optimizer: must be a function that builds it (got a SGD"),
+    (lambda m: [T.SGD(m.parameters(), lr=0.1)], "make_optimizer: the factory returned list"),
+])
+def test_check_says_what_an_optimizer_factory_must_be(factory, needle):
+    net, port = mlp()
+    if factory == "object":
+        factory = T.SGD(net.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with jax.enable_x64(True), pytest.raises(ParityError) as e:
+        P.check(net, port, np.zeros((2, 6)), steps=2, make_optimizer=factory, init_seeds=0)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_pairing_is_computed_once_and_refused_for_other_models():
+    """One ``pair`` serves from_torch, to_torch, translate_optimizer and check; a pairing of
+    other models, or a pairing with a mapping, is refused by name."""
+    net, port = mlp()
+    pairing = pair(net, port)
+    assert isinstance(pairing, P.Pairing) and len(pairing) == 2
+    with jax.enable_x64(True):
+        from_torch(net, port, pairing=pairing)
+        P.to_torch(port, net, pairing=pairing)
+        translate_optimizer(T.SGD(net.parameters(), lr=0.1), pairing)
+        assert P.check(net, port, np.ones((2, 6)), steps=1, pairing=pairing, init_seeds=0).ok
+        other, _ = mlp()
+        with pytest.raises(ParityError, match="from_torch: the pairing was computed for "
+                                              "another torch module"):
+            from_torch(other, port, pairing=pairing)
+        with pytest.raises(ParityError, match="to_torch: pass mapping to parity.pair, or a "
+                                              "pairing; not both"):
+            P.to_torch(port, net, pairing=pairing, mapping={})
+        with pytest.raises(ParityError, match="pairing: must come from winit_jax.parity.pair"):
+            translate_optimizer(T.SGD(net.parameters(), lr=0.1), list(pairing))
+
+
+def test_from_torch_given_a_state_dict_says_to_load_it_first():
+    net, port = mlp()
+    with pytest.raises(ParityError, match="from_torch: torch_module must be a torch.nn.Module, "
+                                          "got OrderedDict .a state dict: load it"):
+        from_torch(net.state_dict(), port)

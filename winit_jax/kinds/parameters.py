@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from winit_jax.parity.kinds._base import Kind, flax_variables, np_copy, register, value
+from winit_jax.kinds._base import Kind, flax_variables, np_copy, register, value
 
 
 class TorchParameters:

@@ -14,7 +14,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.lab import parity_examples as E
+from winit_jax.parity import examples as E
 
 torch = require_torch()
 
@@ -83,7 +83,7 @@ def test_training_16_percent_off_never_passes(vit):
     kw = dict(kw, init_seeds=0)
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)  # noqa: E731
     with jax.numpy_dtype_promotion("standard"):          # optax mixes int32 and float
-        report = P.check(net, port, x, steps=5, optimizer=sgd, layers=False,
+        report = P.check(net, port, x, steps=5, make_optimizer=sgd, layers=False,
                          tx=optax.sgd(0.0116, momentum=0.9), **kw)
     after = [c for c in report.checks if c.part == "step" and c.name != "loss 0"]
     assert after and not any(c.ok and not c.inconclusive
@@ -93,7 +93,7 @@ def test_training_16_percent_off_never_passes(vit):
     assert not passed, passed
     # control: the same port and steps with torch's learning rate pass
     with jax.numpy_dtype_promotion("standard"):
-        P.check(net, port, x, steps=5, optimizer=sgd, layers=False,
+        P.check(net, port, x, steps=5, make_optimizer=sgd, layers=False,
                 tx=optax.sgd(0.01, momentum=0.9), **kw).assert_ok()
 
 

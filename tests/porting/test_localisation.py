@@ -13,7 +13,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.lab import parity_examples as E
+from winit_jax.parity import examples as E
 
 torch = require_torch()
 
@@ -83,7 +83,7 @@ def test_qkv_projections_in_the_wrong_order_are_inside_the_attention(vit):
 
 
 def test_lstm_gate_order_is_inside_the_lstm():
-    from tests.twin.test_ports import SwappedGates
+    from tests.porting.test_ports import SwappedGates
     net, port, data, kw = E.language_model("LSTM", cell_class=SwappedGates)
     d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
     assert (d.torch_name, d.flax_path, d.where) == ("rnn", "rnn/0", "inside")
@@ -94,7 +94,7 @@ def test_a_fault_in_an_unrecorded_stacked_lstm_names_its_layers():
     """A 2-layer nn.LSTM runs as one fused call: no hook sees its layers' outputs, so they
     are not recorded. A gate-order slip there shows first at the head's input ("before");
     the hint must name the stacked layers as candidates, not only "the code between"."""
-    from tests.twin.test_ports import SwappedGates
+    from tests.porting.test_ports import SwappedGates
     net, port, data, kw = E.language_model("LSTM", num_layers=2, cell_class=SwappedGates)
     d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
     assert (d.torch_name, d.where) == ("head", "before")
@@ -140,19 +140,6 @@ def test_relu_for_relu6_is_before_the_next_conv_with_trained_batchnorms():
     d = slipped.first_divergence
     assert (d.torch_name, d.where) == ("features.2.conv.1.0", "before"), str(d)
     assert "features.2.conv.0.1" in d.hint and "ReLU6" in d.hint
-
-
-def test_cli_leads_with_the_first_divergence_and_prints_layers_on_request(capsys):
-    from winit_jax.lab.cli import main
-
-    me = "tests.twin.test_parity_harness"
-    assert main(["parity", "--torch", f"{me}:tiny_torch", "--flax", f"{me}:tiny_flax_wrong",
-                 "--input-shape", "16,6", "--steps", "0", "--init-seeds", "0",
-                 "--layers"]) == 1
-    out = capsys.readouterr().out.splitlines()
-    # tanh for ReLU between the two Linears: the second Linear's input is the first to part
-    assert out[0].startswith("first divergence before torch 2 / nnx layers/2 (Linear)")
-    assert any(line.startswith("torch layer") for line in out)
 
 
 def test_a_zero_head_is_flagged():

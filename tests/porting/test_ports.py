@@ -9,7 +9,7 @@ from flax import nnx
 import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.lab import parity_examples as E
+from winit_jax.parity import examples as E
 
 torch = require_torch()
 
@@ -22,7 +22,7 @@ def vit():
 @pytest.mark.slow
 def test_torchvision_vit_port_passes_every_part(vit):
     net, port, x, kwargs = vit
-    names = {(p.torch_name, p.flax_path, p.kind.name) for p in P.pairs(net, port)}
+    names = {(p.torch_name, p.flax_path, p.kind.name) for p in P.pair(net, port)}
     assert ("", "", "Parameter") in names  # class_token on the model itself
     assert ("encoder", "encoder", "Parameter") in names  # pos_embedding on the encoder
     assert ("encoder.layers.encoder_layer_1.mlp.3", "encoder/layers/1/mlp/1", "Linear") in names
@@ -42,13 +42,13 @@ def test_timm_recipe_and_an_unscaled_embedding_fail_the_init_part(vit):
     net, port, x, kwargs = vit
     kwargs = dict(kwargs)
     tv = tl.torchvision_vit_recipe()
-    kwargs["init_overrides"] = {**tl.timm_vit_recipe(), "class_token": tv["class_token"],
+    kwargs["overrides"] = {**tl.timm_vit_recipe(), "class_token": tv["class_token"],
                                 "*pos_embedding": tv["*pos_embedding"]}
     bad = {c.name for c in P.check(net, port, x, **kwargs).failures() if c.part == "init"}
     assert "conv_proj.weight" in bad and "encoder.layers.encoder_layer_0.mlp.0.weight" in bad
     recipe = tl.torchvision_vit_recipe()
     recipe["*pos_embedding"] = tl.variance_scaling(1.0, "none", "normal")
-    kwargs["init_overrides"] = recipe
+    kwargs["overrides"] = recipe
     bad = {c.name for c in P.check(net, port, x, **kwargs).failures()}
     assert bad == {"encoder.pos_embedding"}
 
@@ -108,7 +108,7 @@ def test_language_model_with_flaxs_cells_says_why_its_steps_part():
     assert any("TorchLSTMCell" in n and "twice as fast" in n for n in report.notes)
 
 
-class SwappedGates(__import__("winit_jax.parity.cells", fromlist=["x"]).TorchLSTMCell):
+class SwappedGates(__import__("winit_jax.cells", fromlist=["x"]).TorchLSTMCell):
     """A porter's slip: the gates read in (i, g, f, o) order instead of torch's (i, f, g, o)."""
 
     def __call__(self, carry, inputs):
@@ -152,7 +152,7 @@ def test_recurrent_structure_that_does_not_fit_is_refused():
 def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
     from torch import nn
 
-    from winit_jax.parity.cells import TorchRNNCell
+    from winit_jax.cells import TorchRNNCell
     x = np.random.default_rng(5).standard_normal((3, 9, 4)).astype(np.float32)
     torch.manual_seed(0)
     tanh = nn.RNN(4, 6, batch_first=True)
@@ -176,7 +176,7 @@ def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
 @pytest.mark.slow
 def test_scanned_transformer_passes_every_part():
     net, port, x, kwargs = E.scanned_transformer()
-    pairs = P.pairs(net, port)
+    pairs = P.pair(net, port)
     assert [p.flax_path for p in pairs][:5] == ["layers/0/self_attn", "layers/0/linear1",
                                                "layers/0/linear2", "layers/0/norm1",
                                                "layers/0/norm2"]
@@ -215,7 +215,7 @@ def test_a_stack_run_in_the_wrong_order_fails_the_forward():
     assert "forward" in {c.part for c in P.check(net, port, x, init_seeds=0).failures()}
     with pytest.raises(P.ParityError, match=r"torch numbers 5 blocks in layers and the nnx "
                                             r"model holds one module there"):
-        P.pairs(E.torch_encoder(blocks=5), port)
+        P.pair(E.torch_encoder(blocks=5), port)
 
 
 # --- torchvision's MobileNetV2: depthwise convolutions, ReLU6, BatchNorm in train mode -------

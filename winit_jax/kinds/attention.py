@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.initializers import constant, packed_xavier_uniform, torch_linear_kernel
-from winit_jax.parity.kinds._base import Kind, ParityError, np_copy, register, value
+from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
 
 _QKV = ("query", "key", "value")
 

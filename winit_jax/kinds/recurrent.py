@@ -18,7 +18,7 @@ Two families of nnx cells:
   a torch GRU whose b_hn is not 0 is refused. Forward and gradients agree; SGD steps do not
   (each of torch's two biases takes the gradient, so their sum moves twice as fast), and
   ``check`` says so in the report.
-- ``winit_jax.parity.cells`` (``TorchLSTMCell``, ``TorchGRUCell``, ``TorchRNNCell``) hold
+- ``winit_jax.cells`` (``TorchLSTMCell``, ``TorchGRUCell``, ``TorchRNNCell``) hold
   torch's four tensors per direction and compute what torch computes: every part passes.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.initializers import symmetric_uniform, uniform_sum
-from winit_jax.parity import cells as torch_cells
-from winit_jax.parity.kinds._base import Kind, ParityError, np_copy, register, value
+from winit_jax import cells as torch_cells
+from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
 
 _BASES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -262,7 +262,7 @@ def _gru_to_cell(cell, w_ih, w_hh, b_ih, b_hh, t):
     if b_hh is not None and np.any(b_hh[2 * h:]):
         raise ParityError("GRU: torch's b_hn (bias_hh[2h:]) is not 0, and nnx.GRUCell has no "
                           "place for it (it sits inside r * (W_hn h + b_hn)); port with "
-                          "winit_jax.parity.cells.TorchGRUCell")
+                          "winit_jax.cells.TorchGRUCell")
     out = {"dense_i/kernel": w_ih.T, "dense_h/kernel": w_hh.T}
     if b_ih is not None:
         out["dense_i/bias"] = _gru_canonical(w_ih, w_hh, b_ih, b_hh)[2]
@@ -371,6 +371,6 @@ def flax_cell_bias_note(kind: Kind) -> str | None:
     if kind in (LSTM, GRU, SIMPLE):
         return (f"{kind.name}: Flax's cell holds one bias where torch adds two (b_ih + b_hh); "
                 "SGD moves torch's sum twice as fast, so training steps part on those biases "
-                "(forward and gradients agree). Port with winit_jax.parity.cells."
+                "(forward and gradients agree). Port with winit_jax.cells."
                 f"Torch{'RNN' if kind is SIMPLE else kind.name}Cell to train alike.")
     return None

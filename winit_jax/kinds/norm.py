@@ -11,7 +11,7 @@ from __future__ import annotations
 from flax import nnx
 
 from winit_jax.initializers import constant
-from winit_jax.parity.kinds._base import Kind, channels_first, np_copy, register, value
+from winit_jax.kinds._base import Kind, channels_first, np_copy, register, value
 
 _NAMES = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var"))
 

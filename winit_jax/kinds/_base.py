@@ -5,7 +5,7 @@ which torch classes and which Flax classes it matches (``isinstance``, so subcla
 how its tensors convert each way, what torch's ``reset_parameters`` draws for it (in Flax's
 layout), whether its kernel maps its input linearly (LSUV and per-layer statistics watch
 those), and how its activations map to torch's layout. ``torch_like.init``, ``from_torch``
-/ ``to_torch``, ``pairs``, ``check`` and the recording forward pass all read this registry,
+/ ``to_torch``, ``pair``, ``check`` and the recording forward pass all read this registry,
 and nothing else.
 
 The registry imports no torch: torch classes may be named by their dotted path
@@ -14,9 +14,11 @@ The registry imports no torch: torch classes may be named by their dotted path
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 from flax import nnx
@@ -79,54 +81,113 @@ class Kind:
                                                         or self.flax_accepts(layer))
 
 
-_REGISTRY: list[Kind] = []
+# The registry: the built-in kinds, a porter's global ones (``register``), and the scoped ones
+# (``registered``: this block of code, this context). Lookups try the scoped kinds first, then
+# the porter's, then the built-ins, the latest registered first in each.
+_BUILTIN: list[Kind] = []
+_PORTER: list[Kind] = []
+_SCOPED: contextvars.ContextVar[tuple[Kind, ...]] = contextvars.ContextVar("winit_kinds",
+                                                                          default=())
+_BUILDING = [True]  # True while the built-in families register themselves
+
+
+def _check_kind(kind, where: str) -> None:
+    if not isinstance(kind, Kind):
+        raise TypeError(f"{where}: expected a Kind, got {type(kind).__name__}")
+    if not kind.flax_classes or not kind.torch_classes:
+        raise ValueError(f"{where}: kind {kind.name!r} needs torch_classes and flax_classes")
 
 
 def register(kind: Kind) -> Kind:
-    """Adds ``kind`` to the registry (a later kind wins where two match the same pair:
-    a porter's kind for a subclass overrides the built-in one). Returns it."""
-    if not isinstance(kind, Kind):
-        raise TypeError(f"register: expected a Kind, got {type(kind).__name__}")
-    if not kind.flax_classes or not kind.torch_classes:
-        raise ValueError(f"register: kind {kind.name!r} needs torch_classes and flax_classes")
-    _REGISTRY.append(kind)
+    """Adds ``kind`` to the registry for the whole process and returns it.
+
+    Where two kinds pair the same torch and nnx layers, the later one wins. Where only the
+    nnx layer is known (``torch_like.init`` without a torch module, LSUV, the recording
+    forward), a porter's kind never displaces a built-in one for the same nnx class: a
+    kind that pairs HF's ``Conv1D`` with ``nnx.Linear`` changes nothing for a model
+    without ``Conv1D``; a kind for a subclass of it (or a class of the porter's own) is
+    used for that class. For one block of code only, use :func:`registered`.
+    """
+    _check_kind(kind, "register")
+    (_BUILTIN if _BUILDING[0] else _PORTER).append(kind)
     return kind
 
 
 def unregister(kind: Kind) -> None:
-    """Removes a kind added by :func:`register` (tests, or a porter's temporary kind)."""
-    _REGISTRY.remove(kind)
+    """Removes a kind added by :func:`register`."""
+    for table in (_PORTER, _BUILTIN):
+        if kind in table:
+            table.remove(kind)
+            return
+    raise ValueError(f"unregister: kind {kind.name!r} is not registered")
+
+
+@contextlib.contextmanager
+def registered(*kinds_: Kind) -> Iterator[tuple[Kind, ...]]:
+    """Uses ``kinds_`` inside the ``with`` block only (this thread or task), ahead of every
+    other kind, flax-side lookups included; nothing global changes.
+
+    Examples:
+      >>> import dataclasses
+      >>> linear = next(k for k in kinds() if k.name == "Linear")
+      >>> mine = dataclasses.replace(linear, name="MyLinear")
+      >>> with registered(mine):
+      ...     kinds()[0].name
+      'MyLinear'
+      >>> "MyLinear" in [k.name for k in kinds()]
+      False
+    """
+    for k in kinds_:
+        _check_kind(k, "registered")
+    token = _SCOPED.set(tuple(kinds_) + _SCOPED.get())
+    try:
+        yield kinds_
+    finally:
+        _SCOPED.reset(token)
 
 
 def kinds() -> tuple[Kind, ...]:
-    """Every registered kind, the built-in ones first."""
-    return tuple(_REGISTRY)
+    """Every kind in lookup order: scoped, then a porter's (latest first), then built-in."""
+    return _SCOPED.get() + tuple(reversed(_PORTER)) + tuple(reversed(_BUILTIN))
 
 
 def torch_kinds(module) -> list[Kind]:
-    """The kinds whose torch classes ``module`` is an instance of, latest registered first."""
-    return [k for k in reversed(_REGISTRY) if k.matches_torch(module)]
+    """The kinds whose torch classes ``module`` is an instance of, in lookup order."""
+    return [k for k in kinds() if k.matches_torch(module)]
+
+
+def _distance(layer, classes) -> int:
+    """How far up ``layer``'s class hierarchy the nearest of ``classes`` is (0: its class)."""
+    mro = type(layer).__mro__
+    return min((mro.index(c) for c in classes if c in mro), default=len(mro))
 
 
 def flax_kinds(layer) -> list[Kind]:
-    """The kinds whose nnx classes ``layer`` is an instance of, latest registered first."""
-    return [k for k in reversed(_REGISTRY) if k.matches_flax(layer)]
+    """The kinds whose nnx classes ``layer`` is an instance of, in lookup order, less the
+    porter's global kinds that a built-in kind matches as closely (see ``register``)."""
+    scoped, porter = _SCOPED.get(), tuple(reversed(_PORTER))
+    builtin = [k for k in reversed(_BUILTIN) if k.matches_flax(layer)]
+    near = min((_distance(layer, k.flax_classes) for k in builtin), default=None)
+    own = [k for k in porter if k.matches_flax(layer)
+           and (near is None or _distance(layer, k.flax_classes) < near)]
+    return [k for k in scoped if k.matches_flax(layer)] + own + builtin
 
 
 def kind_for(torch_module, layer) -> Kind | None:
-    """The kind that matches both layers (the latest registered), or None."""
-    return next((k for k in reversed(_REGISTRY)
-                 if k.matches_flax(layer) and k.matches_torch(torch_module)), None)
+    """The kind that matches both layers (the first in lookup order), or None."""
+    return next((k for k in kinds() if k.matches_flax(layer) and k.matches_torch(torch_module)),
+                None)
 
 
 def is_flax_layer(layer) -> bool:
     """Whether some kind matches ``layer`` (its submodules then belong to it)."""
-    return any(k.matches_flax(layer) for k in _REGISTRY)
+    return any(k.matches_flax(layer) for k in kinds())
 
 
 def linear_types() -> tuple[type, ...]:
     """The nnx classes whose kernel maps their input linearly (LSUV, layer statistics)."""
-    return tuple(dict.fromkeys(c for k in _REGISTRY if k.linear_map for c in k.flax_classes))
+    return tuple(dict.fromkeys(c for k in reversed(kinds()) if k.linear_map
+                               for c in k.flax_classes))
 
 
 def init_rule(layer):
@@ -170,7 +231,7 @@ def value(variable) -> np.ndarray:
 def flax_variables(layer) -> dict[str, nnx.Variable]:
     """``{path inside the layer: variable}`` of every parameter and batch statistic (of a
     stack slice: views of its index)."""
-    from winit_jax.parity.kinds.stack import SliceVariable, is_slice, slice_of
+    from winit_jax.kinds.stack import SliceVariable, is_slice, slice_of
 
     if is_slice(layer):
         target, k = slice_of(layer)

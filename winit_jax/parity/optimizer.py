@@ -1,11 +1,11 @@
-"""``from_torch``: a torch optimiser (with its param groups, LR scheduler and gradient
-clipping) as one ``optax.GradientTransformation`` over an nnx port's parameters."""
+"""``translate_optimizer``: a torch optimiser (with its param groups, LR scheduler and
+gradient clipping) as one ``optax.GradientTransformation`` over an nnx port's parameters,
+through the pairing of the two models."""
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -13,20 +13,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from winit_jax.optim.clipping import clip_grad_norm, clip_grad_value
+from winit_jax import optim
+from winit_jax.kinds import ParityError
 from winit_jax.optim.rules import RULES, Rule
-from winit_jax.parity.kinds import ParityError
-from winit_jax.parity.pairing import pairs, tensor_prefix
+from winit_jax.parity.pairing import Pairing, tensor_prefix
 from winit_jax.parity.transfer import variable_at
 
 # Schedulers that read a metric cannot be replayed ahead of time.
 _METRIC_SCHEDULERS = ("ReduceLROnPlateau",)
 
 
-def from_torch(optimizer, torch_module, model, *, scheduler=None, steps: int | None = None,
-               clip_grad_norm_to: float | None = None, norm_type: float = 2.0,
-               clip_grad_value_to: float | None = None,
-               mapping: Mapping[str, str] | None = None) -> optax.GradientTransformation:
+def translate_optimizer(optimizer, pairing: Pairing, *, scheduler=None,
+                        steps: int | None = None, clip_grad_norm: float | None = None,
+                        norm_type: float = 2.0, clip_grad_value: float | None = None
+                        ) -> optax.GradientTransformation:
     """The optax twin of ``optimizer.step()`` (then ``scheduler.step()``) for an nnx port.
 
     Use it as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``. Each nnx parameter gets the
@@ -37,20 +37,18 @@ def from_torch(optimizer, torch_module, model, *, scheduler=None, steps: int | N
 
     Args:
       optimizer: a fresh (never stepped) ``torch.optim.SGD``, ``Adam``, ``AdamW``,
-        ``RMSprop`` or ``Adagrad`` over ``torch_module``'s parameters.
-      torch_module: the torch original.
-      model: the nnx port.
+        ``RMSprop`` or ``Adagrad`` over the torch module's parameters.
+      pairing: ``parity.pair(torch_module, model)``: the torch original and its nnx port.
       scheduler: a torch LR scheduler on ``optimizer`` whose rates do not depend on a
         metric; its sequence (lr, momentum, betas: every number in the groups) is recorded
         by stepping a copy ``steps`` times, so lambdas, ``SequentialLR``, ``OneCycleLR``
         and warm restarts are replayed exactly.
       steps: how many optimiser steps to record (needed with ``scheduler``). An update
         past them gives NaN parameters rather than a guessed rate.
-      clip_grad_norm_to: ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)``
+      clip_grad_norm: ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)``
         before each step (over every parameter, with torch's ``+ 1e-6``).
       norm_type: the norm's order (``float("inf")`` for the largest magnitude).
-      clip_grad_value_to: ``torch.nn.utils.clip_grad_value_(params, clip_value)``.
-      mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
+      clip_grad_value: ``torch.nn.utils.clip_grad_value_(params, clip_value)``.
 
     Returns:
       An ``optax.GradientTransformation`` over ``nnx.state(model, nnx.Param)``.
@@ -63,20 +61,23 @@ def from_torch(optimizer, torch_module, model, *, scheduler=None, steps: int | N
 
     Examples:
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        tx = winit_jax.optim.from_torch(opt, net, port)
+        tx = winit_jax.parity.translate_optimizer(opt, winit_jax.parity.pair(net, port))
         nnx_opt = nnx.Optimizer(port, tx, wrt=nnx.Param)
     """
-    if clip_grad_norm_to is not None and clip_grad_value_to is not None:
-        raise ParityError("clip_grad_norm_to and clip_grad_value_to: pass one (torch "
+    if not isinstance(pairing, Pairing):
+        raise ParityError(f"pairing: must come from winit_jax.parity.pair(torch_module, "
+                          f"model), got {type(pairing).__name__}")
+    if clip_grad_norm is not None and clip_grad_value is not None:
+        raise ParityError("clip_grad_norm and clip_grad_value: pass one (torch "
                           "applies whichever the training loop calls)")
     rule, flags = _rule(optimizer)
     table = _record(optimizer, scheduler, steps, rule)
-    labels = _labels(optimizer, torch_module, model, mapping, table)
+    labels = _labels(optimizer, pairing, table)
     tx = _transformation(rule, flags, table, labels, scheduled=scheduler is not None)
-    if clip_grad_norm_to is not None:
-        return optax.chain(clip_grad_norm(clip_grad_norm_to, norm_type=norm_type), tx)
-    if clip_grad_value_to is not None:
-        return optax.chain(clip_grad_value(clip_grad_value_to), tx)
+    if clip_grad_norm is not None:
+        return optax.chain(optim.clip_grad_norm(clip_grad_norm, norm_type=norm_type), tx)
+    if clip_grad_value is not None:
+        return optax.chain(optim.clip_grad_value(clip_grad_value), tx)
     return tx
 
 
@@ -144,26 +145,26 @@ def _torch_names(torch_module) -> dict[int, str]:
     return {id(p): n for n, p in torch_module.named_parameters()}
 
 
-def _labels(optimizer, torch_module, model, mapping, table) -> dict[str, np.ndarray]:
+def _labels(optimizer, pairing, table) -> dict[str, np.ndarray]:
     """nnx parameter path -> the param group of each element (-1: the optimiser does not
     hold its torch twin), found by marking each torch tensor with NaN and reading where
     the NaN lands in the converted Flax values."""
     import torch
 
     group_of = {id(p): k for k, g in enumerate(optimizer.param_groups) for p in g["params"]}
-    names = _torch_names(torch_module)
+    names = _torch_names(pairing.torch_module)
     for k, g in enumerate(optimizer.param_groups):
         for p in g["params"]:
             if id(p) not in names:
                 raise ParityError(f"optimizer: param group {k} holds a tensor of shape "
                                   f"{tuple(p.shape)} that is not a parameter of torch_module "
                                   "(no nnx twin)")
-    paths = {id(v): "/".join(map(str, path)) for path, v in nnx.iter_graph(model)
+    paths = {id(v): "/".join(map(str, path)) for path, v in nnx.iter_graph(pairing.model)
              if isinstance(v, nnx.Param)}
     labels: dict[str, np.ndarray] = {}
     source: dict[tuple[str, int], str] = {}   # (nnx path, group) -> a torch tensor from it
     paired_ids = set()
-    for pair in pairs(torch_module, model, mapping):
+    for pair in pairing:
         prefix = tensor_prefix(pair)
         for name, tensor in pair.torch_module.named_parameters():
             paired_ids.add(id(tensor))
