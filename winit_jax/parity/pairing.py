@@ -28,8 +28,15 @@ from collections.abc import Mapping, Sequence
 
 from flax import nnx
 
-from winit_jax.kinds import (Kind, ParityError, flax_variables, is_flax_layer, kind_for,
-                             registered, torch_kinds)
+from winit_jax.kinds import (
+    Kind,
+    ParityError,
+    flax_variables,
+    is_flax_layer,
+    kind_for,
+    registered,
+    torch_kinds,
+)
 from winit_jax.kinds.parameters import FlaxParameters, TorchParameters
 from winit_jax.kinds.stack import stack_slice
 

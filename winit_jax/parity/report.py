@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 # Tolerances, relative to the largest entry of the reference tensor (the scale of the
 # tensor, not of each element: near-zero entries would otherwise dominate).
 # float64: both frameworks compute the same sums in a different order; rounding alone

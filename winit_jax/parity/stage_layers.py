@@ -1,0 +1,184 @@
+"""The layer part of ``check``: every paired layer's input, output and output gradient, per
+call, in torch's call order and layout (torch forward hooks; the recording forward on the
+nnx side)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from winit_jax.kinds import np_copy
+from winit_jax.parity.report import (
+    Check,
+    LayerRow,
+)
+from winit_jax.parity.run import Run, as_float64, first_output, widened
+from winit_jax.parity.stats import rel_gap
+from winit_jax.parity.tolerance import measured
+
+# The smallest per-layer tolerance in float32: 16 float32 ulps (relative to the layer's
+# scale), where torch's own float32-vs-float64 gap is smaller than rounding can explain.
+LAYER_FLOOR = {"float32": 16 * float(np.finfo(np.float32).eps), "float64": 1e-10}
+
+
+def _torch_calls(module, names, x_t, c_t, call) -> list[list]:
+    """``[layer name, input, output, gradient of the loss at that output]`` of every call of
+    the named torch layers, in call order, from one forward and one backward pass (eval
+    mode; the gradient None where the output is not a tensor)."""
+    import torch
+
+    events, handles = [], []
+    named = dict(module.named_modules())
+    for name in names:
+        def hook(mod, inp, out, name=name):
+            first = out[0] if isinstance(out, tuple) else out
+            events.append([name, as_float64(inp), as_float64(out), None])
+            if not (isinstance(first, torch.Tensor) and first.requires_grad):
+                return None
+            index = len(events) - 1
+            # a fresh tensor goes on, so that an in-place op after the layer (ReLU(inplace))
+            # cannot change the one whose gradient is read
+            fresh = first.clone()
+            first.register_hook(lambda g: events[index].__setitem__(3, np_copy(g)))
+            return (fresh, *out[1:]) if isinstance(out, tuple) else fresh
+        handles.append(named[name].register_forward_hook(hook))
+    try:
+        module.zero_grad()
+        call(first_output(module(x_t)), c_t).backward()
+    finally:
+        for h in handles:
+            h.remove()
+        module.zero_grad()
+    return events
+
+
+def _in_torch_layout(paired: dict, items) -> dict[str, list]:
+    """torch name -> per call, the nnx values of ``items`` (``(layer, [(value, which)])``,
+    in call order) in torch's layout through each pair's kind; calls of unpaired layers
+    are dropped."""
+    by_id = {id(p.flax_layer): p for p in paired.values()}
+    out: dict[str, list] = {}
+    for layer, values in items:
+        p = by_id.get(id(layer))
+        if p is not None:
+            convert = p.kind.activation_to_torch or (lambda x, layer, which: x)
+            out.setdefault(p.torch_name, []).append(tuple(
+                None if v is None else convert(as_float64(v), p.flax_layer, which)
+                for v, which in values))
+    return out
+
+
+def _nth(calls: dict, name: str, k: int, width: int) -> tuple:
+    """Call ``k`` of ``name`` (Nones where the port called it fewer times)."""
+    return (calls.get(name, []) + [(None,) * width] * (k + 1))[k]
+
+
+def layer_stage(run: Run, ref):
+    """Every paired layer's input and output, per call, in torch's call order, in torch's
+    layout (through the kind); each output's gap is a check ("layer"): tolerance 10x torch's
+    own float32-vs-float64 gap at that layer, floored at ``LAYER_FLOOR``. Pairs that are not
+    one called module on each side (bare parameters, a stacked RNN's layers, scanned blocks)
+    are not recorded."""
+    import torch
+
+    from winit_jax.forward import layer_io
+    from winit_jax.kinds.parameters import FlaxParameters
+    from winit_jax.kinds.stack import is_slice
+
+    x_f = run.inputs[1]
+    paired = {p.torch_name: p for p in run.paired
+              if isinstance(p.torch_module, torch.nn.Module) and not is_slice(p.flax_layer)
+              and not isinstance(p.flax_layer, FlaxParameters)}
+    if not paired:
+        return
+    run.modes(False)
+    x_t, _, c_t, _ = run.inputs
+    ours = _torch_calls(run.torch_module, paired, x_t, c_t, run.call)
+    wide = (_torch_calls(ref.eval(), paired, widened(x_t), widened(c_t), run.call)
+            if ref is not None else ours)
+    types = tuple({type(p.flax_layer) for p in paired.values()})
+    _, calls = layer_io(run.model, x_f, types=types)
+    flax_calls = _in_torch_layout(paired, [(c.layer, [(c.input, "input"), (c.output, "output")])
+                                           for c in calls])
+    floor, seen = LAYER_FLOOR[run.dtype], {}
+    for (name, t_in, t_out, _), (_, w_in, w_out, _) in zip(ours, wide):
+        k = seen[name] = seen.get(name, -1) + 1
+        p = paired[name]
+        f_in, f_out = _nth(flax_calls, name, k, 2)
+        gaps, tols = [], []
+        for mine, theirs, exact in ((f_in, t_in, w_in), (f_out, t_out, w_out)):
+            gaps.append(float("inf") if mine is None or theirs is None else rel_gap(mine, theirs))
+            noise = 0.0 if theirs is None or exact is None else rel_gap(theirs, exact)
+            tols.append(measured(noise, floor))
+        row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1])
+        run.layers.append(row)
+        run.checks.append(Check("layer", f"{name or '<root>'} output" + (f" (call {k + 1})"
+                                                                          if k else ""),
+                                row.output_gap, row.output_tol, True,
+                                "max |diff| / max |torch layer output|; tolerance 10x torch's "
+                                f"own float32 gap at this layer, floor {floor:.2g}"))
+    _backward_layers(run, paired, ours, wide, types, calls)
+    if run.kink:  # the same flip moves the layers' outputs and gradients after it
+        run.checks = [dataclasses.replace(c, inconclusive=True, how=(
+            f"{c.how}; inconclusive: a kink flip was found at these inputs (see the "
+            "forward/gradient checks)")) if c.part == "layer" and c.value > c.tol else c
+            for c in run.checks]
+    missing = [n for n in paired if n not in seen]
+    if missing:
+        run.notes.append(f"layers never called by torch's forward pass, not compared: "
+                         f"{', '.join(missing[:5])}")
+    last = ours[-1] if ours else None
+    if last is not None and last[2] is not None and not np.any(last[2]):
+        run.notes.append(f"torch's last layer ({last[0] or '<root>'}) outputs only zeros (a "
+                         "zero-initialised head?): the output comparison tests nothing there; "
+                         "the layer rows before it do")
+
+
+def _flax_output_grads(run: Run, types, calls) -> list:
+    """The gradient of the port's loss with respect to each watched layer call's output
+    (``calls``: the recorded forward's), in call order: a zero added to each output
+    (``layer_io``'s ``on_output``), differentiated."""
+    from winit_jax.forward import layer_io
+
+    _, x_f, _, c_f = run.inputs
+    zeros = [jnp.zeros_like(c.output) if isinstance(c.output, jax.Array) else None
+             for c in calls]
+
+    def loss(model, eps):
+        def add(k, y):
+            return y + eps[k] if eps[k] is not None else y
+        y, _ = layer_io(model, x_f, types=types, on_output=add)
+        return run.call(run.out_f(y), c_f)
+
+    # nnx.grad, not jax.grad: a model that runs nnx transforms inside (nnx.RNN's scan) must
+    # be handed through, not closed over; the calls come in the same order
+    grads = nnx.grad(loss, argnums=1)(run.model, zeros)
+    return [(c.layer, [(g, "output")]) for c, g in zip(calls, grads)]
+
+
+def _backward_layers(run: Run, paired: dict, ours, wide, types, calls) -> None:
+    """Adds each layer row's output-gradient gap (and a "layer" check for it): torch's
+    gradient at that call's output (``ours``, ``wide``: ``_torch_calls``') against the
+    port's, in torch's layout, the tolerance 10x torch's own float32 gap there (floor
+    ``LAYER_FLOOR``)."""
+    flax = _in_torch_layout(paired, _flax_output_grads(run, types, calls))
+    floor, seen = LAYER_FLOOR[run.dtype], {}
+    rows = {(r.torch_name, r.call): i for i, r in enumerate(run.layers)}
+    for (name, _, _, g_t), (_, _, _, g_w) in zip(ours, wide):
+        k = seen[name] = seen.get(name, -1) + 1
+        (g_f,) = _nth(flax, name, k, 1)
+        i = rows.get((name, k))
+        if i is None or g_t is None or g_f is None or np.shape(g_f) != np.shape(g_t):
+            continue
+        noise = rel_gap(g_t, g_w) if g_w is not None else 0.0
+        row = dataclasses.replace(run.layers[i], grad_gap=rel_gap(g_f, g_t),
+                                  grad_tol=measured(noise, floor))
+        run.layers[i] = row
+        run.checks.append(Check("layer", f"{name or '<root>'} output gradient" + (
+            f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol, True,
+            "max |diff| / max |torch's gradient at this output|; tolerance 10x torch's own "
+            f"float32 gap there, floor {floor:.2g}"))

@@ -1,0 +1,269 @@
+"""The training parts of ``check``: steps from the same start with torch's optimiser on
+both torch copies and its translation (or the porter's ``tx``) on the port; BatchNorm
+statistics; dropout that train mode would switch on."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+from flax import nnx
+
+from winit_jax.kinds import ParityError
+from winit_jax.parity.optimizer import translate_optimizer
+from winit_jax.parity.pairing import torch_layers
+from winit_jax.parity.report import (
+    Check,
+)
+from winit_jax.parity.run import (
+    Run,
+    first_line,
+    first_output,
+    torch_outputs_and_grads,
+    widened,
+)
+from winit_jax.parity.stats import rel_gap
+from winit_jax.parity.tolerance import measured, rounding_dominates
+from winit_jax.parity.transfer import torch_values
+
+# A parameter whose float64 gradient is below this times the model's largest is zero in
+# exact arithmetic (rounding leaves ~1e-16..1e-14 of the terms summed; real gradients that
+# small are not seen in practice): 100x above the noise, far below any signal.
+ZERO_GRADIENT = 1e-12
+
+
+# A step check whose measured tolerance exceeds this fraction of what the steps changed
+# could not fail a port whose training is that fraction off (a learning rate or a loss 10 %
+# off moves the loss and the tensors by about 10 % of their change over the steps).
+CHAOS_FRACTION = 0.1
+
+
+# nnx's float32 BatchNorm statistics in a float64 model: compared at float32's precision
+# (16 ulps of the statistic's scale: a few roundings per update over the steps)
+STAT_ULPS = 16
+
+
+def active_dropout(torch_module, model) -> list[str]:
+    """Dropout that train mode switches on, on either side: torch's Dropout family and
+    attention dropout, nnx's Dropout and attention ``dropout_rate``."""
+    import torch
+
+    found = []
+    for name, m in torch_module.named_modules():
+        p = (m.p if isinstance(m, torch.nn.modules.dropout._DropoutNd) else
+             m.dropout if isinstance(m, torch.nn.MultiheadAttention) else 0.0)
+        if p:
+            found.append(f"torch {name or '<root>'} ({type(m).__name__} p={p:g})")
+    for path, m in nnx.iter_modules(model):
+        rate = (m.rate if isinstance(m, nnx.Dropout) else
+                getattr(m, "dropout_rate", 0.0) if isinstance(m, nnx.MultiHeadAttention)
+                else 0.0)
+        if rate:
+            found.append(f"nnx {'/'.join(map(str, path)) or '<root>'} "
+                         f"({type(m).__name__} rate={rate:g})")
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How both sides train: torch's optimiser (default SGD) and its translation, or the
+    porter's ``tx``."""
+
+    make_optimizer: Callable | None
+    make_scheduler: Callable | None
+    tx: object
+    clip: float | None
+    learning_rate: float
+    momentum: float
+
+    def torch(self, module):
+        """(optimiser, scheduler or None) for a torch module."""
+        import torch
+
+        if self.make_optimizer is None:
+            opt = torch.optim.SGD(module.parameters(), lr=self.learning_rate,
+                                  momentum=self.momentum)
+        else:
+            try:
+                opt = self.make_optimizer(module)
+            except TypeError as e:  # e.g. a factory of parameters: lambda ps: SGD(ps, ...)
+                raise ParityError(
+                    "make_optimizer: it is called with the torch module and must return a "
+                    "torch.optim.Optimizer (lambda m: torch.optim.SGD(m.parameters(), lr=...));"
+                    f" calling it raised TypeError: {first_line(e)}") from None
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise ParityError(f"make_optimizer: the factory returned {type(opt).__name__}, "
+                                  "not a torch.optim.Optimizer")
+        return opt, (self.make_scheduler(opt) if self.make_scheduler is not None else None)
+
+    def port(self, pairing, opt, sched, steps):
+        """The port's optax transformation: ``tx``, or the exact translation of torch's."""
+        import optax
+
+        if self.tx is not None:
+            return self.tx
+        if self.make_optimizer is None and self.clip is None:
+            return optax.sgd(self.learning_rate, momentum=self.momentum or None)
+        return translate_optimizer(opt, pairing, scheduler=sched, steps=steps,
+                                   clip_grad_norm=self.clip)
+
+
+def _zero_gradients(run: Run, ref) -> dict[str, str]:
+    """torch names of parameters whose gradient is zero in exact arithmetic (a conv bias
+    before BatchNorm, attention key biases): in float64, their largest gradient entry is
+    below ZERO_GRADIENT times the model's largest; name -> how it was measured."""
+    x_t, _, c_t, _ = run.schedule[0]
+    probe = copy.deepcopy(ref if ref is not None else run.torch_module)  # its BN stats move
+    _, grads = torch_outputs_and_grads(run, probe, widened(x_t), widened(c_t), dict(torch_layers(probe)))
+    top = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
+    return {k: f"float64 gradient {np.abs(g).max():.1e} vs the model's largest {top:.1e}"
+            for k, g in grads.items() if top > 0 and np.abs(g).max() <= ZERO_GRADIENT * top}
+
+
+def step_stage(run: Run, ref, train, training: Training):
+    """Training steps from the same start (torch's optimiser on both torch copies; its
+    translation or the porter's ``tx`` on the port); float32 tolerances from torch's own
+    float32-vs-float64 gap on the same steps (the port may differ by ``NOISE_FACTOR``
+    times that). A check whose measured tolerance is more than ``CHAOS_FRACTION`` of what the
+    steps changed (the loss, the tensor) cannot tell a port that trained from one that did
+    not: it is inconclusive, and the note says what to do instead."""
+    import torch
+
+    run.modes(train)
+    if ref is not None:
+        ref.train(train)
+    runs = [(run.torch_module, False)] + ([(ref, True)] if ref is not None else [])
+    made = [training.torch(m) for m, _ in runs]
+    opts, scheds = [o for o, _ in made], [s for _, s in made]
+    kind = type(opts[0]).__name__
+    zero = _zero_gradients(run, ref)
+    start = torch_values(run.paired, "torch")
+    tx = training.port(run.paired, opts[0], scheds[0], len(run.schedule))
+    opt_f = nnx.Optimizer(run.model, tx, wrt=nnx.Param)
+    call, out_f = run.call, run.out_f
+
+    @nnx.jit
+    def step(model, opt, x, c):
+        val, g = nnx.value_and_grad(lambda m: call(out_f(m(x)), c))(model)
+        opt.update(model, g)
+        return val
+
+    names = ["torch", "torch_float64"][:len(runs)]
+    run.curves.update({n: [] for n in ["torch", "flax", *names[1:]]})
+    for x_t, x_f, c_t, c_f in run.schedule:
+        for (m, wide), opt, sched, n in zip(runs, opts, scheds, names):
+            opt.zero_grad()
+            value = call(first_output(m(widened(x_t) if wide else x_t)), widened(c_t) if wide else c_t)
+            value.backward()
+            if training.clip is not None:
+                torch.nn.utils.clip_grad_norm_(m.parameters(), training.clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            run.curves[n].append(value.item())
+        run.curves["flax"].append(float(step(run.model, opt_f, x_f, c_f)))
+    chaotic = []
+
+    def judged(part, name, gap, noise, floor, signal, how):
+        """A check. A pass is claimed only where the tolerance could have seen a port that
+        trains CHAOS_FRACTION off; otherwise it is inconclusive (a failure stays one)."""
+        tol = measured(noise, floor)
+        if gap <= tol and tol > CHAOS_FRACTION * signal:
+            if rounding_dominates(noise, floor):
+                chaotic.append(name)
+            why = ("float32 rounding swamps the training" if rounding_dominates(noise, floor)
+                   else "the steps barely moved it")
+            return Check(part, name, gap, tol, True, f"{how}; not tested: the tolerance is "
+                         f"more than {CHAOS_FRACTION:g} of what the steps changed "
+                         f"({signal:.2g}), {why}", inconclusive=True)
+        return Check(part, name, gap, tol, True, how)
+
+    lt, lf = run.curves["torch"], run.curves["flax"]
+    parted = None
+    for s in range(len(lt)):
+        noise = rel_gap(lt[s], run.curves["torch_float64"][s]) if ref is not None else 0.0
+        signal = rel_gap(lt[s], lt[0]) if s else float("inf")  # step 0 is the forward
+        c = judged("step", f"loss {s}", rel_gap(lf[s], lt[s]), noise, run.tol["step"],
+                   signal, f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}")
+        run.checks.append(c)
+        if parted is None and c.value > c.tol and not c.inconclusive:
+            parted = s
+            run.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
+                             f"torch {lt[s]:.6g}" + (
+                                 " (the losses before the first update differ: check the "
+                                 "forward)" if s == 0 else
+                                 f" (after {s} update(s); torch's optimiser: {kind})"))
+    ours = torch_values(run.paired, "flax")
+    theirs = torch_values(run.paired, "torch")
+    wide = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
+            else theirs)
+    n_per_channel = _values_per_channel(run.torch_module, run.schedule[-1][0])
+    eps32 = float(np.finfo(np.float32).eps)
+    for k, t in theirs.items():
+        noise = rel_gap(t, wide[k]) if ref is not None else 0.0
+        floor = run.tol["step"]
+        how = f"after {len(run.schedule)} steps; torch's own float32 gap {noise:.2g}"
+        if ours[k].dtype == np.float32 and run.dtype == "float64":
+            # nnx keeps BatchNorm statistics in float32 whatever param_dtype
+            floor = max(floor, STAT_ULPS * eps32)
+            how += f"; nnx holds it in float32: floor {STAT_ULPS} float32 ulps"
+        gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
+        if k.endswith("running_var"):
+            bessel = 1.0 / max(1, n_per_channel(k) - 1)
+            c = judged("batch_stats", k, gap, noise, floor, signal, how)
+            run.checks.append(dataclasses.replace(
+                c, tol=c.tol + bessel, how=f"{c.how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
+                                           "biased batch variance, torch the unbiased"))
+        elif k.endswith("running_mean"):
+            # relative to the larger of its own scale and its input's spread: a mean that is
+            # zero in exact arithmetic (after a bias-free conv of a zero-mean input) is
+            # rounding noise, which is small against the spread, not against itself
+            var = theirs.get(k.removesuffix("running_mean") + "running_var")
+            spread = float(np.sqrt(np.max(var))) if var is not None else 0.0
+            scale = max(float(np.max(np.abs(t))), spread)
+            if scale > float(np.max(np.abs(t))):
+                gap = float(np.max(np.abs(np.asarray(ours[k], np.float64) - t))) / scale
+                how += f"; relative to its input's spread sqrt(running_var) {spread:.2g}"
+            run.checks.append(judged("batch_stats", k, gap, noise, floor, signal, how))
+        elif k in zero:
+            run.checks.append(Check(
+                "step", k, gap, measured(noise, floor), True,
+                f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), so "
+                + (f"{kind} divides that rounding noise by its own scale" if kind != "SGD"
+                   else "only rounding noise moves it") + ", on both sides",
+                inconclusive=True))
+        else:
+            run.checks.append(judged("step", k, gap, noise, floor, signal, how))
+    if chaotic:
+        run.notes.append(
+            f"{len(chaotic)} step checks are inconclusive: in float32 torch's own run is so far "
+            "from its float64 one that the tolerance exceeds "
+            f"{CHAOS_FRACTION:g} of what the steps changed (chaotic training); check with "
+            "dtype float64, a smaller learning rate or fewer steps")
+
+
+def _values_per_channel(torch_module, x_t):
+    """name of a BatchNorm's running_var -> n, the values per channel of that layer's input
+    (every axis but the channel's), read with forward hooks on one eval-mode pass."""
+    import torch
+
+    sizes, handles = {}, []
+    for name, m in torch_module.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            prefix = f"{name}." if name else ""
+
+            def hook(mod, inp, key=prefix + "running_var"):  # returns None: input unchanged
+                sizes.setdefault(key, inp[0].numel() // inp[0].shape[1])
+            handles.append(m.register_forward_pre_hook(hook))
+    was = torch_module.training
+    try:
+        torch_module.eval()
+        with torch.no_grad():
+            torch_module(x_t)
+    finally:
+        torch_module.train(was)
+        for h in handles:
+            h.remove()
+    return lambda key: sizes.get(key, 2)
