@@ -18,14 +18,10 @@ from torchvision.models import resnet18
 import winit_jax.torch_like as tl
 from winit_jax import parity as P
 from winit_jax.parity import examples as E
-from winit_jax.parity.examples import mnist_cnn
+from winit_jax.lab.cnn_example import mnist_cnn
 from winit_jax.models import ResNet18, TransformerEncoderLayer
 
 nn = torch.nn
-
-
-def nhwc(x):
-    return x.transpose(0, 2, 3, 1)
 
 
 def cases():
@@ -34,7 +30,7 @@ def cases():
     yield ("ResNet-18, 2x3x64x64, train mode, 5 steps (lr 0.01, momentum 0.9)",
            resnet18(num_classes=10), ResNet18(num_classes=10, rngs=nnx.Rngs(0)),
            rng.standard_normal((2, 3, 64, 64)).astype(np.float32),
-           dict(flax_inputs=nhwc, steps=5, train=True, momentum=0.9, init_seeds=1,
+           dict(flax_inputs=E.nhwc, steps=5, train=True, momentum=0.9, init_seeds=1,
                 fresh_torch=lambda: resnet18(num_classes=10), overrides=tl.resnet_recipe()))
     yield ("TransformerEncoderLayer(64, 4), 2x10x64, 5 steps",
            nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True),

@@ -35,7 +35,7 @@ from winit_jax.initializers import packed_xavier_uniform as packed_xavier_unifor
 from winit_jax.initializers import trunc_normal as trunc_normal
 from winit_jax.initializers import uniform_sum as uniform_sum
 from winit_jax.initializers import variance_scaling
-from winit_jax.kinds import init_rule, is_flax_layer
+from winit_jax.kinds import at_path, init_rule, is_flax_layer
 from winit_jax.kinds.stack import stack_slice
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,6 @@ def _shape(var):
 def _own_variables(module) -> dict[str, nnx.Variable]:
     """The Variables a module holds itself (not through submodules)."""
     return {k: v for k, v in vars(module).items() if isinstance(v, nnx.Variable)}
-
-
-def _lookup(tree, path: str):
-    obj = tree
-    for part in path.split("/"):
-        obj = obj[int(part)] if isinstance(obj, (list, tuple, nnx.List)) else getattr(obj, part)
-    return obj
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +271,7 @@ def plan(model: nnx.Module, *, overrides: Mapping | None = None,
                                           _shape(m.embedding)[0])
         for name, fn in spec.items():
             try:
-                var = _lookup(m, name)
+                var = at_path(m, name)
             except (AttributeError, IndexError, ValueError):
                 var = False
             if var is None:  # e.g. a recipe's bias on a layer built with use_bias=False

@@ -17,13 +17,10 @@ import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
 from winit_jax.models import ResNet18, TransformerEncoderLayer
+from winit_jax.parity.examples import nchw, nhwc
 
 torch = require_torch()
 nn = torch.nn
-
-
-def nhwc(x):
-    return x.transpose(0, 2, 3, 1)
 
 
 @contextlib.contextmanager
@@ -417,9 +414,6 @@ def test_mutation_conv_kernel_without_its_transpose():
                        nnx.relu, nnx.Conv(3, 3, (3, 3), padding=((1, 1), (1, 1)),
                                           rngs=nnx.Rngs(0)))
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-
-    def nchw(y):
-        return y.transpose(0, 3, 1, 2)
     assert P.check(t, f, x, flax_inputs=nhwc, flax_outputs=nchw, init_seeds=0).ok  # control
 
     def no_transpose(tm, fm):  # (out, in, kh, kw) reshaped, not transposed, to (kh, kw, in, out)

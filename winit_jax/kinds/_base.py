@@ -57,6 +57,13 @@ class Kind:
         LSTM only if its cell is one); default none.
       torch_split: ``torch module -> [(suffix, layer view)]`` where one torch module is
         several layers (a stacked or bidirectional RNN: one view per layer), or None.
+      compares_gradient: ``torch tensor name -> bool``: whether the gradient part compares
+        that tensor's gradient (a Flax cell's one bias is compared with torch's ``bias_ih``;
+        ``bias_hh`` has the same gradient); default every parameter.
+      batch_stats: ``{torch buffer name: "mean" | "var"}``: the running statistics a
+        train-mode step updates (BatchNorm); the step part judges them as statistics.
+      training_note: why training steps cannot agree for a port of this kind (said in the
+        report's notes when a check trains), or "".
       hint: what to check first when this layer is where a port parts from torch.
     """
 
@@ -71,6 +78,9 @@ class Kind:
     activation_to_torch: Callable | None = None
     flax_accepts: Callable[[object], bool] | None = None
     torch_split: Callable[[object], list | None] | None = None
+    compares_gradient: Callable[[str], bool] | None = None
+    batch_stats: Mapping[str, str] | None = None
+    training_note: str = ""
     hint: str = ""
 
     def matches_torch(self, module) -> bool:
@@ -221,6 +231,18 @@ def np_copy(t) -> np.ndarray:
     made from it on the CPU can alias that memory too, so a later in-place torch update
     (BatchNorm's running statistics, an optimiser step) would silently change the nnx model."""
     return t.detach().cpu().numpy().copy()
+
+
+def at_path(obj, path: str, sep: str = "/"):
+    """What ``path`` names inside ``obj``: nnx's "blocks/0/kernel" (``sep`` "/") or torch's
+    "blocks.0.weight" (``sep`` "."); a number indexes a list (``nnx.List``, a torch
+    ``Sequential``), any other part is an attribute."""
+    for part in path.split(sep):
+        if part.isdigit() and hasattr(obj, "__getitem__") and not hasattr(obj, part):
+            obj = obj[int(part)]
+        else:
+            obj = getattr(obj, part)
+    return obj
 
 
 def value(variable) -> np.ndarray:

@@ -27,8 +27,19 @@ import math
 import numpy as np
 from flax import nnx
 
-from winit_jax.initializers import torch_linear_bias, torch_linear_kernel, variance_scaling
-from winit_jax.kinds._base import Kind, channels_first, ParityError, np_copy, register, value
+from winit_jax.initializers import (
+    torch_linear_bias,
+    torch_linear_kernel,
+    variance_scaling,
+)
+from winit_jax.kinds._base import (
+    Kind,
+    ParityError,
+    channels_first,
+    np_copy,
+    register,
+    value,
+)
 
 
 def _bias(out, source):

@@ -49,5 +49,5 @@ RMS_NORM = register(Kind("RMSNorm", ("torch.nn.RMSNorm",), (nnx.RMSNorm,), _to_f
 BATCH_NORM = register(Kind(
     "BatchNorm", ("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d"),
     (nnx.BatchNorm,), _to_flax, _to_torch, init=_batch_norm_init,
-    activation_to_torch=channels_first,
+    activation_to_torch=channels_first, batch_stats={"running_mean": "mean", "running_var": "var"},
     hint=f"{_HINT}, momentum (torch 0.1 is Flax 0.9), train/eval mode"))

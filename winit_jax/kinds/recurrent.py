@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.initializers import symmetric_uniform, uniform_sum
 from winit_jax import cells as torch_cells
+from winit_jax.initializers import symmetric_uniform, uniform_sum
 from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
 
 _BASES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -147,8 +147,15 @@ def _join(prefix: str, path: str) -> str:
     return f"{prefix}/{path}" if prefix else path
 
 
+def _bias_note(name: str, cell: str) -> str:
+    """Why training steps cannot agree for a port built from Flax's own cells."""
+    return (f"{name}: Flax's cell holds one bias where torch adds two (b_ih + b_hh); SGD "
+            "moves torch's sum twice as fast, so training steps part on those biases (forward "
+            f"and gradients agree). Port with winit_jax.cells.{cell} to train alike.")
+
+
 def _recurrent(name, torch_classes, view, cells, *, to_cell, from_cell, cell_init,
-               canonical=None):
+               canonical=None, training_note=""):
     """One recurrent kind from its per-direction pieces:
 
     - ``to_cell(cell, w_ih, w_hh, b_ih, b_hh, torch_layer) -> {path in cell: array}``;
@@ -182,6 +189,9 @@ def _recurrent(name, torch_classes, view, cells, *, to_cell, from_cell, cell_ini
     return register(Kind(
         name, torch_classes + (view,), cells + (nnx.RNN, nnx.Bidirectional), to_flax, to_torch,
         init=init, torch_values=torch_values if canonical else None,
+        # Flax's one bias is compared with bias_ih: bias_hh's gradient is the same
+        compares_gradient=(lambda n: not n.startswith("bias_hh")) if canonical else None,
+        training_note=training_note,
         flax_accepts=lambda f: isinstance(_units(f)[0][0], cells), torch_split=_split(view),
         hint="the gate order (LSTM i, f, g, o; GRU r, z, n), time_major against torch's "
              "batch_first, the biases, the direction"))
@@ -252,7 +262,8 @@ def _flax_cell_init(cell):
 
 LSTM = _recurrent("LSTM", ("torch.nn.LSTM", "torch.nn.LSTMCell"), LSTMLayer,
                   (nnx.OptimizedLSTMCell, nnx.LSTMCell), to_cell=_lstm_to_cell,
-                  from_cell=_lstm_from_cell, cell_init=_flax_cell_init, canonical=_summed)
+                  from_cell=_lstm_from_cell, cell_init=_flax_cell_init, canonical=_summed,
+                  training_note=_bias_note("LSTM", "TorchLSTMCell"))
 
 
 # --- GRU, Flax's cell ------------------------------------------------------------------------
@@ -301,7 +312,7 @@ def _gru_init(cell):
 
 GRU = _recurrent("GRU", ("torch.nn.GRU", "torch.nn.GRUCell"), GRULayer, (nnx.GRUCell,),
                  to_cell=_gru_to_cell, from_cell=_gru_from_cell, cell_init=_gru_init,
-                 canonical=_gru_canonical)
+                 canonical=_gru_canonical, training_note=_bias_note("GRU", "TorchGRUCell"))
 
 
 # --- RNN (tanh / relu), Flax's SimpleCell ---------------------------------------------------
@@ -331,7 +342,8 @@ def _simple_from_cell(cell):
 
 SIMPLE = _recurrent("RNN", ("torch.nn.RNN", "torch.nn.RNNCell"), RNNLayer, (nnx.SimpleCell,),
                     to_cell=_simple_to_cell, from_cell=_simple_from_cell,
-                    cell_init=_flax_cell_init, canonical=_summed)
+                    cell_init=_flax_cell_init, canonical=_summed,
+                    training_note=_bias_note("RNN", "TorchRNNCell"))
 
 
 # --- the torch-exact cells: torch's four tensors, transposed ---------------------------------
@@ -364,13 +376,3 @@ for _name, _classes, _view, _cell in (
         ("RNN", ("torch.nn.RNN", "torch.nn.RNNCell"), RNNLayer, torch_cells.TorchRNNCell)):
     _recurrent(f"{_name} (torch-exact cell)", _classes, _view, (_cell,), to_cell=_exact_to_cell,
                from_cell=_exact_from_cell, cell_init=_exact_init)
-
-
-def flax_cell_bias_note(kind: Kind) -> str | None:
-    """Why training steps cannot agree for a port built from Flax's own cells."""
-    if kind in (LSTM, GRU, SIMPLE):
-        return (f"{kind.name}: Flax's cell holds one bias where torch adds two (b_ih + b_hh); "
-                "SGD moves torch's sum twice as fast, so training steps part on those biases "
-                "(forward and gradients agree). Port with winit_jax.cells."
-                f"Torch{'RNN' if kind is SIMPLE else kind.name}Cell to train alike.")
-    return None

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from winit_jax.kinds import ParityError, registered
-from winit_jax.kinds.recurrent import flax_cell_bias_note
+from winit_jax.kinds.stochastic import active_dropout
 from winit_jax.parity.localise import first_divergence
 from winit_jax.parity.pairing import Pairing
 from winit_jax.parity.report import (
@@ -20,7 +20,7 @@ from winit_jax.parity.stage_forward import forward_and_gradient_stage
 from winit_jax.parity.stage_init import init_stage
 from winit_jax.parity.stage_layers import layer_stage
 from winit_jax.parity.stage_metric import metric_stage
-from winit_jax.parity.stage_steps import Training, active_dropout, step_stage
+from winit_jax.parity.stage_steps import Training, step_stage
 from winit_jax.parity.transfer import check_dtype, flax_updates
 
 
@@ -139,6 +139,7 @@ def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, 
     checks = [dataclasses.replace(c, ok=c.inconclusive or (c.ok and (
         c.value <= c.tol if c.part != "init" else c.value >= c.tol))) for c in run.checks]
     if run.schedule:
-        run.notes += dict.fromkeys(n for p in run.paired if (n := flax_cell_bias_note(p.kind)))
+        run.notes += dict.fromkeys(p.kind.training_note for p in run.paired
+                                   if p.kind.training_note)
     return ParityReport(dtype, checks, run.curves, run.metrics, run.notes, run.layers,
                         None if run.kink else first_divergence(run.layers, run.paired))

@@ -14,10 +14,9 @@ import optax
 from flax import nnx
 
 from winit_jax import optim
-from winit_jax.kinds import ParityError
+from winit_jax.kinds import ParityError, at_path
 from winit_jax.optim.rules import RULES, Rule
 from winit_jax.parity.pairing import Pairing, tensor_prefix
-from winit_jax.parity.transfer import variable_at
 
 # Schedulers that read a metric cannot be replayed ahead of time.
 _METRIC_SCHEDULERS = ("ReduceLROnPlateau",)
@@ -183,7 +182,7 @@ def _labels(optimizer, pairing, table) -> dict[str, np.ndarray]:
                 hit = np.isnan(np.asarray(value))
                 if not hit.any():
                     continue
-                var = variable_at(pair.flax_layer, sub)
+                var = at_path(pair.flax_layer, sub)
                 whole = getattr(var, "variable", var)
                 path = paths[id(whole)]
                 if path not in labels:

@@ -31,6 +31,7 @@ from flax import nnx
 from winit_jax.kinds import (
     Kind,
     ParityError,
+    at_path,
     flax_variables,
     is_flax_layer,
     kind_for,
@@ -52,6 +53,10 @@ class Pair:
       flax_layer: the nnx layer.
       kind: the registry's ``Kind`` of the pair.
       rule: which rule paired them: "mapping", "name", "forced" or "list order".
+      torch_owner: the module whose ``state_dict`` names the tensors ("rnn" for layer 1 of
+        a stacked ``rnn``, whose tensors are ``rnn.weight_ih_l1``); the torch name
+        otherwise.
+      stack: ``(nnx path, blocks)`` of the scanned stack the nnx layer is a block of, or None.
     """
 
     torch_name: str
@@ -60,6 +65,8 @@ class Pair:
     flax_layer: nnx.Module
     kind: Kind
     rule: str
+    torch_owner: str | None = None
+    stack: tuple[str, int] | None = None
 
     def describe(self) -> str:
         return (f"torch {_label(self.torch_name, self.torch_module)} <-> "
@@ -71,7 +78,7 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 def tensor_prefix(pair: "Pair") -> str:
     """The prefix of the pair's tensor names in torch's ``state_dict`` ("" at the root)."""
-    name = getattr(pair.torch_module, "owner_name", pair.torch_name)
+    name = pair.torch_name if pair.torch_owner is None else pair.torch_owner
     return f"{name}." if name else ""
 
 
@@ -88,6 +95,12 @@ def torch_layers(module) -> list[tuple[str, object]]:
     """``(name, layer)`` of every torch layer some kind matches, in definition order (a
     matched layer's submodules belong to it), and, for every other module with parameters
     of its own, a ``TorchParameters`` view of them under the module's name."""
+    return [(name, layer) for name, layer, _ in _torch_layers(module)]
+
+
+def _torch_layers(module) -> list[tuple[str, object, str | None]]:
+    """``torch_layers`` with, for each view of a split module, the module's name (its
+    tensors keep torch's names: ``rnn.weight_ih_l1``), else None."""
     out, inside = [], []
     for name, m in module.named_modules():
         if any(p == "" or name.startswith(p + ".") for p in inside):
@@ -96,12 +109,11 @@ def torch_layers(module) -> list[tuple[str, object]]:
         if kinds_:
             split = kinds_[0].torch_split(m) if kinds_[0].torch_split else None
             for suffix, view in split or [("", m)]:
-                if split:
-                    view.owner_name = name  # its tensors keep torch's names: rnn.weight_ih_l1
-                out.append((".".join(x for x in (name, suffix) if x), view))
+                out.append((".".join(x for x in (name, suffix) if x), view,
+                            name if split else None))
             inside.append(name)
         elif any(True for _ in m.named_parameters(recurse=False)):
-            out.append((name, TorchParameters(m)))
+            out.append((name, TorchParameters(m), None))
     return out
 
 
@@ -136,14 +148,7 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
     return found
 
 
-def _node(model, path: str):
-    node = model
-    for part in path.split("/"):
-        node = node[int(part)] if isinstance(node, (nnx.List, list, tuple)) else getattr(node, part)
-    return node
-
-
-def _unstacked(f_all: dict, t_all: dict, model) -> dict:
+def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
     """Layers of a scanned stack as one view per block: where torch numbers the blocks of a
     container (``blocks.0.linear1`` ... ``blocks.3.linear1``) and the nnx model holds one
     module at that path (``blocks``, built with ``nnx.vmap``), each nnx layer under it
@@ -159,11 +164,11 @@ def _unstacked(f_all: dict, t_all: dict, model) -> dict:
             if part.isdigit():
                 c = "/".join(parts[:i])
                 containers[c] = max(containers.get(c, 0), int(part) + 1)
-    out = {}
+    out, stack_of = {}, {}
     for path, layer in f_all.items():
         stacks = [c for c in containers if path.startswith(c + "/")
                   and not path[len(c) + 1:].split("/")[0].isdigit()
-                  and not isinstance(_node(model, c), (nnx.List, list, tuple))]
+                  and not isinstance(at_path(model, c), (nnx.List, list, tuple))]
         if not stacks:
             out[path] = layer
             continue
@@ -177,16 +182,14 @@ def _unstacked(f_all: dict, t_all: dict, model) -> dict:
                                   f"this variable's shape is {var.get_value().shape}, without "
                                   f"a leading axis of {depth}")
         for k in range(depth):
-            view = stack_slice(layer, k)
-            view.__dict__["_winit_stack"] = (c, depth)
-            out[f"{c}/{k}/{path[len(c) + 1:]}"] = view
-    return out
+            out[f"{c}/{k}/{path[len(c) + 1:]}"] = stack_slice(layer, k)
+            stack_of[f"{c}/{k}/{path[len(c) + 1:]}"] = (c, depth)
+    return out, stack_of
 
 
 def stacks(paired) -> dict[str, int]:
     """``{nnx path: blocks}`` of the scanned stacks among ``paired`` (for torch_like.init)."""
-    return dict(p.flax_layer.__dict__["_winit_stack"] for p in paired
-                if "_winit_stack" in getattr(p.flax_layer, "__dict__", {}))
+    return dict(p.stack for p in paired if p.stack is not None)
 
 
 def misfit(kind: Kind, t, f) -> str | None:
@@ -302,8 +305,10 @@ def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
 
 
 def _pair(torch_module, model, mapping) -> Pairing:
-    t_all = dict(torch_layers(torch_module))
-    f_all = _unstacked(dict(flax_layers(model)), t_all, model)
+    found_t = _torch_layers(torch_module)
+    t_all = {name: layer for name, layer, _ in found_t}
+    owners = {name: owner for name, _, owner in found_t}
+    f_all, stack_of = _unstacked(dict(flax_layers(model)), t_all, model)
     t_left, f_left = dict(t_all), dict(f_all)
     found: dict[str, tuple[str, Kind, str]] = {}
 
@@ -372,7 +377,8 @@ def _pair(torch_module, model, mapping) -> Pairing:
     out = []
     for tn, t in t_all.items():
         fpath, kind, rule = found[tn]
-        out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule))
+        out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule, owners[tn],
+                        stack_of.get(fpath)))
     return Pairing(out, torch_module, model)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from winit_jax.kinds import Kind, np_copy, register
+from winit_jax.kinds import Kind, at_path, np_copy, register
 
 
 def _permutation(layout, ndim: int) -> tuple[int, ...]:
@@ -19,12 +19,6 @@ def _permutation(layout, ndim: int) -> tuple[int, ...]:
         raise ValueError(f"register_layer: layout {layout!r} is not a permutation of "
                          f"{ndim} axes")
     return perm
-
-
-def _get(obj, path: str, sep: str):
-    for part in path.split(sep):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    return obj
 
 
 def register_layer(torch_class: type, flax_class: type, *,
@@ -83,14 +77,14 @@ def register_layer(torch_class: type, flax_class: type, *,
         def to_flax(t, f):
             out = {}
             for tname, (fpath, layout) in spec.items():
-                v = np_copy(_get(t, tname, "."))
+                v = np_copy(at_path(t, tname, "."))
                 out[fpath] = np.ascontiguousarray(v.transpose(_permutation(layout, v.ndim)))
             return out
 
         def to_torch(f, t):
             out = {}
             for tname, (fpath, layout) in spec.items():
-                v = np.asarray(_get(f, fpath, "/")[...])
+                v = np.asarray(at_path(f, fpath, "/")[...])
                 out[tname] = np.ascontiguousarray(
                     v.transpose(np.argsort(_permutation(layout, v.ndim))))
             return out

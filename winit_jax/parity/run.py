@@ -222,9 +222,8 @@ def fill_abstract(model) -> None:
 def torch_outputs_and_grads(run: Run, module, x_t, c_t, layers=None) -> tuple[np.ndarray, dict]:
     """A torch module's output and its loss's gradient per paired tensor (eval mode);
     ``layers`` maps the pairs' torch names to ``module``'s layers when it is not the paired
-    module itself (torch's float64 copy). An LSTM/GRU's bias_hh gets the same gradient as
-    bias_ih (r, z, and the LSTM's all) and Flax's one bias is compared with bias_ih, so
-    bias_hh is left out for those kinds."""
+    module itself (torch's float64 copy); the tensors each kind compares
+    (``Kind.compares_gradient``)."""
     module.zero_grad()
     y = first_output(module(x_t))
     run.call(y, c_t).backward()
@@ -232,8 +231,8 @@ def torch_outputs_and_grads(run: Run, module, x_t, c_t, layers=None) -> tuple[np
     for p in run.paired:
         tm = p.torch_module if layers is None else layers[p.torch_name]
         for n, t in tm.named_parameters():
-            if t.grad is not None and not (p.kind.torch_values is not None
-                                           and n.startswith("bias_hh")):
+            if t.grad is not None and (p.kind.compares_gradient is None
+                                       or p.kind.compares_gradient(n)):
                 grads[tensor_prefix(p) + n] = np_copy(t.grad)
     return y.detach().numpy(), grads
 

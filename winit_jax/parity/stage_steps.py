@@ -13,7 +13,7 @@ from flax import nnx
 
 from winit_jax.kinds import ParityError
 from winit_jax.parity.optimizer import translate_optimizer
-from winit_jax.parity.pairing import torch_layers
+from winit_jax.parity.pairing import tensor_prefix, torch_layers
 from winit_jax.parity.report import (
     Check,
 )
@@ -43,27 +43,6 @@ CHAOS_FRACTION = 0.1
 # nnx's float32 BatchNorm statistics in a float64 model: compared at float32's precision
 # (16 ulps of the statistic's scale: a few roundings per update over the steps)
 STAT_ULPS = 16
-
-
-def active_dropout(torch_module, model) -> list[str]:
-    """Dropout that train mode switches on, on either side: torch's Dropout family and
-    attention dropout, nnx's Dropout and attention ``dropout_rate``."""
-    import torch
-
-    found = []
-    for name, m in torch_module.named_modules():
-        p = (m.p if isinstance(m, torch.nn.modules.dropout._DropoutNd) else
-             m.dropout if isinstance(m, torch.nn.MultiheadAttention) else 0.0)
-        if p:
-            found.append(f"torch {name or '<root>'} ({type(m).__name__} p={p:g})")
-    for path, m in nnx.iter_modules(model):
-        rate = (m.rate if isinstance(m, nnx.Dropout) else
-                getattr(m, "dropout_rate", 0.0) if isinstance(m, nnx.MultiHeadAttention)
-                else 0.0)
-        if rate:
-            found.append(f"nnx {'/'.join(map(str, path)) or '<root>'} "
-                         f"({type(m).__name__} rate={rate:g})")
-    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +178,8 @@ def step_stage(run: Run, ref, train, training: Training):
     theirs = torch_values(run.paired, "torch")
     wide = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
             else theirs)
-    n_per_channel = _values_per_channel(run.torch_module, run.schedule[-1][0])
+    stats = _batch_statistics(run.paired)
+    n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1][0])
     eps32 = float(np.finfo(np.float32).eps)
     for k, t in theirs.items():
         noise = rel_gap(t, wide[k]) if ref is not None else 0.0
@@ -210,17 +190,17 @@ def step_stage(run: Run, ref, train, training: Training):
             floor = max(floor, STAT_ULPS * eps32)
             how += f"; nnx holds it in float32: floor {STAT_ULPS} float32 ulps"
         gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
-        if k.endswith("running_var"):
+        if stats.get(k, (None,))[0] == "var":
             bessel = 1.0 / max(1, n_per_channel(k) - 1)
             c = judged("batch_stats", k, gap, noise, floor, signal, how)
             run.checks.append(dataclasses.replace(
                 c, tol=c.tol + bessel, how=f"{c.how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
                                            "biased batch variance, torch the unbiased"))
-        elif k.endswith("running_mean"):
+        elif stats.get(k, (None,))[0] == "mean":
             # relative to the larger of its own scale and its input's spread: a mean that is
             # zero in exact arithmetic (after a bias-free conv of a zero-mean input) is
             # rounding noise, which is small against the spread, not against itself
-            var = theirs.get(k.removesuffix("running_mean") + "running_var")
+            var = theirs.get(stats[k][1])
             spread = float(np.sqrt(np.max(var))) if var is not None else 0.0
             scale = max(float(np.max(np.abs(t))), spread)
             if scale > float(np.max(np.abs(t))):
@@ -244,19 +224,32 @@ def step_stage(run: Run, ref, train, training: Training):
             "dtype float64, a smaller learning rate or fewer steps")
 
 
-def _values_per_channel(torch_module, x_t):
-    """name of a BatchNorm's running_var -> n, the values per channel of that layer's input
-    (every axis but the channel's), read with forward hooks on one eval-mode pass."""
+def _batch_statistics(paired) -> dict[str, tuple[str, str | None]]:
+    """torch tensor name -> (its role, "mean" or "var"; the name of the layer's running
+    variance) for every running statistic the pairs' kinds declare (``Kind.batch_stats``)."""
+    out = {}
+    for p in paired:
+        prefix, roles = tensor_prefix(p), p.kind.batch_stats or {}
+        var = next((prefix + n for n, r in roles.items() if r == "var"), None)
+        out.update({prefix + n: (role, var) for n, role in roles.items()})
+    return out
+
+
+def _values_per_channel(torch_module, paired, x_t):
+    """name of a layer's running variance -> n, the values per channel of that layer's
+    input (every axis but the channel's), read with forward hooks on one eval-mode pass,
+    for the pairs whose kind keeps running statistics."""
     import torch
 
     sizes, handles = {}, []
-    for name, m in torch_module.named_modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            prefix = f"{name}." if name else ""
+    for p in paired:
+        for n, role in (p.kind.batch_stats or {}).items():
+            if role != "var" or not isinstance(p.torch_module, torch.nn.Module):
+                continue
 
-            def hook(mod, inp, key=prefix + "running_var"):  # returns None: input unchanged
+            def hook(mod, inp, key=tensor_prefix(p) + n):  # returns None: input unchanged
                 sizes.setdefault(key, inp[0].numel() // inp[0].shape[1])
-            handles.append(m.register_forward_pre_hook(hook))
+            handles.append(p.torch_module.register_forward_pre_hook(hook))
     was = torch_module.training
     try:
         torch_module.eval()

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.kinds import ParityError, is_param, np_copy, torch_tensor_names
+from winit_jax.kinds import ParityError, at_path, is_param, np_copy, torch_tensor_names
 from winit_jax.parity.pairing import Pair, Pairing, resolve, tensor_prefix
 
 DTYPES = ("float32", "float64")
@@ -30,20 +30,12 @@ def check_dtype(dtype, where: str) -> str:
     return name
 
 
-def variable_at(layer, path: str):
-    """The variable at ``path`` ("a/0/kernel") inside an nnx layer."""
-    node = layer
-    for part in path.split("/"):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
 def flax_updates(paired: list[Pair]) -> list[tuple[nnx.Variable, jax.Array]]:
     """``(variable, new value)`` for every tensor of every pair, from torch; checked."""
     updates = []
     for p in paired:
         for sub, value in p.kind.to_flax(p.torch_module, p.flax_layer).items():
-            var = variable_at(p.flax_layer, sub)
+            var = at_path(p.flax_layer, sub)
             where = (f"torch {p.torch_name or '<root>'} -> nnx "
                      f"{'/'.join(x for x in (p.flax_path, sub) if x)}")
             want = tuple(var.get_value().shape)
