@@ -70,17 +70,18 @@ def recipes():
 
 def main():
     import sys
-    print("| model | part | checks | passed | inconclusive | worst tensor | figure | threshold |")
-    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    print("| model | part | checks | passed | inconclusive | not tested | worst tensor | figure "
+          "| threshold |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     chosen = recipes() if "--only" in sys.argv else (*cases(), *recipes())
     for name, t, f, x, kw in chosen:
         start = time.perf_counter()
         report = P.check(t, f, x, **kw)
         for s in report.summary():
             print(f"| {name} | {s['part']} | {s['checks']} | {s['passed']} | "
-                  f"{s['inconclusive']} | {s['worst']} | {s['value']:.2g} | {s['tol']:.2g} |")
+                  f"{s['inconclusive']} | {s['not_tested']} | {s['worst']} | {s['value']:.2g} | {s['tol']:.2g} |")
         for note in report.notes:
-            print(f"| {name} | (note) | | | | {note} | | |")
+            print(f"| {name} | (note) | | | | | {note} | | |")
         if report.metrics:
             print(f"| {name} | (accuracy) | | | | | torch {report.metrics['torch']:.4f}, port "
                   f"{report.metrics['flax']:.4f} | |")

@@ -222,6 +222,11 @@ def test_a_stack_run_in_the_wrong_order_fails_the_forward():
 
 @pytest.mark.slow
 def test_mobilenet_v2_port_passes_every_part():
+    """A faithful port passes every part. Which side of a ReLU6 kink a float32 input lands on
+    depends on the CPU's summation order (on one AVX-512 machine 3 gradient checks of seed
+    2's inputs are such flips, on another none): those are inconclusive, never failures,
+    and the gradient part still tests at least 90 % of the tensors (the verdict's goal for
+    a faithful port); nothing here is zero in exact arithmetic, so none is "not tested"."""
     net, port, x, kwargs = E.mobilenet_v2(seed=2)
     report = P.check(net, port, x, steps=3, momentum=0.9, **kwargs)
     report.assert_ok()
@@ -229,7 +234,8 @@ def test_mobilenet_v2_port_passes_every_part():
     # 52 convolutions, 52 BatchNorms x 4 tensors, the classifier's 2: 262; running mean and
     # variance of each BatchNorm: 104
     assert parts["init"]["checks"] == 262 and parts["batch_stats"]["checks"] == 104
-    assert parts["gradient"]["inconclusive"] == 0
+    gradient = parts["gradient"]
+    assert gradient["not_tested"] == 0 and gradient["inconclusive"] <= 0.1 * gradient["checks"]
 
 
 @pytest.mark.slow
@@ -237,14 +243,13 @@ def test_float32_kink_flips_are_inconclusive_never_failures():
     """A correct port on 4 input seeds: where a ReLU6 input sits within rounding of its kink
     the float32 gradients of one side jump (measured: 6e-3 on the port's side at seed 0,
     2e-2 on torch's at seed 1); such checks come out inconclusive or pass (torch's own gap
-    sets the tolerance), never fail. The path is exercised (some seed is inconclusive). The
+    sets the tolerance), never fail. Whether any of these seeds lands on a kink depends on
+    the CPU, so the inconclusive path is exercised deterministically by
+    test_trust.test_a_rounding_flip_at_a_kink_is_inconclusive_and_a_real_difference_fails. The
     negative control, a port that differs (padding "SAME" for torch's 1, 1 in a stride-2
     block) failing with nothing inconclusive on seed 0's inputs, is
     test_localisation.test_mobilenet_same_padding_is_inside_that_conv (one check for both)."""
-    seen = 0
     for seed in range(4):
         net, port, x, kwargs = E.mobilenet_v2(seed=seed, batch=4)
         report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
         assert report.ok, (seed, report.table())
-        seen += len(report.inconclusive())
-    assert seen > 0

@@ -33,7 +33,7 @@ def test_a_correct_mobilenet_port_passes_forward_and_gradients_on_8_seeds():
     for seed in range(8):
         x = np.random.default_rng(seed).standard_normal((2, 3, 64, 64)).astype(np.float32)
         report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0, layers=False)
-        verdicts.append((seed, report.ok, len(report.inconclusive())))
+        verdicts.append((seed, report.ok, sum(not c.tested for c in report.checks)))
     assert all(ok for _, ok, _ in verdicts), verdicts
 
 
@@ -61,7 +61,7 @@ def test_a_correct_port_passes_a_float64_train_mode_check():
         report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0, train=True, steps=3,
                          momentum=0.9, layers=False)
     report.assert_ok()
-    untested = [c.name for c in report.checks if c.part == "step" and c.inconclusive]
+    untested = [c.name for c in report.checks if c.part == "step" and not c.tested]
     # each block's projection BatchNorm: whatever follows it (a residual add or not) next
     # meets a 1x1 conv and a BatchNorm in train mode, which removes any per-channel shift
     assert len(untested) >= 10 and all(
@@ -86,10 +86,10 @@ def test_training_16_percent_off_never_passes(vit):
         report = P.check(net, port, x, steps=5, make_optimizer=sgd, layers=False,
                          tx=optax.sgd(0.0116, momentum=0.9), **kw)
     after = [c for c in report.checks if c.part == "step" and c.name != "loss 0"]
-    assert after and not any(c.ok and not c.inconclusive
+    assert after and not any(c.tested and c.ok
                              for c in after if c.name.startswith("loss")), after
     tensors = [c for c in after if not c.name.startswith("loss")]
-    passed = [c.name for c in tensors if c.ok and not c.inconclusive]
+    passed = [c.name for c in tensors if c.tested and c.ok]
     assert not passed, passed
     # control: the same port and steps with torch's learning rate pass
     with jax.numpy_dtype_promotion("standard"):
@@ -141,9 +141,58 @@ def test_a_zero_output_is_not_tested_not_passed():
     port = nnx.eval_shape(lambda: E.flax_vit(nnx.Rngs(0)))
     report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0)
     (forward,) = [c for c in report.checks if c.part == "forward"]
-    assert forward.inconclusive and "not tested: zero in both" in forward.how
+    assert not forward.tested and "not tested: zero in both" in forward.how
     # and so is every gradient before the zero head: not tested either, and said so
     note = next(n for n in report.notes if n.startswith("not tested, zero in both"))
     assert "conv_proj.weight" in note
     grads = [c for c in report.checks if c.part == "gradient"]
-    assert all(c.inconclusive for c in grads if not c.name.startswith("heads.head"))
+    assert all(not c.tested for c in grads if not c.name.startswith("heads.head"))
+
+
+# --- the kink-flip path, exercised on any CPU -----------------------------------------------
+
+class _SumReLU(torch.nn.Module):
+    """relu((h0 + h1) + h2) + h0 with h = x * w: at x = (1, -0.5, -0.5 + 2**-25) float32
+    keeps the 2**-25 (0.5 + (-0.5 + 2**-25) is exact), as float64 does."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        h = x * self.w
+        return (torch.relu((h[:, 0] + h[:, 1]) + h[:, 2]) + h[:, 0])[:, None]
+
+
+class _SumReLUPort(nnx.Module):
+    """The same function summed in another order: relu(h0 + (h1 + h2)) + h0 * scale. In
+    float32, -0.5 + (-0.5 + 2**-25) is a tie that rounds to -1 (to even), so at that input
+    the ReLU sits exactly at its kink (0) on the port's side: IEEE addition, the same on
+    every CPU."""
+
+    def __init__(self, scale=1.0):
+        self.w = nnx.Param(jnp.ones(3))
+        self.scale = scale
+
+    def __call__(self, x):
+        h = x * self.w[...]
+        return (jax.nn.relu(h[:, 0] + (h[:, 1] + h[:, 2])) + self.scale * h[:, 0])[:, None]
+
+
+def test_a_rounding_flip_at_a_kink_is_inconclusive_and_a_real_difference_fails():
+    """The port computes torch's function, but float32 puts the ReLU's input on the other
+    side of its kink: the gradient of w is a quarter off (0.25 relative) at this input.
+    A probe moves each entry by +-4 float32 ulps, which moves the sum by at least
+    2.4e-7 >> 2**-25 unless all three signs agree (probability 1/4 a probe): the port then
+    agrees with torch's float64 result, so the check is inconclusive and the report passes,
+    saying why. Negative control: the same port with its skip path 1 % off fails, on every
+    input, and nothing is inconclusive."""
+    x = np.array([[1.0, -0.5, -0.5 + 2.0 ** -25]], np.float32)
+    assert x[0, 2] != np.float32(-0.5)  # 2**-25 is one float32 ulp below 0.5 in magnitude
+    report = P.check(_SumReLU(), _SumReLUPort(), x, init_seeds=0)
+    grad = next(c for c in report.checks if c.part == "gradient")
+    assert grad.outcome is P.Outcome.INCONCLUSIVE and grad.gap > 0.1, report.table()
+    assert report.ok and any("kink" in n for n in report.notes)
+    slipped = P.check(_SumReLU(), _SumReLUPort(scale=1.01), x, init_seeds=0)
+    assert not slipped.ok and not slipped.inconclusive()
+    assert {c.part for c in slipped.failures()} >= {"forward", "gradient"}

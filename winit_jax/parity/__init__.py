@@ -24,11 +24,12 @@ from winit_jax.parity.pairing import pair as pair
 from winit_jax.parity.registration import register_layer as register_layer
 from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
+from winit_jax.parity.report import Outcome as Outcome
 from winit_jax.parity.report import ParityReport as ParityReport
 from winit_jax.parity.stats import rel_gap as rel_gap
 from winit_jax.parity.transfer import from_torch as from_torch
 from winit_jax.parity.transfer import to_torch as to_torch
 
-__all__ = ["TOLERANCES", "Check", "Kind", "Pair", "Pairing", "ParityError", "ParityReport",
+__all__ = ["TOLERANCES", "Check", "Kind", "Outcome", "Pair", "Pairing", "ParityError", "ParityReport",
            "accuracy", "check", "cross_entropy", "from_torch", "kinds", "pair", "register",
            "register_layer", "registered", "rel_gap", "to_torch", "translate_optimizer", "unregister"]

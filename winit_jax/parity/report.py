@@ -4,6 +4,7 @@ the tolerances they are held to, and the relative gap they measure."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 # Tolerances, relative to the largest entry of the reference tensor (the scale of the
 # tensor, not of each element: near-zero entries would otherwise dominate).
@@ -19,19 +20,60 @@ NOISE_FACTOR = 10.0  # how far beyond torch's own float32 rounding gap a port ma
 KS_ALPHA = 1e-3  # per test, Bonferroni-corrected over the tensors compared
 
 
+class Outcome(str, enum.Enum):
+    """What one check found."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    # the comparison ran, but this input cannot tell (a rounding flip at a kink of ReLU6;
+    # float32 rounding larger than what training changed)
+    INCONCLUSIVE = "inconclusive"
+    # there was nothing to compare (zero in both frameworks; a gradient that is zero in exact
+    # arithmetic; a tensor the steps barely moved)
+    NOT_TESTED = "not tested"
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """One comparison: what, its figure, its threshold, and whether it passed."""
+    """One comparison: what, its figure against its threshold, and its outcome.
 
-    part: str      # "init", "forward", "gradient", "step", "batch_stats"
-    name: str      # tensor or output
-    value: float   # gap (relative), or p-value for "init"
+    Attributes:
+      part: "init", "forward", "gradient", "layer", "step", "batch_stats" or "metric".
+      name: the tensor, output or layer compared.
+      outcome: an ``Outcome``.
+      tol: the tolerance of ``gap``, or the threshold ``p_value`` must reach (init).
+      gap: the relative gap (every part but init), else None.
+      p_value: the KS test's p-value (init), else None.
+      how: how the figure and its threshold were measured, and why a check is not tested.
+    """
+
+    part: str
+    name: str
+    outcome: Outcome
     tol: float
-    ok: bool
+    gap: float | None = None
+    p_value: float | None = None
     how: str = ""
-    # float32 only: the port's gap is no larger than what input noise of a few float32 ulps
-    # does to torch's exact (float64) result, so this input cannot tell (a kink of ReLU6...)
-    inconclusive: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Not failed (passed, inconclusive or not tested)."""
+        return self.outcome is not Outcome.FAILED
+
+    @property
+    def tested(self) -> bool:
+        """Passed or failed: the comparison could tell."""
+        return self.outcome in (Outcome.PASSED, Outcome.FAILED)
+
+    @property
+    def figure(self) -> float:
+        """``gap``, or ``p_value`` for init."""
+        return self.gap if self.gap is not None else self.p_value
+
+    @property
+    def over(self) -> bool:
+        """The figure is on the wrong side of its threshold (whatever the outcome)."""
+        return (self.p_value < self.tol) if self.gap is None else (self.gap > self.tol)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,34 +164,37 @@ class ParityReport:
         return all(c.ok for c in self.checks)
 
     def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
+        return [c for c in self.checks if c.outcome is Outcome.FAILED]
 
     def inconclusive(self) -> list[Check]:
-        return [c for c in self.checks if c.inconclusive]
+        return [c for c in self.checks if c.outcome is Outcome.INCONCLUSIVE]
+
+    def not_tested(self) -> list[Check]:
+        return [c for c in self.checks if c.outcome is Outcome.NOT_TESTED]
 
     def worst(self, part: str) -> Check | None:
         """The check of ``part`` farthest beyond (or nearest to) its threshold (among the
         conclusive ones, if any)."""
         cs = [c for c in self.checks if c.part == part]
-        cs = [c for c in cs if not c.inconclusive] or cs
+        cs = [c for c in cs if c.tested] or cs
         if not cs:
             return None
         if part == "init":
-            return min(cs, key=lambda c: c.value / c.tol)
-        return max(cs, key=lambda c: c.value / c.tol if c.tol else c.value)
+            return min(cs, key=lambda c: c.p_value / c.tol)
+        return max(cs, key=lambda c: c.gap / c.tol if c.tol else c.gap)
 
     def assert_ok(self) -> None:
         """Raises one readable ``AssertionError``: the first divergence (if the forward parts)
         and the worst failing check."""
         bad = self.failures()
         if bad:
-            worst = max(bad, key=lambda c: (c.part != "init") * c.value / max(c.tol, 1e-300)
-                        + (c.part == "init") * c.tol / max(c.value, 1e-300))
+            worst = max(bad, key=lambda c: (c.part != "init") * c.figure / max(c.tol, 1e-300)
+                        + (c.part == "init") * c.tol / max(c.figure, 1e-300))
             lead = f"{self.first_divergence}; " if self.first_divergence else ""
             raise AssertionError(
                 f"parity failed in {len(bad)} of {len(self.checks)} checks; {lead}worst: "
                 f"{worst.part} {worst.name}: {'p' if worst.part == 'init' else 'gap'} "
-                f"{worst.value:.3g} vs {'threshold' if worst.part == 'init' else 'tolerance'} "
+                f"{worst.figure:.3g} vs {'threshold' if worst.part == 'init' else 'tolerance'} "
                 f"{worst.tol:.3g} ({worst.how})")
 
     def summary(self) -> list[dict]:
@@ -158,18 +203,21 @@ class ParityReport:
         for part in dict.fromkeys(c.part for c in self.checks):
             cs = [c for c in self.checks if c.part == part]
             w = self.worst(part)
-            out.append({"part": part, "checks": len(cs),
-                        "passed": sum(c.ok and not c.inconclusive for c in cs),
-                        "inconclusive": sum(c.inconclusive for c in cs),
-                        "worst": w.name, "value": w.value, "tol": w.tol})
+            count = {o: sum(c.outcome is o for c in cs) for o in Outcome}
+            out.append({"part": part, "checks": len(cs), "passed": count[Outcome.PASSED],
+                        "failed": count[Outcome.FAILED],
+                        "inconclusive": count[Outcome.INCONCLUSIVE],
+                        "not_tested": count[Outcome.NOT_TESTED],
+                        "worst": w.name, "value": w.figure, "tol": w.tol})
         return out
 
     def table(self) -> str:
         """A plain-text table of ``summary()``."""
-        rows = [("part", "checks", "passed", "inconclusive", "worst tensor", "figure",
-                 "threshold")]
-        rows += [(s["part"], str(s["checks"]), str(s["passed"]), str(s["inconclusive"]),
-                  s["worst"], f"{s['value']:.3g}", f"{s['tol']:.3g}") for s in self.summary()]
+        rows = [("part", "checks", "passed", "failed", "inconclusive", "not tested",
+                 "worst tensor", "figure", "threshold")]
+        rows += [(s["part"], str(s["checks"]), str(s["passed"]), str(s["failed"]),
+                  str(s["inconclusive"]), str(s["not_tested"]), s["worst"],
+                  f"{s['value']:.3g}", f"{s['tol']:.3g}") for s in self.summary()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lead = [str(self.first_divergence)] if self.first_divergence else []
@@ -189,7 +237,8 @@ class ParityReport:
 
     def to_json(self) -> dict:
         return {"dtype": self.dtype, "ok": self.ok, "summary": self.summary(),
-                "checks": [dataclasses.asdict(c) for c in self.checks], "curves": self.curves,
+                "checks": [{**dataclasses.asdict(c), "outcome": c.outcome.value}
+                           for c in self.checks], "curves": self.curves,
                 "metrics": self.metrics, "notes": self.notes,
                 "first_divergence": (None if self.first_divergence is None else
                                      {**dataclasses.asdict(self.first_divergence),

@@ -3,7 +3,6 @@ held to tolerances measured on the run; nearby-input probes for a kink flip in f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -12,11 +11,11 @@ from flax import nnx
 
 from winit_jax.parity.pairing import torch_layers
 from winit_jax.parity.report import (
-    Check,
+    Outcome,
 )
 from winit_jax.parity.run import Run, torch_outputs_and_grads, widened
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import measured
+from winit_jax.parity.tolerance import compared, demoted, measured
 from winit_jax.parity.transfer import torch_values
 
 PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
@@ -84,28 +83,26 @@ def forward_and_gradient_stage(run: Run, ref):
         tol = measured(noise, run.tol[part])
         if float32_reference:
             how = f"{how}; torch's own float32 gap {noise:.2g}"
-        checks.append(Check(part, name, rel_gap(ours, theirs), tol, True, how))
+        checks.append(compared(part, name, rel_gap(ours, theirs), tol, how))
     # identically zero on both sides (a zero-initialised head, a parameter the loss does not
     # reach): 0 vs 0 tests nothing
     zero = {name for part, name, ours, theirs, _, _ in rows
             if not np.any(theirs) and not np.any(ours)}
-    checks = [dataclasses.replace(c, inconclusive=True, how=(
-        "not tested: zero in both frameworks" + (
-            " (a zero-initialised head?); the layer rows compare the layers before it"
-            if c.part == "forward" else " (the loss does not depend on it here)")))
+    checks = [demoted(c, Outcome.NOT_TESTED, "not tested: zero in both frameworks" + (
+        " (a zero-initialised head?); the layer rows compare the layers before it"
+        if c.part == "forward" else " (the loss does not depend on it here)"))
         if c.name in zero else c for c in checks]
-    failing = {c.name: c for c in checks if c.value > c.tol and not c.inconclusive}
+    failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED}
     if failing and float32_reference and x_t.is_floating_point():
         nearby = _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f)
-        checks = [dataclasses.replace(
-            c, inconclusive=True, how=f"{c.how}; within tolerance of torch's float64 result "
-                                      f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
+        checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 result "
+                          f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
                   if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
     run.checks += checks
     if zero:
         run.notes.append(f"not tested, zero in both frameworks: {', '.join(sorted(zero)[:5])}"
                          + (" ..." if len(zero) > 5 else ""))
-    unsure = [c for c in checks if c.inconclusive and c.name not in zero]
+    unsure = [c for c in checks if c.outcome is Outcome.INCONCLUSIVE]
     run.kink = bool(unsure)
     if unsure:
         run.notes.append(

@@ -13,6 +13,7 @@ from winit_jax.parity.pairing import torch_layers
 from winit_jax.parity.report import (
     KS_ALPHA,
     Check,
+    Outcome,
 )
 from winit_jax.parity.run import Run
 from winit_jax.parity.stats import compare_draws, random_tensors
@@ -59,5 +60,6 @@ def init_stage(run: Run, seeds, overrides, fresh_torch):
     theirs = {k: np.concatenate(v) for k, v in theirs.items()}
     threshold = KS_ALPHA / max(1, len(random_tensors(theirs)))
     for d in compare_draws(ours, theirs, threshold):
-        run.checks.append(Check("init", d.name, d.p, threshold, d.ok, f"{d.how}, {seeds} seeds"))
+        run.checks.append(Check("init", d.name, Outcome.PASSED if d.ok else Outcome.FAILED,
+                                threshold, p_value=d.p, how=f"{d.how}, {seeds} seeds"))
     run.torch_module.load_state_dict(saved)

@@ -13,12 +13,12 @@ from flax import nnx
 
 from winit_jax.kinds import np_copy
 from winit_jax.parity.report import (
-    Check,
     LayerRow,
+    Outcome,
 )
 from winit_jax.parity.run import Run, as_float64, first_output, widened
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import measured
+from winit_jax.parity.tolerance import compared, demoted, measured
 
 # The smallest per-layer tolerance in float32: 16 float32 ulps (relative to the layer's
 # scale), where torch's own float32-vs-float64 gap is smaller than rounding can explain.
@@ -116,17 +116,17 @@ def layer_stage(run: Run, ref):
             tols.append(measured(noise, floor))
         row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1])
         run.layers.append(row)
-        run.checks.append(Check("layer", f"{name or '<root>'} output" + (f" (call {k + 1})"
-                                                                          if k else ""),
-                                row.output_gap, row.output_tol, True,
+        run.checks.append(compared("layer", f"{name or '<root>'} output" + (
+                                    f" (call {k + 1})" if k else ""),
+                                row.output_gap, row.output_tol,
                                 "max |diff| / max |torch layer output|; tolerance 10x torch's "
                                 f"own float32 gap at this layer, floor {floor:.2g}"))
     _backward_layers(run, paired, ours, wide, types, calls)
     if run.kink:  # the same flip moves the layers' outputs and gradients after it
-        run.checks = [dataclasses.replace(c, inconclusive=True, how=(
-            f"{c.how}; inconclusive: a kink flip was found at these inputs (see the "
-            "forward/gradient checks)")) if c.part == "layer" and c.value > c.tol else c
-            for c in run.checks]
+        run.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "
+                              "at these inputs (see the forward/gradient checks)")
+                      if c.part == "layer" and c.outcome is Outcome.FAILED else c
+                      for c in run.checks]
     missing = [n for n in paired if n not in seen]
     if missing:
         run.notes.append(f"layers never called by torch's forward pass, not compared: "
@@ -178,7 +178,7 @@ def _backward_layers(run: Run, paired: dict, ours, wide, types, calls) -> None:
         row = dataclasses.replace(run.layers[i], grad_gap=rel_gap(g_f, g_t),
                                   grad_tol=measured(noise, floor))
         run.layers[i] = row
-        run.checks.append(Check("layer", f"{name or '<root>'} output gradient" + (
-            f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol, True,
+        run.checks.append(compared("layer", f"{name or '<root>'} output gradient" + (
+            f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol,
             "max |diff| / max |torch's gradient at this output|; tolerance 10x torch's own "
             f"float32 gap there, floor {floor:.2g}"))

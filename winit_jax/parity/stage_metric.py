@@ -5,12 +5,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from winit_jax.parity.report import (
-    Check,
-)
 from winit_jax.parity.run import Run, first_output, widened
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import measured
+from winit_jax.parity.tolerance import compared, measured
 
 EVAL_CHUNK = 1000  # examples per forward pass when evaluating a metric (bounds memory)
 
@@ -35,7 +32,7 @@ def metric_stage(run: Run, ref, metric):
         value_r = float(metric(y_r, c_t))
         run.metrics["torch_float64"] = value_r
         noise = rel_gap(value_t, value_r)
-    run.checks.append(Check("metric", getattr(metric, "__name__", "metric"),
+    run.checks.append(compared("metric", getattr(metric, "__name__", "metric"),
                             rel_gap(value_f, value_t), measured(noise, run.tol["step"]),
-                            True, f"torch {value_t:.6g}, port {value_f:.6g}; torch's own "
+                            f"torch {value_t:.6g}, port {value_f:.6g}; torch's own "
                                   f"float32 gap {noise:.2g}"))

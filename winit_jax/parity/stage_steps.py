@@ -16,6 +16,7 @@ from winit_jax.parity.optimizer import translate_optimizer
 from winit_jax.parity.pairing import tensor_prefix, torch_layers
 from winit_jax.parity.report import (
     Check,
+    Outcome,
 )
 from winit_jax.parity.run import (
     Run,
@@ -25,7 +26,7 @@ from winit_jax.parity.run import (
     widened,
 )
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import measured, rounding_dominates
+from winit_jax.parity.tolerance import compared, demoted, measured, rounding_dominates
 from winit_jax.parity.transfer import torch_values
 
 # A parameter whose float64 gradient is below this times the model's largest is zero in
@@ -145,19 +146,22 @@ def step_stage(run: Run, ref, train, training: Training):
         run.curves["flax"].append(float(step(run.model, opt_f, x_f, c_f)))
     chaotic = []
 
-    def judged(part, name, gap, noise, floor, signal, how):
+    def judged(part, name, gap, noise, floor, signal, how, extra=0.0):
         """A check. A pass is claimed only where the tolerance could have seen a port that
-        trains CHAOS_FRACTION off; otherwise it is inconclusive (a failure stays one)."""
+        trains CHAOS_FRACTION off; otherwise it is inconclusive (float32 rounding swamps
+        what the steps changed) or not tested (the steps barely moved it); a failure stays
+        one. ``extra`` widens the final tolerance only (a known bias, e.g. Bessel's)."""
         tol = measured(noise, floor)
+        check = compared(part, name, gap, tol + extra, how)
         if gap <= tol and tol > CHAOS_FRACTION * signal:
-            if rounding_dominates(noise, floor):
+            chaos = rounding_dominates(noise, floor)
+            if chaos:
                 chaotic.append(name)
-            why = ("float32 rounding swamps the training" if rounding_dominates(noise, floor)
-                   else "the steps barely moved it")
-            return Check(part, name, gap, tol, True, f"{how}; not tested: the tolerance is "
-                         f"more than {CHAOS_FRACTION:g} of what the steps changed "
-                         f"({signal:.2g}), {why}", inconclusive=True)
-        return Check(part, name, gap, tol, True, how)
+            why = "float32 rounding swamps the training" if chaos else "the steps barely moved it"
+            return demoted(check, Outcome.INCONCLUSIVE if chaos else Outcome.NOT_TESTED,
+                           f"not tested: the tolerance is more than {CHAOS_FRACTION:g} of what "
+                           f"the steps changed ({signal:.2g}), {why}")
+        return check
 
     lt, lf = run.curves["torch"], run.curves["flax"]
     parted = None
@@ -167,7 +171,7 @@ def step_stage(run: Run, ref, train, training: Training):
         c = judged("step", f"loss {s}", rel_gap(lf[s], lt[s]), noise, run.tol["step"],
                    signal, f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}")
         run.checks.append(c)
-        if parted is None and c.value > c.tol and not c.inconclusive:
+        if parted is None and c.outcome is Outcome.FAILED:
             parted = s
             run.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
                              f"torch {lt[s]:.6g}" + (
@@ -192,10 +196,10 @@ def step_stage(run: Run, ref, train, training: Training):
         gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
         if stats.get(k, (None,))[0] == "var":
             bessel = 1.0 / max(1, n_per_channel(k) - 1)
-            c = judged("batch_stats", k, gap, noise, floor, signal, how)
-            run.checks.append(dataclasses.replace(
-                c, tol=c.tol + bessel, how=f"{c.how}; + 1/(n-1) = {bessel:.2g}: Flax uses the "
-                                           "biased batch variance, torch the unbiased"))
+            run.checks.append(judged(
+                "batch_stats", k, gap, noise, floor, signal,
+                f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the biased batch variance, torch "
+                "the unbiased", extra=bessel))
         elif stats.get(k, (None,))[0] == "mean":
             # relative to the larger of its own scale and its input's spread: a mean that is
             # zero in exact arithmetic (after a bias-free conv of a zero-mean input) is
@@ -209,11 +213,10 @@ def step_stage(run: Run, ref, train, training: Training):
             run.checks.append(judged("batch_stats", k, gap, noise, floor, signal, how))
         elif k in zero:
             run.checks.append(Check(
-                "step", k, gap, measured(noise, floor), True,
-                f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), so "
+                "step", k, Outcome.NOT_TESTED, measured(noise, floor), gap=gap,
+                how=f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), so "
                 + (f"{kind} divides that rounding noise by its own scale" if kind != "SGD"
-                   else "only rounding noise moves it") + ", on both sides",
-                inconclusive=True))
+                   else "only rounding noise moves it") + ", on both sides"))
         else:
             run.checks.append(judged("step", k, gap, noise, floor, signal, how))
     if chaotic:

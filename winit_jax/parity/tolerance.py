@@ -12,7 +12,9 @@ Examples:
 
 from __future__ import annotations
 
-from winit_jax.parity.report import NOISE_FACTOR
+import dataclasses
+
+from winit_jax.parity.report import NOISE_FACTOR, Check, Outcome
 
 
 def measured(noise: float, floor: float) -> float:
@@ -33,4 +35,20 @@ def rounding_dominates(noise: float, floor: float) -> bool:
     return NOISE_FACTOR * noise > floor
 
 
-__all__ = ["measured", "rounding_dominates"]
+def judge(gap: float, tol: float) -> Outcome:
+    """Passed when ``gap <= tol``, else failed (a NaN gap fails)."""
+    return Outcome.PASSED if gap <= tol else Outcome.FAILED
+
+
+def compared(part: str, name: str, gap: float, tol: float, how: str) -> Check:
+    """A gap check, judged."""
+    return Check(part, name, judge(gap, tol), tol, gap=gap, how=how)
+
+
+def demoted(check: Check, outcome: Outcome, why: str) -> Check:
+    """``check`` marked inconclusive or not tested, ``why`` added to how it was measured."""
+    return dataclasses.replace(check, outcome=outcome,
+                               how=f"{check.how}; {why}" if check.how else why)
+
+
+__all__ = ["compared", "demoted", "judge", "measured", "rounding_dominates"]
