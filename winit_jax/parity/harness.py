@@ -12,9 +12,10 @@ from winit_jax.kinds.stochastic import active_dropout
 from winit_jax.parity.localise import first_divergence
 from winit_jax.parity.pairing import Pairing
 from winit_jax.parity.report import (
+    Outcome,
     ParityReport,
 )
-from winit_jax.parity.run import fill_abstract, prepare, restored
+from winit_jax.parity.run import Findings, fill_abstract, prepare, restored
 from winit_jax.parity.stage_forward import forward_and_gradient_stage
 from winit_jax.parity.stage_init import init_stage
 from winit_jax.parity.stage_layers import layer_stage
@@ -120,24 +121,30 @@ def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, 
             raise ParityError(f"train: dropout is active in train mode ({'; '.join(active[:3])})"
                               ": the two frameworks draw different masks, so the steps would "
                               "compare noise; set its rate to 0 for the check")
+    found: list[Findings] = []
     with restored(torch_module, model):
         if init_seeds:
-            init_stage(run, init_seeds, overrides, fresh_torch)
+            found.append(init_stage(run, init_seeds, overrides, fresh_torch))
         for var, value in flax_updates(run.paired):
             var.set_value(value)
         fill_abstract(model)
         # torch in float64 from the same start: the yardstick of every float32 tolerance
         ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
-        forward_and_gradient_stage(run, ref)
+        forward = forward_and_gradient_stage(run, ref)
+        found.append(forward)
+        kink = any(c.outcome is Outcome.INCONCLUSIVE for c in forward.checks)
         if layers:
-            layer_stage(run, ref)
+            found.append(layer_stage(run, ref, kink))
         if run.schedule:
-            step_stage(run, ref, train, training)
+            found.append(step_stage(run, ref, train, training))
+            found.append(Findings(notes=list(dict.fromkeys(
+                p.kind.training_note for p in run.paired if p.kind.training_note))))
         if run.held_out is not None:
-            metric_stage(run, ref, metric)
-    checks = run.checks
-    if run.schedule:
-        run.notes += dict.fromkeys(p.kind.training_note for p in run.paired
-                                   if p.kind.training_note)
-    return ParityReport(dtype, checks, run.curves, run.metrics, run.notes, run.layers,
-                        None if run.kink else first_divergence(run.layers, run.paired))
+            found.append(metric_stage(run, ref, metric))
+    rows = [row for f in found for row in f.layers]
+    return ParityReport(
+        dtype, [c for f in found for c in f.checks],
+        {k: v for f in found for k, v in f.curves.items()},
+        {k: v for f in found for k, v in f.metrics.items()},
+        [n for f in found for n in f.notes], rows,
+        None if kink else first_divergence(rows, run.paired))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +23,43 @@ from winit_jax.parity.report import (
 
 
 @dataclasses.dataclass
+class Findings:
+    """What one stage of ``check`` found: its checks and notes, and, where it has them, the
+    per-layer rows, the loss curves per run and the metric per run."""
+
+    checks: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+    layers: list = dataclasses.field(default_factory=list)
+    curves: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+class Batch(NamedTuple):
+    """One batch in both frameworks: torch's inputs and targets, and the port's (its inputs
+    through ``flax_inputs``); targets None where the loss takes none."""
+
+    x_torch: object
+    x_flax: jax.Array
+    targets_torch: object | None
+    targets_flax: jax.Array | None
+
+
+@dataclasses.dataclass
 class Run:
-    """What the stages of one ``check`` share."""
+    """What the stages of one ``check`` read: both models, the pairs, the data, the loss.
+    The stages change the models (and restore their modes) but never this record."""
 
     torch_module: object
     model: nnx.Module
     paired: list[Pair]
     dtype: str
     tol: dict
-    inputs: tuple                  # (x_t, x_f, c_t, c_f)
-    schedule: list                 # one (x_t, x_f, c_t, c_f) per training step
-    held_out: tuple | None
+    inputs: Batch                  # the batch the forward, gradient and layer parts run on
+    schedule: list[Batch]          # one per training step
+    held_out: Batch | None         # the metric's data
     call: Callable                 # loss(output, target)
     out_f: Callable                # the port's output -> torch's layout
     flax_inputs: Callable | None   # torch's inputs -> the port's layout
-    checks: list = dataclasses.field(default_factory=list)
-    notes: list = dataclasses.field(default_factory=list)
-    layers: list = dataclasses.field(default_factory=list)
-    curves: dict = dataclasses.field(default_factory=dict)
-    metrics: dict = dataclasses.field(default_factory=dict)
-    kink: bool = False             # float32 forward/gradient checks inconclusive: a kink flip
 
     def modes(self, training: bool) -> None:
         self.torch_module.train(training)
@@ -88,29 +106,31 @@ def prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, f
 
     data = _Data(getattr(torch, dtype), flax_inputs)
     first = data(inputs, "inputs")
-    x_t, _, c_t, _ = first
+    x_torch, targets_torch = first.x_torch, first.targets_torch
     if batches is not None and steps:
-        raise ParityError(f"steps: {steps} steps with batches; the batches set the steps (one each)")
-    schedule = ([data(b, f"batches[{i}]", like=x_t) for i, b in enumerate(batches)]
+        raise ParityError(f"steps: {steps} steps with batches; the batches set the steps "
+                          "(one each)")
+    schedule = ([data(b, f"batches[{i}]", like=x_torch) for i, b in enumerate(batches)]
                 if batches is not None else [first] * steps)
     if (metric is None) != (eval_data is None):
         raise ParityError("metric: metric and eval_data go together")
-    held_out = data(eval_data, "eval_data", like=x_t) if eval_data is not None else None
+    held_out = data(eval_data, "eval_data", like=x_torch) if eval_data is not None else None
     out_f = flax_outputs or (lambda y: y)
     paired = resolve(torch_module, model, mapping, pairing, "pairing")
-    y_t, y_f = _probe(torch_module, model, first, out_f)
-    if any((b[2] is None) != (c_t is None) for b in schedule):
+    y_torch, y_flax = _probe(torch_module, model, first, out_f)
+    if any((b.targets_torch is None) != (targets_torch is None) for b in schedule):
         raise ParityError("batches: give targets with every batch or with none (as inputs)")
-    loss = loss or (regression_loss(y_t) if c_t is None else target_loss(c_t))
-    call = (lambda y, c: loss(y)) if c_t is None else loss
-    _probe_loss(call, y_t, y_f, first)
+    loss = loss or (regression_loss(y_torch) if targets_torch is None
+                    else target_loss(targets_torch))
+    call = (lambda y, c: loss(y)) if targets_torch is None else loss
+    _probe_loss(call, y_torch, y_flax, first)
     return Run(torch_module, model, paired, dtype, TOLERANCES[dtype], first, schedule,
                 held_out, call, out_f, flax_inputs)
 
 
 class _Data:
     """Turns ``inputs`` / a batch / eval data (an array, or an (inputs, targets) pair) into
-    (torch inputs, Flax inputs, torch targets, Flax targets), checked against the first."""
+    a ``Batch``, checked against the first."""
 
     def __init__(self, tdtype, flax_inputs):
         self.tdtype, self.flax_inputs = tdtype, flax_inputs
@@ -119,23 +139,25 @@ class _Data:
         import torch
 
         x, c = item if isinstance(item, tuple) else (item, None)
-        x_t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        if x_t.is_floating_point():  # token ids stay integers
-            x_t = x_t.to(self.tdtype)
-        if like is not None and tuple(x_t.shape[1:]) != tuple(like.shape[1:]):
-            raise ParityError(f"{what}: shape {tuple(x_t.shape)} where inputs have "
+        x_torch = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if x_torch.is_floating_point():  # token ids stay integers
+            x_torch = x_torch.to(self.tdtype)
+        if like is not None and tuple(x_torch.shape[1:]) != tuple(like.shape[1:]):
+            raise ParityError(f"{what}: shape {tuple(x_torch.shape)} where inputs have "
                               f"{tuple(like.shape)} (only the batch size may differ)")
-        c_t = None
+        targets_torch = None
         if c is not None:
-            c_t = c if isinstance(c, torch.Tensor) else torch.as_tensor(np.asarray(c))
-            if c_t.is_floating_point():
-                c_t = c_t.to(self.tdtype)
-            if c_t.shape[:1] != x_t.shape[:1]:
-                raise ParityError(f"{what}: {c_t.shape[0] if c_t.ndim else 0} targets for "
-                                  f"{x_t.shape[0]} inputs")
-        x_np = x_t.numpy()
-        x_f = jnp.asarray(self.flax_inputs(x_np) if self.flax_inputs else x_np)
-        return x_t, x_f, c_t, None if c_t is None else jnp.asarray(c_t.numpy())
+            targets_torch = c if isinstance(c, torch.Tensor) else torch.as_tensor(np.asarray(c))
+            if targets_torch.is_floating_point():
+                targets_torch = targets_torch.to(self.tdtype)
+            if targets_torch.shape[:1] != x_torch.shape[:1]:
+                count = targets_torch.shape[0] if targets_torch.ndim else 0
+                raise ParityError(f"{what}: {count} targets for "
+                                  f"{x_torch.shape[0]} inputs")
+        x_numpy = x_torch.numpy()
+        x_flax = jnp.asarray(self.flax_inputs(x_numpy) if self.flax_inputs else x_numpy)
+        return Batch(x_torch, x_flax, targets_torch,
+                     None if targets_torch is None else jnp.asarray(targets_torch.numpy()))
 
 
 def first_output(out):
@@ -153,33 +175,34 @@ def _probe(torch_module, model, first, out_f):
     Returns torch's output and the port's (abstract) one."""
     import torch
 
-    x_t, x_f = first[0], first[1]
+    x_torch, x_flax = first.x_torch, first.x_flax
     was = torch_module.training
     try:
         torch_module.eval()
         with torch.no_grad():
-            y_t = first_output(torch_module(x_t))
+            y_torch = first_output(torch_module(x_torch))
     except Exception as e:  # torch's own message, one line, after ours
-        raise ParityError(f"inputs: shape {tuple(x_t.shape)} does not fit the torch module: "
+        raise ParityError(f"inputs: shape {tuple(x_torch.shape)} does not fit the torch module: "
                           f"{first_line(e)}") from None
     finally:
         torch_module.train(was)
     try:
-        y_f = nnx.eval_shape(lambda m, x: out_f(m(x)), _eval_copy(model), x_f)
+        y_flax = nnx.eval_shape(lambda m, x: out_f(m(x)), _eval_copy(model), x_flax)
     except Exception as e:
-        raise ParityError(f"inputs: shape {tuple(x_f.shape)} (after flax_inputs) does not fit "
+        raise ParityError(f"inputs: shape {tuple(x_flax.shape)} (after flax_inputs) does not fit "
                           f"the nnx model: {first_line(e)}") from None
-    if tuple(y_f.shape) != tuple(y_t.shape):
-        raise ParityError(f"outputs: torch {tuple(y_t.shape)} vs nnx {tuple(y_f.shape)}; pass "
+    if tuple(y_flax.shape) != tuple(y_torch.shape):
+        raise ParityError(f"outputs: torch {tuple(y_torch.shape)} vs nnx "
+                          f"{tuple(y_flax.shape)}; pass "
                           "flax_outputs to map the port's output to torch's layout")
-    return y_t, y_f
+    return y_torch, y_flax
 
 
-def _probe_loss(call, y_t, y_f, first):
+def _probe_loss(call, y_torch, y_flax, first):
     """The loss must give a scalar in both frameworks (checked on the probe's outputs)."""
     try:
-        value_t = call(y_t, first[2])
-        value_f = jax.eval_shape(lambda y, c: call(y, c), y_f, first[3])
+        value_t = call(y_torch, first.targets_torch)
+        value_f = jax.eval_shape(lambda y, c: call(y, c), y_flax, first.targets_flax)
     except Exception as e:
         raise ParityError(f"loss: fails on the outputs: {first_line(e)}") from None
     for side, v in (("torch", value_t), ("nnx", value_f)):
@@ -219,14 +242,15 @@ def fill_abstract(model) -> None:
                               "that variable concretely or pair it (mapping=)")
 
 
-def torch_outputs_and_grads(run: Run, module, x_t, c_t, layers=None) -> tuple[np.ndarray, dict]:
+def torch_outputs_and_grads(run: Run, module, x_torch, targets_torch, layers=None
+                            ) -> tuple[np.ndarray, dict]:
     """A torch module's output and its loss's gradient per paired tensor (eval mode);
     ``layers`` maps the pairs' torch names to ``module``'s layers when it is not the paired
     module itself (torch's float64 copy); the tensors each kind compares
     (``Kind.compares_gradient``)."""
     module.zero_grad()
-    y = first_output(module(x_t))
-    run.call(y, c_t).backward()
+    y = first_output(module(x_torch))
+    run.call(y, targets_torch).backward()
     grads = {}
     for p in run.paired:
         tm = p.torch_module if layers is None else layers[p.torch_name]

@@ -13,7 +13,7 @@ from winit_jax.parity.pairing import torch_layers
 from winit_jax.parity.report import (
     Outcome,
 )
-from winit_jax.parity.run import Run, torch_outputs_and_grads, widened
+from winit_jax.parity.run import Findings, Run, torch_outputs_and_grads, widened
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
 from winit_jax.parity.transfer import torch_values
@@ -25,14 +25,14 @@ PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative
 
 
 def _port_value_and_grad(run: Run) -> Callable:
-    """``f(model, x_f, c_f) -> ((loss, output), gradients)`` of the port (``nnx``)."""
+    """``f(model, x_flax, targets_flax) -> ((loss, output), gradients)`` of the port (``nnx``)."""
     def loss(m, x, c):
         y = run.out_f(m(x))
         return run.call(y, c), y
     return nnx.value_and_grad(loss, has_aux=True)
 
 
-def _port_outputs_and_grads(run: Run, model, x_f, c_f, value_and_grad=None
+def _port_outputs_and_grads(run: Run, model, x_flax, targets_flax, value_and_grad=None
                             ) -> tuple[np.ndarray, dict]:
     """The port's output and its loss's gradient per paired tensor, in torch's layout.
 
@@ -40,21 +40,21 @@ def _port_outputs_and_grads(run: Run, model, x_f, c_f, value_and_grad=None
     2.1 s jitted); the nearby-input probes pass one jitted ``_port_value_and_grad`` for
     their ``PROBES`` calls (a MobileNetV2's eager gradient took 2.3 s a call).
     """
-    (_, y_f), grads = (value_and_grad or _port_value_and_grad(run))(model, x_f, c_f)
+    (_, y_flax), grads = (value_and_grad or _port_value_and_grad(run))(model, x_flax, targets_flax)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
     originals = [v.get_value() for v in params]
     nnx.update(model, grads)
     try:
-        grads_f = torch_values(run.paired, "flax")
+        grads_flax = torch_values(run.paired, "flax")
     finally:
         for var, value in zip(params, originals):
             var.set_value(value)
-    return np.asarray(y_f), grads_f
+    return np.asarray(y_flax), grads_flax
 
 
-def forward_and_gradient_stage(run: Run, ref):
+def forward_and_gradient_stage(run: Run, ref) -> Findings:
     """Eval mode (no batch-statistic updates): the outputs, then every tensor's gradient.
 
     float32: each tolerance is measured on the run, as the steps' are: torch's own
@@ -65,21 +65,26 @@ def forward_and_gradient_stage(run: Run, ref):
     port computes torch's function and the gap at the given inputs is a rounding flip at a
     kink (ReLU6, max-pooling ties): the check is marked inconclusive, neither passed nor
     failed. A port that differs stays off on every nearby input and fails.
+
+    Returns:
+      ``Findings``: the checks and notes (a kink flip: inconclusive checks and a note).
     """
-    x_t, x_f, c_t, c_f = run.inputs
+    x_torch, x_flax, targets_torch, targets_flax = run.inputs
     run.modes(False)
-    y_t, grads_t = torch_outputs_and_grads(run, run.torch_module, x_t, c_t)
+    y_torch, grads_torch = torch_outputs_and_grads(run, run.torch_module, x_torch, targets_torch)
     ref_layers = dict(torch_layers(ref)) if ref is not None else None
-    y_r, grads_r = (torch_outputs_and_grads(run, ref.eval(), widened(x_t), widened(c_t), ref_layers)
-                    if ref is not None else (y_t, grads_t))
-    y_f, grads_f = _port_outputs_and_grads(run, run.model, x_f, c_f)
+    y_float64, grads_float64 = (torch_outputs_and_grads(run, ref.eval(), widened(x_torch),
+                                                        widened(targets_torch), ref_layers)
+                                if ref is not None else (y_torch, grads_torch))
+    y_flax, grads_flax = _port_outputs_and_grads(run, run.model, x_flax, targets_flax)
     float32_reference = ref is not None  # torch in float64 beside a float32 check
-    rows = [("forward", "output", y_f, y_t, y_r, "max |diff| / max |torch output|")]
-    rows += [("gradient", k, grads_f[k], g, grads_r[k], "max |diff| / max |torch gradient|")
-             for k, g in grads_t.items()]
+    rows = [("forward", "output", y_flax, y_torch, y_float64, "max |diff| / max |torch output|")]
+    rows += [("gradient", k, grads_flax[k], g, grads_float64[k],
+              "max |diff| / max |torch gradient|")
+             for k, g in grads_torch.items()]
     checks = []
-    for part, name, ours, theirs, wide, how in rows:
-        noise = rel_gap(theirs, wide) if float32_reference else 0.0
+    for part, name, ours, theirs, float64, how in rows:
+        noise = rel_gap(theirs, float64) if float32_reference else 0.0
         tol = measured(noise, run.tol[part])
         if float32_reference:
             how = f"{how}; torch's own float32 gap {noise:.2g}"
@@ -93,43 +98,44 @@ def forward_and_gradient_stage(run: Run, ref):
         if c.part == "forward" else " (the loss does not depend on it here)"))
         if c.name in zero else c for c in checks]
     failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED}
-    if failing and float32_reference and x_t.is_floating_point():
-        nearby = _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f)
+    if failing and float32_reference and x_torch.is_floating_point():
+        nearby = _nearby_gaps(run, ref, ref_layers, x_torch, targets_torch, targets_flax)
         checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 result "
                           f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
                   if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
-    run.checks += checks
+    found = Findings(checks=checks)
     if zero:
-        run.notes.append(f"not tested, zero in both frameworks: {', '.join(sorted(zero)[:5])}"
+        found.notes.append(f"not tested, zero in both frameworks: {', '.join(sorted(zero)[:5])}"
                          + (" ..." if len(zero) > 5 else ""))
     unsure = [c for c in checks if c.outcome is Outcome.INCONCLUSIVE]
-    run.kink = bool(unsure)
     if unsure:
-        run.notes.append(
+        found.notes.append(
             f"{len(unsure)} forward/gradient checks are inconclusive in float32 at these "
             "inputs: the port is off there but agrees with torch's float64 result on an input "
             f"{PROBE_ULPS} float32 ulps away (a rounding flip at a kink, e.g. ReLU6); "
             "compare in float64 (jax_enable_x64, a float64 torch module) to decide")
+    return found
 
 
-def _nearby_gaps(run, ref, ref_layers, x_t, c_t, c_f) -> dict[str, float]:
+def _nearby_gaps(run, ref, ref_layers, x_torch, targets_torch, targets_flax) -> dict[str, float]:
     """Per output/gradient, the port's smallest gap to torch's float64 result over
     ``PROBES`` inputs moved by +-``PROBE_ULPS`` float32 ulps (fixed seed)."""
     import torch
 
     rng = np.random.default_rng(0)
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
-    x = x_t.numpy()
+    x = x_torch.numpy()
     out = {}
     value_and_grad = nnx.jit(_port_value_and_grad(run))  # compiled once for the probes
     for _ in range(PROBES):
         sign = rng.choice(np.float32([-1, 1]), size=x.shape)
         xp = x * (np.float32(1) + step * sign)
-        y_r, grads_r = torch_outputs_and_grads(run, ref, torch.from_numpy(xp).double(), widened(c_t),
-                                          ref_layers)
-        x_fp = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
-        y_f, grads_f = _port_outputs_and_grads(run, run.model, x_fp, c_f, value_and_grad)
-        gaps = {"output": rel_gap(y_f, y_r), **{k: rel_gap(grads_f[k], g)
-                                                 for k, g in grads_r.items()}}
+        y_float64, grads_float64 = torch_outputs_and_grads(
+            run, ref, torch.from_numpy(xp).double(), widened(targets_torch), ref_layers)
+        x_flax_probe = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
+        y_flax, grads_flax = _port_outputs_and_grads(run, run.model, x_flax_probe, targets_flax,
+                                                     value_and_grad)
+        gaps = {"output": rel_gap(y_flax, y_float64),
+                **{k: rel_gap(grads_flax[k], g) for k, g in grads_float64.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
     return out

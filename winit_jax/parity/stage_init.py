@@ -15,7 +15,7 @@ from winit_jax.parity.report import (
     Check,
     Outcome,
 )
-from winit_jax.parity.run import Run
+from winit_jax.parity.run import Findings, Run
 from winit_jax.parity.stats import compare_draws, random_tensors
 from winit_jax.parity.transfer import torch_values
 
@@ -30,13 +30,14 @@ def _reset_torch(module):
             reset()
 
 
-def init_stage(run: Run, seeds, overrides, fresh_torch):
+def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
     """Every paired tensor drawn by ``torch_like.init`` against torch's own draw, pooled
     over the seeds: KS with p >= 1e-3 / (tensors) (Bonferroni); constants exactly."""
     import torch
 
     from winit_jax import torch_like
 
+    found = Findings()
     ours, theirs = {}, {}
     names = {p.torch_name for p in run.paired}
     saved = copy.deepcopy(run.torch_module.state_dict())
@@ -60,6 +61,7 @@ def init_stage(run: Run, seeds, overrides, fresh_torch):
     theirs = {k: np.concatenate(v) for k, v in theirs.items()}
     threshold = KS_ALPHA / max(1, len(random_tensors(theirs)))
     for d in compare_draws(ours, theirs, threshold):
-        run.checks.append(Check("init", d.name, Outcome.PASSED if d.ok else Outcome.FAILED,
+        found.checks.append(Check("init", d.name, Outcome.PASSED if d.ok else Outcome.FAILED,
                                 threshold, p_value=d.p, how=f"{d.how}, {seeds} seeds"))
     run.torch_module.load_state_dict(saved)
+    return found

@@ -16,7 +16,7 @@ from winit_jax.parity.report import (
     LayerRow,
     Outcome,
 )
-from winit_jax.parity.run import Run, as_float64, first_output, widened
+from winit_jax.parity.run import Findings, Run, as_float64, first_output, widened
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
 
@@ -25,7 +25,7 @@ from winit_jax.parity.tolerance import compared, demoted, measured
 LAYER_FLOOR = {"float32": 16 * float(np.finfo(np.float32).eps), "float64": 1e-10}
 
 
-def _torch_calls(module, names, x_t, c_t, call) -> list[list]:
+def _torch_calls(module, names, x_torch, targets_torch, call) -> list[list]:
     """``[layer name, input, output, gradient of the loss at that output]`` of every call of
     the named torch layers, in call order, from one forward and one backward pass (eval
     mode; the gradient None where the output is not a tensor)."""
@@ -48,7 +48,7 @@ def _torch_calls(module, names, x_t, c_t, call) -> list[list]:
         handles.append(named[name].register_forward_hook(hook))
     try:
         module.zero_grad()
-        call(first_output(module(x_t)), c_t).backward()
+        call(first_output(module(x_torch)), targets_torch).backward()
     finally:
         for h in handles:
             h.remove()
@@ -77,35 +77,37 @@ def _nth(calls: dict, name: str, k: int, width: int) -> tuple:
     return (calls.get(name, []) + [(None,) * width] * (k + 1))[k]
 
 
-def layer_stage(run: Run, ref):
+def layer_stage(run: Run, ref, kink: bool) -> Findings:
     """Every paired layer's input and output, per call, in torch's call order, in torch's
     layout (through the kind); each output's gap is a check ("layer"): tolerance 10x torch's
     own float32-vs-float64 gap at that layer, floored at ``LAYER_FLOOR``. Pairs that are not
     one called module on each side (bare parameters, a stacked RNN's layers, scanned blocks)
-    are not recorded."""
+    are not recorded. ``kink``: the forward/gradient part found a kink flip at these inputs,
+    so a failing layer check is inconclusive (the same flip moves the layers after it)."""
     import torch
 
     from winit_jax.forward import layer_io
     from winit_jax.kinds.parameters import FlaxParameters
     from winit_jax.kinds.stack import is_slice
 
-    x_f = run.inputs[1]
+    found = Findings()
+    batch = run.inputs
     paired = {p.torch_name: p for p in run.paired
               if isinstance(p.torch_module, torch.nn.Module) and not is_slice(p.flax_layer)
               and not isinstance(p.flax_layer, FlaxParameters)}
     if not paired:
-        return
+        return found
     run.modes(False)
-    x_t, _, c_t, _ = run.inputs
-    ours = _torch_calls(run.torch_module, paired, x_t, c_t, run.call)
-    wide = (_torch_calls(ref.eval(), paired, widened(x_t), widened(c_t), run.call)
-            if ref is not None else ours)
+    ours = _torch_calls(run.torch_module, paired, batch.x_torch, batch.targets_torch, run.call)
+    float64 = (_torch_calls(ref.eval(), paired, widened(batch.x_torch),
+                            widened(batch.targets_torch), run.call)
+               if ref is not None else ours)
     types = tuple({type(p.flax_layer) for p in paired.values()})
-    _, calls = layer_io(run.model, x_f, types=types)
+    _, calls = layer_io(run.model, batch.x_flax, types=types)
     flax_calls = _in_torch_layout(paired, [(c.layer, [(c.input, "input"), (c.output, "output")])
                                            for c in calls])
     floor, seen = LAYER_FLOOR[run.dtype], {}
-    for (name, t_in, t_out, _), (_, w_in, w_out, _) in zip(ours, wide):
+    for (name, t_in, t_out, _), (_, w_in, w_out, _) in zip(ours, float64):
         k = seen[name] = seen.get(name, -1) + 1
         p = paired[name]
         f_in, f_out = _nth(flax_calls, name, k, 2)
@@ -115,27 +117,28 @@ def layer_stage(run: Run, ref):
             noise = 0.0 if theirs is None or exact is None else rel_gap(theirs, exact)
             tols.append(measured(noise, floor))
         row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1])
-        run.layers.append(row)
-        run.checks.append(compared("layer", f"{name or '<root>'} output" + (
+        found.layers.append(row)
+        found.checks.append(compared("layer", f"{name or '<root>'} output" + (
                                     f" (call {k + 1})" if k else ""),
                                 row.output_gap, row.output_tol,
                                 "max |diff| / max |torch layer output|; tolerance 10x torch's "
                                 f"own float32 gap at this layer, floor {floor:.2g}"))
-    _backward_layers(run, paired, ours, wide, types, calls)
-    if run.kink:  # the same flip moves the layers' outputs and gradients after it
-        run.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "
+    _backward_layers(run, found, paired, ours, float64, types, calls)
+    if kink:  # the same flip moves the layers' outputs and gradients after it
+        found.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "
                               "at these inputs (see the forward/gradient checks)")
                       if c.part == "layer" and c.outcome is Outcome.FAILED else c
-                      for c in run.checks]
+                      for c in found.checks]
     missing = [n for n in paired if n not in seen]
     if missing:
-        run.notes.append(f"layers never called by torch's forward pass, not compared: "
+        found.notes.append(f"layers never called by torch's forward pass, not compared: "
                          f"{', '.join(missing[:5])}")
     last = ours[-1] if ours else None
     if last is not None and last[2] is not None and not np.any(last[2]):
-        run.notes.append(f"torch's last layer ({last[0] or '<root>'}) outputs only zeros (a "
+        found.notes.append(f"torch's last layer ({last[0] or '<root>'}) outputs only zeros (a "
                          "zero-initialised head?): the output comparison tests nothing there; "
                          "the layer rows before it do")
+    return found
 
 
 def _flax_output_grads(run: Run, types, calls) -> list:
@@ -144,15 +147,15 @@ def _flax_output_grads(run: Run, types, calls) -> list:
     (``layer_io``'s ``on_output``), differentiated."""
     from winit_jax.forward import layer_io
 
-    _, x_f, _, c_f = run.inputs
+    batch = run.inputs
     zeros = [jnp.zeros_like(c.output) if isinstance(c.output, jax.Array) else None
              for c in calls]
 
     def loss(model, eps):
         def add(k, y):
             return y + eps[k] if eps[k] is not None else y
-        y, _ = layer_io(model, x_f, types=types, on_output=add)
-        return run.call(run.out_f(y), c_f)
+        y, _ = layer_io(model, batch.x_flax, types=types, on_output=add)
+        return run.call(run.out_f(y), batch.targets_flax)
 
     # nnx.grad, not jax.grad: a model that runs nnx transforms inside (nnx.RNN's scan) must
     # be handed through, not closed over; the calls come in the same order
@@ -160,25 +163,26 @@ def _flax_output_grads(run: Run, types, calls) -> list:
     return [(c.layer, [(g, "output")]) for c, g in zip(calls, grads)]
 
 
-def _backward_layers(run: Run, paired: dict, ours, wide, types, calls) -> None:
-    """Adds each layer row's output-gradient gap (and a "layer" check for it): torch's
-    gradient at that call's output (``ours``, ``wide``: ``_torch_calls``') against the
+def _backward_layers(run: Run, found: Findings, paired: dict, ours, float64, types,
+                     calls) -> None:
+    """Adds to ``found`` each layer row's output-gradient gap (and a "layer" check): torch's
+    gradient at that call's output (``ours``, ``float64``: ``_torch_calls``') against the
     port's, in torch's layout, the tolerance 10x torch's own float32 gap there (floor
     ``LAYER_FLOOR``)."""
     flax = _in_torch_layout(paired, _flax_output_grads(run, types, calls))
     floor, seen = LAYER_FLOOR[run.dtype], {}
-    rows = {(r.torch_name, r.call): i for i, r in enumerate(run.layers)}
-    for (name, _, _, g_t), (_, _, _, g_w) in zip(ours, wide):
+    rows = {(r.torch_name, r.call): i for i, r in enumerate(found.layers)}
+    for (name, _, _, g_t), (_, _, _, g_w) in zip(ours, float64):
         k = seen[name] = seen.get(name, -1) + 1
         (g_f,) = _nth(flax, name, k, 1)
         i = rows.get((name, k))
         if i is None or g_t is None or g_f is None or np.shape(g_f) != np.shape(g_t):
             continue
         noise = rel_gap(g_t, g_w) if g_w is not None else 0.0
-        row = dataclasses.replace(run.layers[i], grad_gap=rel_gap(g_f, g_t),
+        row = dataclasses.replace(found.layers[i], grad_gap=rel_gap(g_f, g_t),
                                   grad_tol=measured(noise, floor))
-        run.layers[i] = row
-        run.checks.append(compared("layer", f"{name or '<root>'} output gradient" + (
+        found.layers[i] = row
+        found.checks.append(compared("layer", f"{name or '<root>'} output gradient" + (
             f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol,
             "max |diff| / max |torch's gradient at this output|; tolerance 10x torch's own "
             f"float32 gap there, floor {floor:.2g}"))

@@ -19,6 +19,7 @@ from winit_jax.parity.report import (
     Outcome,
 )
 from winit_jax.parity.run import (
+    Findings,
     Run,
     first_line,
     first_output,
@@ -94,15 +95,16 @@ def _zero_gradients(run: Run, ref) -> dict[str, str]:
     """torch names of parameters whose gradient is zero in exact arithmetic (a conv bias
     before BatchNorm, attention key biases): in float64, their largest gradient entry is
     below ZERO_GRADIENT times the model's largest; name -> how it was measured."""
-    x_t, _, c_t, _ = run.schedule[0]
+    x_torch, targets_torch = run.schedule[0].x_torch, run.schedule[0].targets_torch
     probe = copy.deepcopy(ref if ref is not None else run.torch_module)  # its BN stats move
-    _, grads = torch_outputs_and_grads(run, probe, widened(x_t), widened(c_t), dict(torch_layers(probe)))
+    _, grads = torch_outputs_and_grads(run, probe, widened(x_torch), widened(targets_torch),
+                                       dict(torch_layers(probe)))
     top = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
     return {k: f"float64 gradient {np.abs(g).max():.1e} vs the model's largest {top:.1e}"
             for k, g in grads.items() if top > 0 and np.abs(g).max() <= ZERO_GRADIENT * top}
 
 
-def step_stage(run: Run, ref, train, training: Training):
+def step_stage(run: Run, ref, train, training: Training) -> Findings:
     """Training steps from the same start (torch's optimiser on both torch copies; its
     translation or the porter's ``tx`` on the port); float32 tolerances from torch's own
     float32-vs-float64 gap on the same steps (the port may differ by ``NOISE_FACTOR``
@@ -131,19 +133,20 @@ def step_stage(run: Run, ref, train, training: Training):
         return val
 
     names = ["torch", "torch_float64"][:len(runs)]
-    run.curves.update({n: [] for n in ["torch", "flax", *names[1:]]})
-    for x_t, x_f, c_t, c_f in run.schedule:
-        for (m, wide), opt, sched, n in zip(runs, opts, scheds, names):
+    found = Findings(curves={n: [] for n in ["torch", "flax", *names[1:]]})
+    for x_torch, x_flax, targets_torch, targets_flax in run.schedule:
+        for (m, is_float64), opt, sched, n in zip(runs, opts, scheds, names):
             opt.zero_grad()
-            value = call(first_output(m(widened(x_t) if wide else x_t)), widened(c_t) if wide else c_t)
+            value = call(first_output(m(widened(x_torch) if is_float64 else x_torch)),
+                         widened(targets_torch) if is_float64 else targets_torch)
             value.backward()
             if training.clip is not None:
                 torch.nn.utils.clip_grad_norm_(m.parameters(), training.clip)
             opt.step()
             if sched is not None:
                 sched.step()
-            run.curves[n].append(value.item())
-        run.curves["flax"].append(float(step(run.model, opt_f, x_f, c_f)))
+            found.curves[n].append(value.item())
+        found.curves["flax"].append(float(step(run.model, opt_f, x_flax, targets_flax)))
     chaotic = []
 
     def judged(part, name, gap, noise, floor, signal, how, extra=0.0):
@@ -163,30 +166,30 @@ def step_stage(run: Run, ref, train, training: Training):
                            f"the steps changed ({signal:.2g}), {why}")
         return check
 
-    lt, lf = run.curves["torch"], run.curves["flax"]
+    lt, lf = found.curves["torch"], found.curves["flax"]
     parted = None
     for s in range(len(lt)):
-        noise = rel_gap(lt[s], run.curves["torch_float64"][s]) if ref is not None else 0.0
+        noise = rel_gap(lt[s], found.curves["torch_float64"][s]) if ref is not None else 0.0
         signal = rel_gap(lt[s], lt[0]) if s else float("inf")  # step 0 is the forward
         c = judged("step", f"loss {s}", rel_gap(lf[s], lt[s]), noise, run.tol["step"],
                    signal, f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}")
-        run.checks.append(c)
+        found.checks.append(c)
         if parted is None and c.outcome is Outcome.FAILED:
             parted = s
-            run.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
+            found.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
                              f"torch {lt[s]:.6g}" + (
                                  " (the losses before the first update differ: check the "
                                  "forward)" if s == 0 else
                                  f" (after {s} update(s); torch's optimiser: {kind})"))
     ours = torch_values(run.paired, "flax")
     theirs = torch_values(run.paired, "torch")
-    wide = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
+    float64 = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
             else theirs)
     stats = _batch_statistics(run.paired)
-    n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1][0])
+    n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1].x_torch)
     eps32 = float(np.finfo(np.float32).eps)
     for k, t in theirs.items():
-        noise = rel_gap(t, wide[k]) if ref is not None else 0.0
+        noise = rel_gap(t, float64[k]) if ref is not None else 0.0
         floor = run.tol["step"]
         how = f"after {len(run.schedule)} steps; torch's own float32 gap {noise:.2g}"
         if ours[k].dtype == np.float32 and run.dtype == "float64":
@@ -196,7 +199,7 @@ def step_stage(run: Run, ref, train, training: Training):
         gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
         if stats.get(k, (None,))[0] == "var":
             bessel = 1.0 / max(1, n_per_channel(k) - 1)
-            run.checks.append(judged(
+            found.checks.append(judged(
                 "batch_stats", k, gap, noise, floor, signal,
                 f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the biased batch variance, torch "
                 "the unbiased", extra=bessel))
@@ -210,21 +213,22 @@ def step_stage(run: Run, ref, train, training: Training):
             if scale > float(np.max(np.abs(t))):
                 gap = float(np.max(np.abs(np.asarray(ours[k], np.float64) - t))) / scale
                 how += f"; relative to its input's spread sqrt(running_var) {spread:.2g}"
-            run.checks.append(judged("batch_stats", k, gap, noise, floor, signal, how))
+            found.checks.append(judged("batch_stats", k, gap, noise, floor, signal, how))
         elif k in zero:
-            run.checks.append(Check(
+            found.checks.append(Check(
                 "step", k, Outcome.NOT_TESTED, measured(noise, floor), gap=gap,
                 how=f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), so "
                 + (f"{kind} divides that rounding noise by its own scale" if kind != "SGD"
                    else "only rounding noise moves it") + ", on both sides"))
         else:
-            run.checks.append(judged("step", k, gap, noise, floor, signal, how))
+            found.checks.append(judged("step", k, gap, noise, floor, signal, how))
     if chaotic:
-        run.notes.append(
+        found.notes.append(
             f"{len(chaotic)} step checks are inconclusive: in float32 torch's own run is so far "
             "from its float64 one that the tolerance exceeds "
             f"{CHAOS_FRACTION:g} of what the steps changed (chaotic training); check with "
             "dtype float64, a smaller learning rate or fewer steps")
+    return found
 
 
 def _batch_statistics(paired) -> dict[str, tuple[str, str | None]]:
@@ -238,7 +242,7 @@ def _batch_statistics(paired) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def _values_per_channel(torch_module, paired, x_t):
+def _values_per_channel(torch_module, paired, x_torch):
     """name of a layer's running variance -> n, the values per channel of that layer's
     input (every axis but the channel's), read with forward hooks on one eval-mode pass,
     for the pairs whose kind keeps running statistics."""
@@ -257,7 +261,7 @@ def _values_per_channel(torch_module, paired, x_t):
     try:
         torch_module.eval()
         with torch.no_grad():
-            torch_module(x_t)
+            torch_module(x_torch)
     finally:
         torch_module.train(was)
         for h in handles:
