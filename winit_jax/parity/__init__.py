@@ -18,6 +18,7 @@ from winit_jax.parity.harness import check as check
 from winit_jax.parity.losses import accuracy as accuracy
 from winit_jax.parity.losses import cross_entropy as cross_entropy
 from winit_jax.parity.optimizer import translate_optimizer as translate_optimizer
+from winit_jax.parity.optimizer import translate_schedule as translate_schedule
 from winit_jax.parity.pairing import Pair as Pair
 from winit_jax.parity.pairing import Pairing as Pairing
 from winit_jax.parity.pairing import pair as pair
@@ -32,4 +33,4 @@ from winit_jax.parity.transfer import to_torch as to_torch
 
 __all__ = ["TOLERANCES", "Check", "Kind", "Outcome", "Pair", "Pairing", "ParityError", "ParityReport",
            "accuracy", "check", "cross_entropy", "from_torch", "kinds", "pair", "register",
-           "register_layer", "registered", "rel_gap", "to_torch", "translate_optimizer", "unregister"]
+           "register_layer", "registered", "rel_gap", "to_torch", "translate_optimizer", "translate_schedule", "unregister"]

@@ -16,6 +16,7 @@ from flax import nnx
 from winit_jax import optim
 from winit_jax.kinds import ParityError, at_path
 from winit_jax.optim.rules import RULES, Rule
+from winit_jax.optim.transforms import leaf_path, rule_transformation
 from winit_jax.parity.pairing import Pairing, tensor_prefix
 
 # Schedulers that read a metric cannot be replayed ahead of time.
@@ -78,6 +79,44 @@ def translate_optimizer(optimizer, pairing: Pairing, *, scheduler=None,
     if clip_grad_value is not None:
         return optax.chain(optim.clip_grad_value(clip_grad_value), tx)
     return tx
+
+
+def translate_schedule(scheduler, steps: int, *, group: int = 0,
+                       hyperparameter: str = "lr") -> optax.Schedule:
+    """A torch LR scheduler as an optax schedule: the value of ``hyperparameter`` in param
+    group ``group`` at each of ``steps`` optimiser steps, recorded by stepping a copy of the
+    scheduler (lambdas, ``SequentialLR``, ``OneCycleLR``: whatever it computes), replayed
+    by ``winit_jax.optim.replay`` (NaN past the record).
+
+    Args:
+      scheduler: a torch scheduler that does not read a metric, on a fresh optimiser.
+      steps: how many steps to record.
+      group: the param group.
+      hyperparameter: "lr", "momentum", "beta1", "beta2", ... (the optimiser's numbers).
+
+    Returns:
+      An ``optax.Schedule`` (``count -> value``), float64 under ``jax_enable_x64``.
+
+    Raises:
+      ParityError: a scheduler on a metric, ``steps`` < 1, a group or hyperparameter the
+        optimiser does not have.
+
+    Examples:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=100)
+        tx = winit_jax.optim.sgd(translate_schedule(sched, 100), momentum=0.9)
+    """
+    optimizer = getattr(scheduler, "optimizer", None)
+    if optimizer is None:
+        raise ParityError(f"scheduler: {type(scheduler).__name__} has no optimizer")
+    rule, _ = _rule(optimizer)
+    if hyperparameter not in rule.numbers:
+        raise ParityError(f"hyperparameter: {rule.name} has {', '.join(rule.numbers)}, not "
+                          f"{hyperparameter!r}")
+    if not 0 <= group < len(optimizer.param_groups):
+        raise ParityError(f"group: the optimiser has {len(optimizer.param_groups)} param "
+                          f"groups, not a group {group}")
+    table = _record(optimizer, scheduler, steps, rule)
+    return optim.replay(table[:, group, rule.numbers.index(hyperparameter)])
 
 
 def _rule(optimizer) -> tuple[Rule, dict]:
@@ -205,72 +244,45 @@ def _labels(optimizer, pairing, table) -> dict[str, np.ndarray]:
     return labels
 
 
-def _leaf_path(keypath) -> str:
-    parts = []
-    for k in keypath:
-        name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
-        if isinstance(k, jax.tree_util.GetAttrKey) and name == "value":
-            continue
-        parts.append(str(name))
-    return "/".join(parts)
-
-
 def _transformation(rule: Rule, flags: dict, table: np.ndarray, labels: dict,
                     scheduled: bool) -> optax.GradientTransformation:
+    """The optax pieces: where each nnx tensor's elements all come from one param group,
+    ``optax.partition`` over the groups, each group torch's rule (``winit_jax.optim``) with
+    its recorded hyperparameters (numbers, or ``optim.replay`` schedules), and
+    ``optax.set_to_zero`` for tensors no group holds; where one tensor's elements come
+    from several groups (torch's ``bias_ih`` and ``bias_hh`` in Flax's one bias), one
+    transformation that reads each element's group."""
+    whole = {path: int(label.flat[0]) for path, label in labels.items()
+             if label.size and (label == label.flat[0]).all()}
+    if len(whole) == len(labels):
+        groups = {}
+        for k in range(table.shape[1]):
+            numbers = {name: (optim.replay(table[:, k, i]) if scheduled
+                              else float(table[0, k, i]))
+                       for i, name in enumerate(rule.numbers)}
+            groups[f"group {k}"] = rule_transformation(
+                rule, flags, lambda path, like, count, h=numbers: (
+                    {n: v(count) if callable(v) else v for n, v in h.items()}, None))
+        groups["not optimised"] = optax.set_to_zero()
+
+        def group_of(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda kp, _: (f"group {whole[path]}" if whole.get(path := leaf_path(kp), -1)
+                               >= 0 else "not optimised"), params)
+        return optax.partition(groups, group_of)
     n_steps = table.shape[0]
 
-    def leaves(tree):
-        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-        return [_leaf_path(kp) for kp, _ in flat], [x for _, x in flat], treedef
-
     def hyper(path, like, t):
-        """Each element's own group's hyperparameters at step ``t`` (NaN past the record);
-        None for a tensor the optimiser does not hold."""
+        """Each element's own group's hyperparameters at step ``t`` (NaN past the
+        record), the mask of elements no group holds; None for a tensor it does not hold."""
         label = labels.get(path)
-        first = int(label.flat[0]) if label is not None and label.size else -1
-        uniform = label is None or (label == first).all()
-        if uniform and first < 0:
+        if label is None or (label < 0).all():
             return None
-        row = jnp.asarray(table, like.dtype)[jnp.minimum(t, n_steps - 1)]
+        row = jnp.asarray(table)[jnp.minimum(t, n_steps - 1)]
         if scheduled:
             row = jnp.where(t < n_steps, row, jnp.nan)
-        if uniform:
-            return {k: row[first, i] for i, k in enumerate(rule.numbers)}
         index = jnp.asarray(np.maximum(label, 0))
-        return {k: row[:, i][index] for i, k in enumerate(rule.numbers)}
+        frozen = jnp.asarray(label < 0) if (label < 0).any() else None
+        return {k: row[:, i][index] for i, k in enumerate(rule.numbers)}, frozen
 
-    def init(params):
-        paths, values, treedef = leaves(params)
-        states = []
-        for path, p in zip(paths, values):
-            h = hyper(path, p, jnp.zeros((), jnp.int32))
-            states.append(rule.init(p, h, flags) if h is not None else {})
-        return {"count": jnp.zeros((), jnp.int32), "state": states}
-
-    def update(grads, state, params=None):
-        if params is None:
-            raise ParityError(f"{rule.name} from torch: update needs params (weight decay "
-                              "reads them); nnx.Optimizer passes them")
-        paths, g_leaves, treedef = leaves(grads)
-        p_leaves = jax.tree_util.tree_leaves(params)
-        t = state["count"]
-        out, new_states = [], []
-        for path, g, p, s in zip(paths, g_leaves, p_leaves, state["state"]):
-            h = hyper(path, p, t)
-            if h is None:
-                out.append(jnp.zeros_like(p))
-                new_states.append(s)
-                continue
-            new_p, s_new = rule.step(g.astype(p.dtype), p, s, h, t, flags)
-            label = labels[path]
-            if (label < 0).any():
-                frozen = jnp.asarray(label < 0)
-                new_p = jnp.where(frozen, p, new_p)
-                s_new = {k: jnp.where(frozen, s[k], v) for k, v in s_new.items()}
-            out.append(new_p - p)
-            new_states.append(s_new)
-        return (jax.tree_util.tree_unflatten(treedef, out),
-                {"count": t + 1, "state": new_states})
-
-    return optax.GradientTransformation(init, update)
-
+    return rule_transformation(rule, flags, hyper)
