@@ -25,7 +25,7 @@ from winit_jax.lab import depth as V
 
 def timed(schemes, index, keys, x, sizes, chunk):
     t0 = time.perf_counter()
-    program = V._jax_stats.lower(jnp.int32(index), keys, x, schemes=schemes, sizes=sizes,
+    program = V.jax_stats.lower(jnp.int32(index), keys, x, schemes=schemes, sizes=sizes,
                                  chunk=chunk).compile()
     t1 = time.perf_counter()
     out = jax.block_until_ready(program(jnp.int32(index), keys, x))

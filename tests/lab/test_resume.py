@@ -6,6 +6,7 @@ refuses what is not an interrupted run of the same config."""
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,7 +197,7 @@ def test_torch_run_resumes_from_its_epoch_checkpoint(scheme, rows, tmp_path):
 
 def _two_hosts(out, shared_data, *extra, wait=True):
     """Two processes on 127.0.0.1 as a two-host cluster, one shared --out."""
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [subprocess.Popen(argv(None, shared_data, *extra, "--coordinator", f"127.0.0.1:{port}",

@@ -107,8 +107,8 @@ def test_shared_sweep_program_draws_each_scheme_as_alone():
         chunk = 1 if V.one_at_a_time(group[0]) else 8
         ends = []
         for i in (0, len(group) - 1):
-            shared = V._jax_stats(jnp.int32(i), keys, x, schemes=group, sizes=sizes, chunk=chunk)
-            alone = V._jax_stats(jnp.int32(0), keys, x, schemes=(group[i],), sizes=sizes,
+            shared = V.jax_stats(jnp.int32(i), keys, x, schemes=group, sizes=sizes, chunk=chunk)
+            alone = V.jax_stats(jnp.int32(0), keys, x, schemes=(group[i],), sizes=sizes,
                                  chunk=chunk)
             for a, b in zip(shared, alone):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=group[i])

@@ -73,11 +73,8 @@ def test_qkv_projections_in_the_wrong_order_are_inside_the_attention(vit):
         out = base.to_flax(t, f)
         out["query/kernel"], out["key/kernel"] = out["key/kernel"], out["query/kernel"]
         return out
-    kind = P.register(dataclasses.replace(base, to_flax=swapped))
-    try:
+    with P.registered(dataclasses.replace(base, to_flax=swapped)):
         d = _check(net, port, x, flax_inputs=E.nhwc).first_divergence
-    finally:
-        P.unregister(kind)
     assert (d.torch_name, d.where) == ("encoder.layers.encoder_layer_0.self_attention", "inside")
     assert "q/k/v order" in d.hint
 

@@ -9,6 +9,7 @@ from flax import nnx
 import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
+from winit_jax.cells import TorchLSTMCell
 from winit_jax.parity import examples as E
 
 torch = require_torch()
@@ -108,7 +109,7 @@ def test_language_model_with_flaxs_cells_says_why_its_steps_part():
     assert any("TorchLSTMCell" in n and "twice as fast" in n for n in report.notes)
 
 
-class SwappedGates(__import__("winit_jax.cells", fromlist=["x"]).TorchLSTMCell):
+class SwappedGates(TorchLSTMCell):
     """A porter's slip: the gates read in (i, g, f, o) order instead of torch's (i, f, g, o)."""
 
     def __call__(self, carry, inputs):

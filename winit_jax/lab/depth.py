@@ -181,7 +181,7 @@ def _is_deep(sizes) -> bool:
 
 
 @functools.partial(jax.jit, static_argnames=("schemes", "sizes", "chunk"))
-def _jax_stats(index, keys, x, *, schemes, sizes, chunk):
+def jax_stats(index, keys, x, *, schemes, sizes, chunk):
     if _is_deep(sizes):
         fn = functools.partial(deep_net_stats, x=x, scheme=schemes, index=index,
                                width=sizes[1], depth=len(sizes) - 1)
@@ -210,7 +210,7 @@ def stats_over_seeds(framework: str, scheme: str, x, sizes: Sequence[int], seeds
         keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in seeds])
         chunk = 1 if one_at_a_time(scheme) else chunk
         group = program_group(scheme) if _is_deep(sizes) else (scheme,)
-        out = _jax_stats(jnp.int32(group.index(scheme)), keys, jnp.asarray(x), schemes=group,
+        out = jax_stats(jnp.int32(group.index(scheme)), keys, jnp.asarray(x), schemes=group,
                          sizes=sizes, chunk=chunk)
         return S.LayerStats(*(np.asarray(a) for a in out))
     if framework == "torch":
