@@ -18,7 +18,7 @@ def test_small_cnn_trained_one_epoch_on_real_digits(shared_data):
     from winit_jax.lab.cnn_example import mnist_cnn
 
     torch_module, model, x, kwargs = mnist_cnn(data_dir=shared_data)
-    assert len(kwargs["eval_data"][1]) == 10_000  # the real test split, not the sample
+    assert len(kwargs["eval_data"]["targets"]) == 10_000  # the real test split, not the sample
     report = P.check(torch_module, model, x, **kwargs)
     report.assert_ok()
     assert len(report.curves["torch"]) == len(report.curves["flax"]) == 5_000 // 100

@@ -82,7 +82,8 @@ def test_qkv_projections_in_the_wrong_order_are_inside_the_attention(vit):
 def test_lstm_gate_order_is_inside_the_lstm():
     from tests.porting.test_ports import SwappedGates
     net, port, data, kw = E.language_model("LSTM", cell_class=SwappedGates)
-    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
+    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"],
+                targets=kw["targets"]).first_divergence
     assert (d.torch_name, d.flax_path, d.where) == ("rnn", "rnn/0", "inside")
     assert "gate order" in d.hint
 
@@ -93,7 +94,8 @@ def test_a_fault_in_an_unrecorded_stacked_lstm_names_its_layers():
     the hint must name the stacked layers as candidates, not only "the code between"."""
     from tests.porting.test_ports import SwappedGates
     net, port, data, kw = E.language_model("LSTM", num_layers=2, cell_class=SwappedGates)
-    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"]).first_divergence
+    d = P.check(net, port, data, init_seeds=0, loss=kw["loss"],
+                targets=kw["targets"]).first_divergence
     assert (d.torch_name, d.where) == ("head", "before")
     assert "rnn.l0, rnn.l1" in d.hint
 

@@ -319,8 +319,8 @@ def test_an_error_after_the_init_part_leaves_both_models_as_they_were(where):
         def broken(y, c):
             raise RuntimeError("metric broke")
         with pytest.raises(RuntimeError, match="metric broke"):
-            P.check(t, f, (x, np.zeros(4, np.int64)), steps=2, metric=broken,
-                    eval_data=(x, np.zeros(4, np.int64)))
+            P.check(t, f, x, targets=np.zeros(4, np.int64), steps=2, metric=broken,
+                    eval_data=dict(inputs=x, targets=np.zeros(4, np.int64)))
     _unchanged(before, t, f)
     assert all(p.grad is None for p in t.parameters())
 

@@ -265,8 +265,9 @@ def test_lstm_from_torch():
     lstm = nn.LSTM(16, 32, batch_first=True)
     model = nnx.RNN(nnx.OptimizedLSTMCell(16, 32, rngs=nnx.Rngs(0)))
     x = np.random.default_rng(2).standard_normal((4, 20, 16)).astype(np.float32)
-    P.check(lstm, model, x, init_seeds=4).assert_ok()
-    trained = P.check(lstm, model, x, steps=3, learning_rate=0.5, init_seeds=0)
+    y = dict(torch_outputs=lambda out: out[0])  # torch's (y, (h, c)); nnx.RNN's y
+    P.check(lstm, model, x, init_seeds=4, **y).assert_ok()
+    trained = P.check(lstm, model, x, steps=3, learning_rate=0.5, init_seeds=0, **y)
     assert any("bias" in c.name for c in trained.failures())
 
 
@@ -279,7 +280,7 @@ def test_gru_from_torch():
         gru.bias_hh_l0[32:] = 0.0
     model = nnx.RNN(nnx.GRUCell(8, 16, rngs=nnx.Rngs(0)))
     x = np.random.default_rng(3).standard_normal((4, 12, 8)).astype(np.float32)
-    report = P.check(gru, model, x, init_seeds=4)
+    report = P.check(gru, model, x, init_seeds=4, torch_outputs=lambda out: out[0])
     report.assert_ok()
     # init: weight_ih, weight_hh, the summed bias_ih, and bias_hh (0 in both once summed)
     assert {s["part"]: s["checks"] for s in report.summary()} == {
@@ -293,7 +294,7 @@ def test_gru_from_torch():
         return out
     base = next(k for k in P.kinds() if k.name == "GRU")
     with mutant("GRU", to_flax=r_z_swapped):
-        bad = P.check(gru, model, x, init_seeds=0)
+        bad = P.check(gru, model, x, init_seeds=0, torch_outputs=lambda out: out[0])
     assert "forward" in {c.part for c in bad.failures()}
 
 
@@ -327,12 +328,28 @@ def _frozen(t, f):
     (dict(inputs=np.zeros((4, 5), np.float32)), "inputs: shape (4, 5) does not fit the torch"),
     (dict(flax_inputs=lambda x: x[:, :5]), "(after flax_inputs) does not fit the nnx model"),
     (dict(flax_outputs=lambda y: y[:, :2]), "outputs: torch (4, 3) vs nnx (4, 2)"),
-    (dict(batches=[np.zeros((4, 6)), np.zeros((4, 5))]), "batches[1]: shape (4, 5)"),
-    (dict(batches=[np.zeros((4, 6))], steps=2), "steps: 2 steps with batches"),
+    (dict(batches=[dict(inputs=np.zeros((4, 6))), dict(inputs=np.zeros((4, 5)))]),
+     "batches[1]: shape (4, 5)"),
+    (dict(batches=[dict(inputs=np.zeros((4, 6)))], steps=2), "steps: 2 steps with batches"),
     (dict(metric=P.accuracy), "metric: metric and eval_data go together"),
-    (dict(batches=[(np.zeros((4, 6)), np.zeros(4, np.int64)), np.zeros((4, 6))]),
-     "batches: give targets with every batch or with none"),
-    (dict(batches=[(np.zeros((4, 6)), np.zeros(3, np.int64))]), "batches[0]: 3 targets for 4"),
+    (dict(targets=np.zeros(4, np.int64), batches=[
+        dict(inputs=np.zeros((4, 6)), targets=np.zeros(4, np.int64)),
+        dict(inputs=np.zeros((4, 6)))]),
+     "batches[1]: give targets with every batch or with none"),
+    (dict(targets=np.zeros(4, np.int64),
+          batches=[dict(inputs=np.zeros((4, 6)), targets=np.zeros(3, np.int64))]),
+     "batches[0]: 3 targets for 4"),
+    # the old (inputs, targets) forms: refused, saying what to pass instead
+    (dict(batches=[(np.zeros((4, 6)), np.zeros(4, np.int64))]),
+     "batches[0]: each item is a dict(inputs=..., kwargs=..., targets=...), got tuple"),
+    (dict(inputs=(np.ones((4, 6), np.float32), np.zeros(4, np.int64))),
+     "takes 2 positional arguments but 3 were given; a tuple is several positional inputs: "
+     "pass the loss's targets as targets="),
+    (dict(kwargs=dict(attention_mask=np.ones((4, 6)))), "inputs: shape (4, 6) and keyword "
+     "inputs ['attention_mask'] does not fit the torch module"),
+    (dict(torch_outputs=lambda y: "logits"), "torch_outputs: gives str, which holds no tensor"),
+    (dict(torch_outputs=lambda y: (y, y)), "outputs: torch gives tuple(0 (4, 3), 1 (4, 3)) and "
+     "the port gives array (4, 3); pass torch_outputs="),
 ])
 def test_data_that_does_not_fit_is_one_parity_error_and_changes_nothing(kwargs, needle):
     torch.manual_seed(0)

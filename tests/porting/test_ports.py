@@ -157,7 +157,9 @@ def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
     x = np.random.default_rng(5).standard_normal((3, 9, 4)).astype(np.float32)
     torch.manual_seed(0)
     tanh = nn.RNN(4, 6, batch_first=True)
-    P.check(tanh, nnx.RNN(nnx.SimpleCell(4, 6, rngs=nnx.Rngs(0))), x, init_seeds=4).assert_ok()
+    y = dict(torch_outputs=lambda out: out[0])  # torch's (y, h); nnx.RNN's y
+    P.check(tanh, nnx.RNN(nnx.SimpleCell(4, 6, rngs=nnx.Rngs(0))), x, init_seeds=4,
+            **y).assert_ok()
     relu = nn.RNN(4, 6, nonlinearity="relu", num_layers=2, batch_first=True)
 
     class Port(nnx.Module):
@@ -169,7 +171,7 @@ def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
             for r in self.layers:
                 x = r(x)
             return x
-    P.check(relu, Port(nnx.Rngs(0)), x, steps=3, init_seeds=4).assert_ok()
+    P.check(relu, Port(nnx.Rngs(0)), x, steps=3, init_seeds=4, **y).assert_ok()
 
 
 # --- a scanned stack: 4 transformer blocks, nnx.vmap + nnx.scan against a torch ModuleList --

@@ -22,14 +22,16 @@ def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
     images, labels = data.load_sample()
     x = (images.astype(np.float32) / np.float32(256))[:, None]  # notebook A's /256, NCHW
     order = np.random.default_rng(seed).permutation(len(x))
-    batches = [(x[i], labels[i]) for i in np.array_split(order, len(x) // batch_size)]
+    batches = [dict(inputs=x[i], targets=labels[i])
+               for i in np.array_split(order, len(x) // batch_size)]
     try:
         test_images, test_labels = data.load_mnist(data_dir or default_data_dir(), "test")
-        held_out = ((test_images.astype(np.float32) / np.float32(256))[:, None], test_labels)
+        held_out = dict(inputs=(test_images.astype(np.float32) / np.float32(256))[:, None],
+                        targets=test_labels)
     except data.MNISTNotFoundError:
-        held_out = (x, labels)
+        held_out = dict(inputs=x, targets=labels)
     torch.manual_seed(seed)
-    return (torch_cnn(), nnx.eval_shape(lambda: flax_cnn(nnx.Rngs(seed))), batches[0],
-            dict(batches=batches, flax_inputs=nhwc, train=True, learning_rate=0.01,
+    return (torch_cnn(), nnx.eval_shape(lambda: flax_cnn(nnx.Rngs(seed))), batches[0]["inputs"],
+            dict(targets=batches[0]["targets"], batches=batches, flax_inputs=nhwc, train=True, learning_rate=0.01,
                  momentum=0.6, metric=parity.accuracy, eval_data=held_out, init_seeds=4,
                  loss=parity.cross_entropy))

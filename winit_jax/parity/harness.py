@@ -24,11 +24,13 @@ from winit_jax.parity.stage_steps import Training, step_stage
 from winit_jax.parity.transfer import check_dtype, flax_updates
 
 
-def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: int = 0,
+def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets=None,
+          loss: Callable | None = None, steps: int = 0,
           batches: Iterable | None = None, learning_rate: float = 0.01, momentum: float = 0.0,
           init_seeds: int = 4, overrides: Mapping | None = None,
           fresh_torch: Callable | None = None, train: bool = False,
-          flax_inputs: Callable | None = None, flax_outputs: Callable | None = None,
+          flax_inputs: Callable | tuple | None = None, torch_outputs: Callable | None = None,
+          flax_outputs: Callable | None = None,
           metric: Callable | None = None, eval_data=None,
           mapping: Mapping[str, str] | None = None, pairing: Pairing | None = None,
           kinds: Sequence = (),
@@ -44,11 +46,19 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
       model: the nnx port (left holding torch's weights, trained ``steps`` steps; on an
         error it is left as it was); it may be built as shapes (``nnx.eval_shape``):
         ``check`` fills it.
-      inputs: a batch in torch's layout (NumPy or torch), or an ``(inputs, targets)`` pair.
+      inputs: the input in torch's layout (NumPy or torch), or a tuple of positional inputs
+        (a tuple always means several). Floating arrays are cast to the check's dtype;
+        integer ones (token ids, timesteps) stay integers and are never perturbed.
+      kwargs: keyword inputs given to both models (``attention_mask=``, ``timestep=``,
+        ``return_dict=False``): arrays converted like inputs (no layout change), other
+        values passed as they are.
+      targets: the loss's targets (only ever by name).
       loss: ``loss(output)`` or, with targets, ``loss(output, target)`` in either framework,
-        a scalar; default: a regression to a fixed random target, or with targets
-        ``cross_entropy`` (integer) / mean squared error (real).
-      steps: training steps on ``inputs``; or ``batches``: one step per item, in order.
+        a scalar, on the compared output; default: a regression to a fixed random target,
+        or with targets ``cross_entropy`` (integer) / mean squared error (real), on the
+        first compared output (a note says so when there are several).
+      steps: training steps on ``inputs``; or ``batches``: one step per item, in order,
+        each item ``dict(inputs=..., kwargs=..., targets=...)`` (only inputs required).
       learning_rate, momentum: ``torch.optim.SGD`` and ``optax.sgd``'s (without
         ``make_optimizer``).
       make_optimizer: ``f(torch_module) -> torch.optim.Optimizer``, called once per torch
@@ -65,10 +75,15 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         (``torch_like.init``'s ``overrides``) and ``fresh_torch`` a factory for a model whose
         constructor re-initialises (torchvision's ResNet).
       train: run the steps in training mode (BatchNorm batch statistics).
-      flax_inputs, flax_outputs: inputs to the port's layout (NCHW -> NHWC), the port's
-        outputs back to torch's.
-      metric, eval_data: ``metric(output, target)`` on an ``(inputs, targets)`` pair after
-        training (e.g. ``accuracy``).
+      flax_inputs: each positional input to the port's layout (NCHW -> NHWC): one
+        function for all, or a tuple with one function (or None) per input.
+      torch_outputs: picks what to compare of torch's output when the two structures
+        differ (``lambda out: out.logits``; an LSTM's ``lambda out: out[0]``). Outputs may
+        be a tensor, a tuple/list, a dict, a dataclass or HF's ``ModelOutput``: every tensor
+        leaf is compared with the port's leaf of the same key (or position).
+      flax_outputs: the port's output to torch's layout (and structure).
+      metric, eval_data: ``metric(output, target)`` on the first compared output, on
+        ``eval_data`` (an item like ``batches``') after training (e.g. ``accuracy``).
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
       pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
       kinds: layer kinds for this check only, ahead of the registered ones.
@@ -86,20 +101,15 @@ def check(torch_module, model, inputs, *, loss: Callable | None = None, steps: i
         ``batches``, a ``metric`` without ``eval_data``. Whatever is raised, both models
         are left as they were.
     """
+    options = {k: v for k, v in locals().items() if k != "kinds"}
     with registered(*kinds):
-        return _check(torch_module, model, inputs, loss=loss, steps=steps, batches=batches,
-                      learning_rate=learning_rate, momentum=momentum, init_seeds=init_seeds,
-                      overrides=overrides, fresh_torch=fresh_torch, train=train,
-                      flax_inputs=flax_inputs, flax_outputs=flax_outputs, metric=metric,
-                      eval_data=eval_data, mapping=mapping, pairing=pairing, dtype=dtype,
-                      layers=layers, make_optimizer=make_optimizer,
-                      make_scheduler=make_scheduler, tx=tx, clip_grad_norm=clip_grad_norm)
+        return _check(**options)
 
 
-def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, momentum,
-           init_seeds, overrides, fresh_torch, train, flax_inputs, flax_outputs, metric,
-           eval_data, mapping, pairing, dtype, layers, make_optimizer, make_scheduler, tx,
-           clip_grad_norm) -> ParityReport:
+def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches,
+           learning_rate, momentum, init_seeds, overrides, fresh_torch, train, flax_inputs,
+           torch_outputs, flax_outputs, metric, eval_data, mapping, pairing, dtype, layers,
+           make_optimizer, make_scheduler, tx, clip_grad_norm) -> ParityReport:
     first = next(iter(torch_module.parameters()))
     dtype = check_dtype(dtype or str(first.dtype).removeprefix("torch."), "check")
     if (make_optimizer is None) and (make_scheduler is not None or tx is not None):
@@ -110,9 +120,10 @@ def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, 
         if factory is not None and not callable(factory):
             raise ParityError(f"{name}: must be a function that builds it (got a "
                               f"{type(factory).__name__}: pass lambda m: ..., not the object)")
-    run = prepare(torch_module, model, inputs, loss=loss, steps=steps, batches=batches,
-                   flax_inputs=flax_inputs, flax_outputs=flax_outputs, metric=metric,
-                   eval_data=eval_data, mapping=mapping, pairing=pairing, dtype=dtype)
+    run = prepare(torch_module, model, inputs, kwargs=kwargs, targets=targets, loss=loss,
+                  steps=steps, batches=batches, flax_inputs=flax_inputs,
+                  torch_outputs=torch_outputs, flax_outputs=flax_outputs, metric=metric,
+                  eval_data=eval_data, mapping=mapping, pairing=pairing, dtype=dtype)
     training = Training(make_optimizer, make_scheduler, tx, clip_grad_norm, learning_rate,
                          momentum)
     if train and run.schedule:
@@ -121,7 +132,7 @@ def _check(torch_module, model, inputs, *, loss, steps, batches, learning_rate, 
             raise ParityError(f"train: dropout is active in train mode ({'; '.join(active[:3])})"
                               ": the two frameworks draw different masks, so the steps would "
                               "compare noise; set its rate to 0 for the check")
-    found: list[Findings] = []
+    found: list[Findings] = [Findings(notes=list(run.notes))]
     with restored(torch_module, model):
         if init_seeds:
             found.append(init_stage(run, init_seeds, overrides, fresh_torch))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,15 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError, np_copy
+from winit_jax.parity.io import (
+    Batch,
+    Data,
+    describe,
+    is_array,
+    is_torch,
+    leaves,
+    matched,
+)
 from winit_jax.parity.losses import regression_loss, target_loss
 from winit_jax.parity.pairing import Pair, resolve, tensor_prefix
 from winit_jax.parity.report import (
@@ -34,16 +42,6 @@ class Findings:
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
-class Batch(NamedTuple):
-    """One batch in both frameworks: torch's inputs and targets, and the port's (its inputs
-    through ``flax_inputs``); targets None where the loss takes none."""
-
-    x_torch: object
-    x_flax: jax.Array
-    targets_torch: object | None
-    targets_flax: jax.Array | None
-
-
 @dataclasses.dataclass
 class Run:
     """What the stages of one ``check`` read: both models, the pairs, the data, the loss.
@@ -57,9 +55,12 @@ class Run:
     inputs: Batch                  # the batch the forward, gradient and layer parts run on
     schedule: list[Batch]          # one per training step
     held_out: Batch | None         # the metric's data
-    call: Callable                 # loss(output, target)
-    out_f: Callable                # the port's output -> torch's layout
-    flax_inputs: Callable | None   # torch's inputs -> the port's layout
+    call: Callable                 # loss(compared output, targets) in either framework
+    torch_out: Callable            # torch's output -> what is compared (torch_outputs)
+    out_f: Callable                # the port's output -> torch's layout (flax_outputs)
+    keys: list                     # [(torch leaf key, port leaf key)] compared
+    data: Data                     # how inputs become a Batch (the nearby-input probes)
+    notes: list                    # what the reader must know from the preparation
 
     def modes(self, training: bool) -> None:
         self.torch_module.train(training)
@@ -99,103 +100,108 @@ class restored:
         return False
 
 
-def prepare(torch_module, model, inputs, *, loss, steps, batches, flax_inputs, flax_outputs,
-             metric, eval_data, mapping, pairing, dtype) -> Run:
-    """Everything checked before either model changes: pairs, data, shapes, the loss."""
+def prepare(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches,
+            flax_inputs, torch_outputs, flax_outputs, metric, eval_data, mapping, pairing,
+            dtype) -> Run:
+    """Everything checked before either model changes: pairs, data, outputs, the loss."""
     import torch
 
-    data = _Data(getattr(torch, dtype), flax_inputs)
-    first = data(inputs, "inputs")
-    x_torch, targets_torch = first.x_torch, first.targets_torch
+    data = Data(getattr(torch, dtype), flax_inputs)
+    first = data(inputs, kwargs, targets, "inputs")
     if batches is not None and steps:
         raise ParityError(f"steps: {steps} steps with batches; the batches set the steps "
                           "(one each)")
-    schedule = ([data(b, f"batches[{i}]", like=x_torch) for i, b in enumerate(batches)]
+    schedule = ([data.item(b, f"batches[{i}]", like=first) for i, b in enumerate(batches)]
                 if batches is not None else [first] * steps)
     if (metric is None) != (eval_data is None):
         raise ParityError("metric: metric and eval_data go together")
-    held_out = data(eval_data, "eval_data", like=x_torch) if eval_data is not None else None
+    held_out = data.item(eval_data, "eval_data", like=first) if eval_data is not None else None
+    torch_out = torch_outputs or (lambda y: y)
     out_f = flax_outputs or (lambda y: y)
     paired = resolve(torch_module, model, mapping, pairing, "pairing")
-    y_torch, y_flax = _probe(torch_module, model, first, out_f)
-    if any((b.targets_torch is None) != (targets_torch is None) for b in schedule):
-        raise ParityError("batches: give targets with every batch or with none (as inputs)")
-    loss = loss or (regression_loss(y_torch) if targets_torch is None
-                    else target_loss(targets_torch))
-    call = (lambda y, c: loss(y)) if targets_torch is None else loss
+    y_torch, y_flax, keys = _probe(torch_module, model, first, torch_out, out_f,
+                                   picked=torch_outputs is not None)
+    notes = []
+    if loss is None:
+        first_torch, first_flax = keys[0]
+
+        def first_compared(y):
+            """The first compared output of either side (the port's dict may come back
+            with its keys sorted)."""
+            found = leaves(y)
+            return (found[first_torch] if any(map(is_torch, found.values()))
+                    else found[first_flax])
+        base = (regression_loss(first_compared(y_torch)) if first.targets_torch is None
+                else target_loss(first.targets_torch))
+
+        def loss(y, *target):
+            return base(first_compared(y), *target)
+        if len(keys) > 1:
+            notes.append(f"the default loss is computed on the first compared output "
+                         f"({keys[0][0]}); pass loss= for another")
+    call = (lambda y, c: loss(y)) if first.targets_torch is None else loss
     _probe_loss(call, y_torch, y_flax, first)
     return Run(torch_module, model, paired, dtype, TOLERANCES[dtype], first, schedule,
-                held_out, call, out_f, flax_inputs)
+               held_out, call, torch_out, out_f, keys, data, notes)
 
 
-class _Data:
-    """Turns ``inputs`` / a batch / eval data (an array, or an (inputs, targets) pair) into
-    a ``Batch``, checked against the first."""
-
-    def __init__(self, tdtype, flax_inputs):
-        self.tdtype, self.flax_inputs = tdtype, flax_inputs
-
-    def __call__(self, item, what, like=None):
-        import torch
-
-        x, c = item if isinstance(item, tuple) else (item, None)
-        x_torch = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        if x_torch.is_floating_point():  # token ids stay integers
-            x_torch = x_torch.to(self.tdtype)
-        if like is not None and tuple(x_torch.shape[1:]) != tuple(like.shape[1:]):
-            raise ParityError(f"{what}: shape {tuple(x_torch.shape)} where inputs have "
-                              f"{tuple(like.shape)} (only the batch size may differ)")
-        targets_torch = None
-        if c is not None:
-            targets_torch = c if isinstance(c, torch.Tensor) else torch.as_tensor(np.asarray(c))
-            if targets_torch.is_floating_point():
-                targets_torch = targets_torch.to(self.tdtype)
-            if targets_torch.shape[:1] != x_torch.shape[:1]:
-                count = targets_torch.shape[0] if targets_torch.ndim else 0
-                raise ParityError(f"{what}: {count} targets for "
-                                  f"{x_torch.shape[0]} inputs")
-        x_numpy = x_torch.numpy()
-        x_flax = jnp.asarray(self.flax_inputs(x_numpy) if self.flax_inputs else x_numpy)
-        return Batch(x_torch, x_flax, targets_torch,
-                     None if targets_torch is None else jnp.asarray(targets_torch.numpy()))
-
-
-def first_output(out):
-    """A module's output, or the first of the tuple it returns (an LSTM's (y, state))."""
-    return out[0] if isinstance(out, tuple) else out
+def _inputs_text(batch: Batch, side: str) -> str:
+    args = batch.args_torch if side == "torch" else batch.args_flax
+    shapes = [tuple(x.shape) for x in args if is_array(x)]
+    text = (f"shape {shapes[0]}" if len(shapes) == 1 and len(args) == 1
+            else f"{len(args)} positional inputs {shapes}")
+    names = sorted(batch.kwargs_torch)
+    return text + (f" and keyword inputs {names}" if names else "")
 
 
 def first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _probe(torch_module, model, first, out_f):
-    """Runs both models once on the inputs' shapes (torch in eval mode without gradients,
-    the port abstractly) so that inputs that do not fit fail here, before anything changes.
-    Returns torch's output and the port's (abstract) one."""
+def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool):
+    """Runs both models once on the inputs (torch in eval mode without gradients, the port
+    abstractly) so that inputs or outputs that do not fit fail here, before anything
+    changes. Returns torch's compared output, the port's (abstract) one and the matched
+    leaves."""
     import torch
 
-    x_torch, x_flax = first.x_torch, first.x_flax
     was = torch_module.training
     try:
         torch_module.eval()
         with torch.no_grad():
-            y_torch = first_output(torch_module(x_torch))
+            raw = first.torch_call(torch_module)
     except Exception as e:  # torch's own message, one line, after ours
-        raise ParityError(f"inputs: shape {tuple(x_torch.shape)} does not fit the torch module: "
-                          f"{first_line(e)}") from None
+        hint = ("; a tuple is several positional inputs: pass the loss's targets as "
+                "targets=" if len(first.args_torch) == 2 and isinstance(e, TypeError) else "")
+        raise ParityError(f"inputs: {_inputs_text(first, 'torch')} does not fit the torch "
+                          f"module: {first_line(e)}{hint}") from None
     finally:
         torch_module.train(was)
     try:
-        y_flax = nnx.eval_shape(lambda m, x: out_f(m(x)), _eval_copy(model), x_flax)
+        y_torch = torch_out(raw)
     except Exception as e:
-        raise ParityError(f"inputs: shape {tuple(x_flax.shape)} (after flax_inputs) does not fit "
-                          f"the nnx model: {first_line(e)}") from None
-    if tuple(y_flax.shape) != tuple(y_torch.shape):
-        raise ParityError(f"outputs: torch {tuple(y_torch.shape)} vs nnx "
-                          f"{tuple(y_flax.shape)}; pass "
-                          "flax_outputs to map the port's output to torch's layout")
-    return y_torch, y_flax
+        raise ParityError(f"torch_outputs: fails on torch's output {describe(raw)}: "
+                          f"{first_line(e)}") from None
+    if picked and not leaves(y_torch):
+        raise ParityError(f"torch_outputs: gives {type(y_torch).__name__}, which holds no "
+                          "tensor; it must return a tensor or a structure of tensors")
+    args, arrays = first.flax_arrays()
+    static = first.flax_static()
+    try:
+        y_flax = nnx.eval_shape(lambda m, a, k: out_f(m(*a, **k, **static)), _eval_copy(model),
+                                args, arrays)
+    except Exception as e:
+        raise ParityError(f"inputs: {_inputs_text(first, 'flax')} (after flax_inputs) does not "
+                          f"fit the nnx model: {first_line(e)}") from None
+    keys = matched(y_torch, y_flax)
+    theirs, ours = leaves(y_torch), leaves(y_flax)
+    for kt, kf in keys:
+        if tuple(theirs[kt].shape) != tuple(ours[kf].shape):
+            where = f" {kt}" if kt else ""
+            raise ParityError(f"outputs{where}: torch {tuple(theirs[kt].shape)} vs nnx "
+                              f"{tuple(ours[kf].shape)}; pass flax_outputs to map the port's "
+                              "output to torch's layout")
+    return y_torch, y_flax, keys
 
 
 def _probe_loss(call, y_torch, y_flax, first):
@@ -242,15 +248,16 @@ def fill_abstract(model) -> None:
                               "that variable concretely or pair it (mapping=)")
 
 
-def torch_outputs_and_grads(run: Run, module, x_torch, targets_torch, layers=None
-                            ) -> tuple[np.ndarray, dict]:
-    """A torch module's output and its loss's gradient per paired tensor (eval mode);
-    ``layers`` maps the pairs' torch names to ``module``'s layers when it is not the paired
-    module itself (torch's float64 copy); the tensors each kind compares
+def torch_outputs_and_grads(run: Run, module, batch: Batch, *, float64: bool = False,
+                            layers=None) -> tuple[dict, dict]:
+    """A torch module's compared outputs (``{leaf key: array}``) and its loss's gradient
+    per paired tensor (eval mode), floating inputs in float64 with ``float64``; ``layers``
+    maps the pairs' torch names to ``module``'s layers when it is not the paired module
+    itself (torch's float64 copy); the tensors each kind compares
     (``Kind.compares_gradient``)."""
     module.zero_grad()
-    y = first_output(module(x_torch))
-    run.call(y, targets_torch).backward()
+    y = run.torch_out(batch.torch_call(module, float64=float64))
+    run.call(y, batch.torch_targets(float64=float64)).backward()
     grads = {}
     for p in run.paired:
         tm = p.torch_module if layers is None else layers[p.torch_name]
@@ -258,12 +265,8 @@ def torch_outputs_and_grads(run: Run, module, x_torch, targets_torch, layers=Non
             if t.grad is not None and (p.kind.compares_gradient is None
                                        or p.kind.compares_gradient(n)):
                 grads[tensor_prefix(p) + n] = np_copy(t.grad)
-    return y.detach().numpy(), grads
-
-
-def widened(t):
-    """A torch tensor in float64 when it is floating (token ids and labels stay integers)."""
-    return t.double() if t is not None and t.is_floating_point() else t
+    out = leaves(y)
+    return {kt: out[kt].detach().numpy() for kt, _ in run.keys}, grads
 
 
 def as_float64(value):

@@ -5,42 +5,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from winit_jax.parity.io import Batch, leaves
 from winit_jax.parity.pairing import torch_layers
 from winit_jax.parity.report import (
     Outcome,
 )
-from winit_jax.parity.run import Findings, Run, torch_outputs_and_grads, widened
+from winit_jax.parity.run import Findings, Run, torch_outputs_and_grads
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
 from winit_jax.parity.transfer import torch_values
 
 PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
-
-
 PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
 
 
-def _port_value_and_grad(run: Run) -> Callable:
-    """``f(model, x_flax, targets_flax) -> ((loss, output), gradients)`` of the port (``nnx``)."""
-    def loss(m, x, c):
-        y = run.out_f(m(x))
+def _port_value_and_grad(run: Run, static: dict) -> Callable:
+    """``f(model, args, kwargs, targets) -> ((loss, output), gradients)`` of the port
+    (``nnx``); ``static``: the keyword inputs that are not arrays."""
+    def loss(m, args, kwargs, c):
+        y = run.out_f(m(*args, **kwargs, **static))
         return run.call(y, c), y
     return nnx.value_and_grad(loss, has_aux=True)
 
 
-def _port_outputs_and_grads(run: Run, model, x_flax, targets_flax, value_and_grad=None
-                            ) -> tuple[np.ndarray, dict]:
-    """The port's output and its loss's gradient per paired tensor, in torch's layout.
+def _port_outputs_and_grads(run: Run, model, batch: Batch, value_and_grad=None
+                            ) -> tuple[dict, dict]:
+    """The port's compared outputs (``{torch leaf key: array}``) and its loss's gradient
+    per paired tensor, in torch's layout.
 
     Eager by default (one call: compiling costs more, a warm ViT check took 0.22 s eager,
     2.1 s jitted); the nearby-input probes pass one jitted ``_port_value_and_grad`` for
     their ``PROBES`` calls (a MobileNetV2's eager gradient took 2.3 s a call).
     """
-    (_, y_flax), grads = (value_and_grad or _port_value_and_grad(run))(model, x_flax, targets_flax)
+    args, arrays = batch.flax_arrays()
+    f = value_and_grad or _port_value_and_grad(run, batch.flax_static())
+    (_, y_flax), grads = f(model, args, arrays, batch.targets_flax)
     # read the gradients in torch's layout through the pairs: write them into the model's
     # parameters for a moment, convert, and put the parameters back
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
@@ -51,7 +53,12 @@ def _port_outputs_and_grads(run: Run, model, x_flax, targets_flax, value_and_gra
     finally:
         for var, value in zip(params, originals):
             var.set_value(value)
-    return np.asarray(y_flax), grads_flax
+    out = leaves(y_flax)
+    return {kt: np.asarray(out[kf]) for kt, kf in run.keys}, grads_flax
+
+
+def _output_name(key: str) -> str:
+    return f"output {key}" if key else "output"
 
 
 def forward_and_gradient_stage(run: Run, ref) -> Findings:
@@ -69,16 +76,17 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
     Returns:
       ``Findings``: the checks and notes (a kink flip: inconclusive checks and a note).
     """
-    x_torch, x_flax, targets_torch, targets_flax = run.inputs
+    batch = run.inputs
     run.modes(False)
-    y_torch, grads_torch = torch_outputs_and_grads(run, run.torch_module, x_torch, targets_torch)
+    y_torch, grads_torch = torch_outputs_and_grads(run, run.torch_module, batch)
     ref_layers = dict(torch_layers(ref)) if ref is not None else None
-    y_float64, grads_float64 = (torch_outputs_and_grads(run, ref.eval(), widened(x_torch),
-                                                        widened(targets_torch), ref_layers)
+    y_float64, grads_float64 = (torch_outputs_and_grads(run, ref.eval(), batch, float64=True,
+                                                        layers=ref_layers)
                                 if ref is not None else (y_torch, grads_torch))
-    y_flax, grads_flax = _port_outputs_and_grads(run, run.model, x_flax, targets_flax)
+    y_flax, grads_flax = _port_outputs_and_grads(run, run.model, batch)
     float32_reference = ref is not None  # torch in float64 beside a float32 check
-    rows = [("forward", "output", y_flax, y_torch, y_float64, "max |diff| / max |torch output|")]
+    rows = [("forward", _output_name(k), y_flax[k], y_torch[k], y_float64[k],
+             "max |diff| / max |torch output|") for k in y_torch]
     rows += [("gradient", k, grads_flax[k], g, grads_float64[k],
               "max |diff| / max |torch gradient|")
              for k, g in grads_torch.items()]
@@ -98,8 +106,8 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
         if c.part == "forward" else " (the loss does not depend on it here)"))
         if c.name in zero else c for c in checks]
     failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED}
-    if failing and float32_reference and x_torch.is_floating_point():
-        nearby = _nearby_gaps(run, ref, ref_layers, x_torch, targets_torch, targets_flax)
+    if failing and float32_reference and run.data.movable(batch):
+        nearby = _nearby_gaps(run, ref, ref_layers, batch)
         checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 result "
                           f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
                   if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
@@ -117,25 +125,21 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
     return found
 
 
-def _nearby_gaps(run, ref, ref_layers, x_torch, targets_torch, targets_flax) -> dict[str, float]:
+def _nearby_gaps(run, ref, ref_layers, batch: Batch) -> dict[str, float]:
     """Per output/gradient, the port's smallest gap to torch's float64 result over
-    ``PROBES`` inputs moved by +-``PROBE_ULPS`` float32 ulps (fixed seed)."""
-    import torch
-
+    ``PROBES`` batches whose real-valued positional inputs are moved by +-``PROBE_ULPS``
+    float32 ulps (fixed seed; token ids and other integers stay as they are)."""
     rng = np.random.default_rng(0)
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
-    x = x_torch.numpy()
     out = {}
-    value_and_grad = nnx.jit(_port_value_and_grad(run))  # compiled once for the probes
+    # compiled once for the probes
+    value_and_grad = nnx.jit(_port_value_and_grad(run, batch.flax_static()))
     for _ in range(PROBES):
-        sign = rng.choice(np.float32([-1, 1]), size=x.shape)
-        xp = x * (np.float32(1) + step * sign)
-        y_float64, grads_float64 = torch_outputs_and_grads(
-            run, ref, torch.from_numpy(xp).double(), widened(targets_torch), ref_layers)
-        x_flax_probe = jnp.asarray(run.flax_inputs(xp) if run.flax_inputs else xp)
-        y_flax, grads_flax = _port_outputs_and_grads(run, run.model, x_flax_probe, targets_flax,
-                                                     value_and_grad)
-        gaps = {"output": rel_gap(y_flax, y_float64),
+        moved = run.data.moved(batch, rng, step)
+        y_float64, grads_float64 = torch_outputs_and_grads(run, ref, moved, float64=True,
+                                                           layers=ref_layers)
+        y_flax, grads_flax = _port_outputs_and_grads(run, run.model, moved, value_and_grad)
+        gaps = {**{_output_name(k): rel_gap(y_flax[k], y) for k, y in y_float64.items()},
                 **{k: rel_gap(grads_flax[k], g) for k, g in grads_float64.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
     return out

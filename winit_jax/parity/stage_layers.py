@@ -12,11 +12,12 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import np_copy
+from winit_jax.parity.io import Batch
 from winit_jax.parity.report import (
     LayerRow,
     Outcome,
 )
-from winit_jax.parity.run import Findings, Run, as_float64, first_output, widened
+from winit_jax.parity.run import Findings, Run, as_float64
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
 
@@ -25,7 +26,8 @@ from winit_jax.parity.tolerance import compared, demoted, measured
 LAYER_FLOOR = {"float32": 16 * float(np.finfo(np.float32).eps), "float64": 1e-10}
 
 
-def _torch_calls(module, names, x_torch, targets_torch, call) -> list[list]:
+def _torch_calls(run: Run, module, names, batch: Batch, *, float64: bool = False
+                 ) -> list[list]:
     """``[layer name, input, output, gradient of the loss at that output]`` of every call of
     the named torch layers, in call order, from one forward and one backward pass (eval
     mode; the gradient None where the output is not a tensor)."""
@@ -48,7 +50,8 @@ def _torch_calls(module, names, x_torch, targets_torch, call) -> list[list]:
         handles.append(named[name].register_forward_hook(hook))
     try:
         module.zero_grad()
-        call(first_output(module(x_torch)), targets_torch).backward()
+        y = run.torch_out(batch.torch_call(module, float64=float64))
+        run.call(y, batch.torch_targets(float64=float64)).backward()
     finally:
         for h in handles:
             h.remove()
@@ -98,12 +101,11 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
     if not paired:
         return found
     run.modes(False)
-    ours = _torch_calls(run.torch_module, paired, batch.x_torch, batch.targets_torch, run.call)
-    float64 = (_torch_calls(ref.eval(), paired, widened(batch.x_torch),
-                            widened(batch.targets_torch), run.call)
+    ours = _torch_calls(run, run.torch_module, paired, batch)
+    float64 = (_torch_calls(run, ref.eval(), paired, batch, float64=True)
                if ref is not None else ours)
     types = tuple({type(p.flax_layer) for p in paired.values()})
-    _, calls = layer_io(run.model, batch.x_flax, types=types)
+    _, calls = layer_io(run.model, *batch.args_flax, types=types, **batch.kwargs_flax)
     flax_calls = _in_torch_layout(paired, [(c.layer, [(c.input, "input"), (c.output, "output")])
                                            for c in calls])
     floor, seen = LAYER_FLOOR[run.dtype], {}
@@ -154,7 +156,8 @@ def _flax_output_grads(run: Run, types, calls) -> list:
     def loss(model, eps):
         def add(k, y):
             return y + eps[k] if eps[k] is not None else y
-        y, _ = layer_io(model, batch.x_flax, types=types, on_output=add)
+        y, _ = layer_io(model, *batch.args_flax, types=types, on_output=add,
+                        **batch.kwargs_flax)
         return run.call(run.out_f(y), batch.targets_flax)
 
     # nnx.grad, not jax.grad: a model that runs nnx transforms inside (nnx.RNN's scan) must

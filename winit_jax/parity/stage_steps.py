@@ -22,9 +22,7 @@ from winit_jax.parity.run import (
     Findings,
     Run,
     first_line,
-    first_output,
     torch_outputs_and_grads,
-    widened,
 )
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured, rounding_dominates
@@ -95,10 +93,9 @@ def _zero_gradients(run: Run, ref) -> dict[str, str]:
     """torch names of parameters whose gradient is zero in exact arithmetic (a conv bias
     before BatchNorm, attention key biases): in float64, their largest gradient entry is
     below ZERO_GRADIENT times the model's largest; name -> how it was measured."""
-    x_torch, targets_torch = run.schedule[0].x_torch, run.schedule[0].targets_torch
     probe = copy.deepcopy(ref if ref is not None else run.torch_module)  # its BN stats move
-    _, grads = torch_outputs_and_grads(run, probe, widened(x_torch), widened(targets_torch),
-                                       dict(torch_layers(probe)))
+    _, grads = torch_outputs_and_grads(run, probe, run.schedule[0], float64=True,
+                                       layers=dict(torch_layers(probe)))
     top = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
     return {k: f"float64 gradient {np.abs(g).max():.1e} vs the model's largest {top:.1e}"
             for k, g in grads.items() if top > 0 and np.abs(g).max() <= ZERO_GRADIENT * top}
@@ -124,21 +121,22 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
     start = torch_values(run.paired, "torch")
     tx = training.port(run.paired, opts[0], scheds[0], len(run.schedule))
     opt_f = nnx.Optimizer(run.model, tx, wrt=nnx.Param)
-    call, out_f = run.call, run.out_f
+    call, out_f, static = run.call, run.out_f, run.inputs.flax_static()
 
     @nnx.jit
-    def step(model, opt, x, c):
-        val, g = nnx.value_and_grad(lambda m: call(out_f(m(x)), c))(model)
+    def step(model, opt, args, kwargs, c):
+        val, g = nnx.value_and_grad(lambda m: call(out_f(m(*args, **kwargs, **static)), c))(
+            model)
         opt.update(model, g)
         return val
 
     names = ["torch", "torch_float64"][:len(runs)]
     found = Findings(curves={n: [] for n in ["torch", "flax", *names[1:]]})
-    for x_torch, x_flax, targets_torch, targets_flax in run.schedule:
+    for batch in run.schedule:
         for (m, is_float64), opt, sched, n in zip(runs, opts, scheds, names):
             opt.zero_grad()
-            value = call(first_output(m(widened(x_torch) if is_float64 else x_torch)),
-                         widened(targets_torch) if is_float64 else targets_torch)
+            value = call(run.torch_out(batch.torch_call(m, float64=is_float64)),
+                         batch.torch_targets(float64=is_float64))
             value.backward()
             if training.clip is not None:
                 torch.nn.utils.clip_grad_norm_(m.parameters(), training.clip)
@@ -146,7 +144,8 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             if sched is not None:
                 sched.step()
             found.curves[n].append(value.item())
-        found.curves["flax"].append(float(step(run.model, opt_f, x_flax, targets_flax)))
+        found.curves["flax"].append(float(step(run.model, opt_f, *batch.flax_arrays(),
+                                               batch.targets_flax)))
     chaotic = []
 
     def judged(part, name, gap, noise, floor, signal, how, extra=0.0):
@@ -186,7 +185,7 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
     float64 = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
             else theirs)
     stats = _batch_statistics(run.paired)
-    n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1].x_torch)
+    n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1])
     eps32 = float(np.finfo(np.float32).eps)
     for k, t in theirs.items():
         noise = rel_gap(t, float64[k]) if ref is not None else 0.0
@@ -242,7 +241,7 @@ def _batch_statistics(paired) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def _values_per_channel(torch_module, paired, x_torch):
+def _values_per_channel(torch_module, paired, batch):
     """name of a layer's running variance -> n, the values per channel of that layer's
     input (every axis but the channel's), read with forward hooks on one eval-mode pass,
     for the pairs whose kind keeps running statistics."""
@@ -261,7 +260,7 @@ def _values_per_channel(torch_module, paired, x_torch):
     try:
         torch_module.eval()
         with torch.no_grad():
-            torch_module(x_torch)
+            batch.torch_call(torch_module)
     finally:
         torch_module.train(was)
         for h in handles:
