@@ -37,6 +37,7 @@ from winit_jax.kinds import (
     kind_for,
     registered,
     torch_kinds,
+    torch_tensor_names,
 )
 from winit_jax.kinds.parameters import FlaxParameters, TorchParameters
 from winit_jax.kinds.stack import stack_slice
@@ -245,10 +246,13 @@ class Pairing(tuple):
 
     torch_module: object
     model: object
+    # {torch tensor name: the name it is tied to}: tensors torch holds under several names
+    # (GPT-2's lm_head.weight is transformer.wte.weight), held by no pair of their own
+    ties: dict
 
-    def __new__(cls, items, torch_module, model):
+    def __new__(cls, items, torch_module, model, ties=None):
         self = super().__new__(cls, items)
-        self.torch_module, self.model = torch_module, model
+        self.torch_module, self.model, self.ties = torch_module, model, dict(ties or {})
         return self
 
     def stacks(self) -> dict[str, int]:
@@ -372,14 +376,72 @@ def _pair(torch_module, model, mapping) -> Pairing:
             changed = True
             break
 
+    ties = torch_ties(torch_module)
+    held = {}  # tied torch layers left unpaired: their tensors are their owners'
+    for tname, t in list(t_left.items()):
+        names = [_full(tname, owners[tname], n) for n in torch_tensor_names(t)]
+        owner_layers = {_layer_of(ties.get(n), t_all) for n in names}
+        if names and all(n in ties for n in names) and owner_layers <= set(found):
+            held.update({n: ties[n] for n in names})
+            del t_left[tname]
     if t_left or f_left:
         raise ParityError(_unpaired_message(t_left, f_left))
     out = []
     for tn, t in t_all.items():
+        if tn not in found:
+            continue
         fpath, kind, rule = found[tn]
         out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule, owners[tn],
                         stack_of.get(fpath)))
-    return Pairing(out, torch_module, model)
+    _refuse_untied(out, ties)
+    return Pairing(out, torch_module, model, held)
+
+
+def torch_ties(torch_module) -> dict[str, str]:
+    """``{tensor name: the name it is tied to}`` for every parameter torch holds under
+    several names (tied embeddings, a shared layer): the first name in definition order
+    owns it (the one ``state_dict`` keeps first)."""
+    first, ties = {}, {}
+    for name, p in torch_module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            ties[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return ties
+
+
+def _full(tname: str, owner: str | None, tensor: str) -> str:
+    prefix = tname if owner is None else owner
+    return f"{prefix}.{tensor}" if prefix else tensor
+
+
+def _layer_of(tensor: str | None, t_all: dict) -> str | None:
+    """The torch layer (of ``t_all``) that holds the tensor named ``tensor``."""
+    if tensor is None:
+        return None
+    return max((n for n in t_all if n == "" or tensor.startswith(n + ".")), key=len,
+               default=None)
+
+
+def _refuse_untied(paired: list, ties: dict) -> None:
+    """A torch tensor held by two pairs whose nnx layers differ: the port unties what torch
+    ties (two variables where torch has one), so that training and ``to_torch`` would part
+    them: one error naming the tie and both nnx layers."""
+    by_tensor: dict[int, list] = {}
+    for p in paired:
+        if not hasattr(p.torch_module, "named_parameters"):
+            continue
+        for n, t in p.torch_module.named_parameters():
+            by_tensor.setdefault(id(t), []).append((p, tensor_prefix(p) + n))
+    for holders in by_tensor.values():
+        layers = {id(p.flax_layer) for p, _ in holders}
+        if len(holders) > 1 and len(layers) > 1:
+            (a, name_a), (b, name_b) = holders[:2]
+            raise ParityError(f"tied weights: torch ties {name_b} to {name_a} (one tensor) and "
+                              f"the port holds nnx {b.flax_path or '<root>'} and "
+                              f"{a.flax_path or '<root>'} (two variables); use one variable "
+                              "for both (e.g. nnx.Embed.attend for a tied head), or untie "
+                              "them in torch")
 
 
 def _unpaired_message(t_left, f_left) -> str:
