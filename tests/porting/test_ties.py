@@ -92,3 +92,39 @@ def test_a_port_that_unties_what_torch_ties_is_refused_naming_the_tie():
             call()
     assert np.array_equal(np.asarray(port.head.kernel[...]), before)
     assert t.head.weight is t.emb.weight
+
+
+# --- a layer the port never calls -----------------------------------------------------------
+
+class WithFinalNorm(TiedLM):
+    def __init__(self):
+        super().__init__()
+        self.ln_f = nn.LayerNorm(8)
+
+    def forward(self, ids):
+        return self.head(self.ln_f(torch.tanh(self.body(self.emb(ids)))))
+
+
+class ForgetsFinalNorm(TiedPort):
+    """GPT-2's classic slip: ``ln_f`` built, never called."""
+
+    def __init__(self, rngs, call_it=False):
+        super().__init__(rngs)
+        self.ln_f = nnx.LayerNorm(8, epsilon=1e-5, rngs=rngs)
+        self.call_it = call_it
+
+    def __call__(self, ids):
+        h = nnx.tanh(self.body(self.emb(ids)))
+        return self.emb.attend(self.ln_f(h) if self.call_it else h)
+
+
+def test_a_layer_the_port_never_calls_is_named_as_such():
+    torch.manual_seed(0)
+    faithful = P.check(WithFinalNorm(), ForgetsFinalNorm(nnx.Rngs(0), call_it=True), _ids(),
+                       init_seeds=0)
+    faithful.assert_ok()
+    report = P.check(WithFinalNorm(), ForgetsFinalNorm(nnx.Rngs(0)), _ids(), init_seeds=0)
+    d = report.first_divergence
+    assert (d.torch_name, d.where) == ("ln_f", "never called"), str(d)
+    assert "ln_f / nnx ln_f (LayerNorm): the port never calls it" in str(d)
+    assert any("the port never does: ln_f" in n for n in report.notes)

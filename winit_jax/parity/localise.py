@@ -25,6 +25,10 @@ def first_divergence(rows: list, paired: list) -> Divergence | None:
     for i, r in enumerate(rows):
         if r.forward_ok:
             continue
+        if r.uncalled:
+            return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "never called",
+                              r.output_gap, r.output_tol, "the port's __call__: a layer built "
+                              "but left out of the forward pass (a final norm, a head)")
         kind = kinds[r.torch_name]
         if r.input_gap > r.input_tol:
             before = rows[i - 1].torch_name if i else "the model's input"

@@ -93,6 +93,8 @@ class LayerRow:
     # it is not compared (an output that is not one array)
     grad_gap: float = float("nan")
     grad_tol: float = float("nan")
+    # the port never makes this call (it never calls the layer, or calls it fewer times)
+    uncalled: bool = False
 
     @property
     def forward_ok(self) -> bool:
@@ -117,7 +119,8 @@ class Divergence:
     call: int
     # "inside": its input agrees, its output not; "before": its input differs; "backward":
     # the forward agrees, and the gradient at this layer's output is the last one (in call
-    # order) that is off: the backward of what follows it differs
+    # order) that is off: the backward of what follows it differs; "never called": torch
+    # calls this layer here and the port never does
     where: str
     gap: float
     tol: float
@@ -125,7 +128,10 @@ class Divergence:
 
     def __str__(self) -> str:
         nth = f" (call {self.call + 1})" if self.call else ""
-        if self.where == "inside":
+        if self.where == "never called":
+            what = (f"at torch {self.torch_name or '<root>'} / nnx {self.flax_path or '<root>'}"
+                    f" ({self.kind}){nth}: the port never calls it (torch does, here)")
+        elif self.where == "inside":
             what = (f"inside torch {self.torch_name or '<root>'} / nnx {self.flax_path or '<root>'}"
                     f" ({self.kind}){nth}: its input agrees, its output is {self.gap:.2g} off "
                     f"(tolerance {self.tol:.2g}); the layer or its weights differ")

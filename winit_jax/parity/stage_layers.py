@@ -118,19 +118,25 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
             gaps.append(float("inf") if mine is None or theirs is None else rel_gap(mine, theirs))
             noise = 0.0 if theirs is None or exact is None else rel_gap(theirs, exact)
             tols.append(measured(noise, floor))
-        row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1])
+        row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1],
+                       uncalled=f_in is None and f_out is None)
         found.layers.append(row)
         found.checks.append(compared("layer", f"{name or '<root>'} output" + (
                                     f" (call {k + 1})" if k else ""),
                                 row.output_gap, row.output_tol,
-                                "max |diff| / max |torch layer output|; tolerance 10x torch's "
-                                f"own float32 gap at this layer, floor {floor:.2g}"))
+                                f"{name or '<root>'}: the port never calls it" if row.uncalled
+                                else "max |diff| / max |torch layer output|; tolerance 10x "
+                                f"torch's own float32 gap at this layer, floor {floor:.2g}"))
     _backward_layers(run, found, paired, ours, float64, types, calls)
     if kink:  # the same flip moves the layers' outputs and gradients after it
         found.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "
                               "at these inputs (see the forward/gradient checks)")
                       if c.part == "layer" and c.outcome is Outcome.FAILED else c
                       for c in found.checks]
+    uncalled = list(dict.fromkeys(r.torch_name for r in found.layers if r.uncalled))
+    if uncalled:
+        found.notes.append(f"layers torch calls and the port never does: "
+                           f"{', '.join(n or '<root>' for n in uncalled[:5])}")
     missing = [n for n in paired if n not in seen]
     if missing:
         found.notes.append(f"layers never called by torch's forward pass, not compared: "
