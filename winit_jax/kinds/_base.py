@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
@@ -212,14 +213,25 @@ _CLASSES: dict[tuple, tuple[type, ...]] = {}
 
 
 def _resolve(classes: tuple) -> tuple[type, ...]:
-    """torch classes from their dotted paths (cached; torch is imported only here)."""
+    """torch classes from their dotted paths (cached; torch is imported only here). A path
+    marked optional (``"?transformers.pytorch_utils.Conv1D"``) is resolved only once its
+    module has been imported by someone else: nothing imports it for a kind."""
     if classes not in _CLASSES:
-        out = []
+        out, optional_missing = [], False
         for c in classes:
             if isinstance(c, str):
-                module, _, attr = c.rpartition(".")
-                c = getattr(importlib.import_module(module), attr)
+                module, _, attr = c.lstrip("?").rpartition(".")
+                if c.startswith("?"):
+                    loaded = sys.modules.get(module)
+                    if loaded is None:
+                        optional_missing = True
+                        continue
+                    c = getattr(loaded, attr)
+                else:
+                    c = getattr(importlib.import_module(module), attr)
             out.append(c)
+        if optional_missing:  # not cached: the module may be imported later
+            return tuple(out)
         _CLASSES[classes] = tuple(out)
     return _CLASSES[classes]
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.initializers import (
+    constant,
     torch_linear_bias,
     torch_linear_kernel,
     variance_scaling,
@@ -48,6 +49,35 @@ def _bias(out, source):
         b = source.bias
         out["bias"] = np_copy(b) if hasattr(b, "detach") else value(b)
     return out
+
+
+# --- HF transformers' Conv1D: a Linear whose weight is already (in, out) ---------------------
+
+def _conv1d_to_flax(t, f):
+    return _bias({"kernel": np_copy(t.weight)}, t)
+
+
+def _conv1d_to_torch(f, t):
+    return _bias({"weight": value(f.kernel)}, f)
+
+
+def _conv1d_init(layer):
+    """``Conv1D.__init__``: the weight N(0, 0.02), the bias zero (transformers'
+    pytorch_utils.Conv1D)."""
+    out = {"kernel": variance_scaling(0.02 ** 2, "none", "normal")}
+    if layer.bias is not None:
+        out["bias"] = constant(0.0)
+    return out
+
+
+# Matched only once transformers is imported (the class path is optional: nothing imports
+# transformers for it), so GPT-2-style ports pair with no registration. Registered before
+# Linear, so that where only an nnx.Linear is known (torch_like.init without a torch
+# module) Linear's rule, the later built-in, comes first.
+CONV1D = register(Kind(
+    "Conv1D", ("?transformers.pytorch_utils.Conv1D",), (nnx.Linear,), _conv1d_to_flax,
+    _conv1d_to_torch, init=_conv1d_init, linear_map=True,
+    hint="HF's Conv1D holds its weight as (in, out), already Flax's layout: no transpose"))
 
 
 # --- Linear ---------------------------------------------------------------------------------

@@ -59,6 +59,18 @@ def _torch_calls(run: Run, module, names, batch: Batch, *, float64: bool = False
     return events
 
 
+def _aligned(mine, theirs):
+    """The port's activation in torch's shape where exactly one reshape maps it there: the
+    same values in the same order, the shapes differing only by axes of size 1 (positions
+    (T,) against torch's (1, T)). Returns (array, "") or (None, why it is not compared)."""
+    if mine is None or theirs is None or np.shape(mine) == np.shape(theirs):
+        return mine, ""
+    squeezed = [d for d in np.shape(mine) if d != 1]
+    if squeezed == [d for d in np.shape(theirs) if d != 1]:
+        return np.reshape(mine, np.shape(theirs)), ""
+    return None, f"torch {tuple(np.shape(theirs))} vs port {tuple(np.shape(mine))}"
+
+
 def _in_torch_layout(paired: dict, items) -> dict[str, list]:
     """torch name -> per call, the nnx values of ``items`` (``(layer, [(value, which)])``,
     in call order) in torch's layout through each pair's kind; calls of unpaired layers
@@ -113,20 +125,31 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
         k = seen[name] = seen.get(name, -1) + 1
         p = paired[name]
         f_in, f_out = _nth(flax_calls, name, k, 2)
-        gaps, tols = [], []
-        for mine, theirs, exact in ((f_in, t_in, w_in), (f_out, t_out, w_out)):
-            gaps.append(float("inf") if mine is None or theirs is None else rel_gap(mine, theirs))
+        gaps, tols, skipped = [], [], []
+        for which, mine, theirs, exact in (("input", f_in, t_in, w_in),
+                                           ("output", f_out, t_out, w_out)):
+            mine, why = _aligned(mine, theirs)
+            if why:
+                skipped.append(f"{which} not compared: {why}")
+                gaps.append(float("nan"))
+            else:
+                gaps.append(float("inf") if mine is None or theirs is None
+                            else rel_gap(mine, theirs))
             noise = 0.0 if theirs is None or exact is None else rel_gap(theirs, exact)
             tols.append(measured(noise, floor))
         row = LayerRow(name, p.flax_path, p.kind.name, k, gaps[0], gaps[1], tols[0], tols[1],
-                       uncalled=f_in is None and f_out is None)
+                       uncalled=f_in is None and f_out is None,
+                       not_compared="; ".join(skipped))
         found.layers.append(row)
-        found.checks.append(compared("layer", f"{name or '<root>'} output" + (
-                                    f" (call {k + 1})" if k else ""),
-                                row.output_gap, row.output_tol,
-                                f"{name or '<root>'}: the port never calls it" if row.uncalled
-                                else "max |diff| / max |torch layer output|; tolerance 10x "
-                                f"torch's own float32 gap at this layer, floor {floor:.2g}"))
+        check = compared("layer", f"{name or '<root>'} output" + (
+                             f" (call {k + 1})" if k else ""),
+                         row.output_gap, row.output_tol,
+                         f"{name or '<root>'}: the port never calls it" if row.uncalled
+                         else "max |diff| / max |torch layer output|; tolerance 10x "
+                         f"torch's own float32 gap at this layer, floor {floor:.2g}")
+        if np.isnan(row.output_gap):
+            check = demoted(check, Outcome.NOT_TESTED, f"not tested: {row.not_compared}")
+        found.checks.append(check)
     _backward_layers(run, found, paired, ours, float64, types, calls)
     if kink:  # the same flip moves the layers' outputs and gradients after it
         found.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "

@@ -1,0 +1,164 @@
+"""Hugging Face transformers' ``GPT2LMHeadModel`` as it is (tiny config, no wrapper), against a
+port written the way a Flax user writes it: HF's module names, the tied head through
+``nnx.Embed.attend``, ``attention_mask`` as a keyword input, the ``ModelOutput`` compared by
+its logits, HF's ``Conv1D`` paired with ``nnx.Linear`` with no registration, AdamW with
+GPT's param groups and a warm-up schedule. Realistic slips fail, naming the cause."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.conftest import require_torch
+from winit_jax import parity as P
+
+torch = require_torch()
+transformers = pytest.importorskip("transformers")
+
+CONFIG = dict(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+              embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+
+
+def torch_gpt2():
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**CONFIG)).eval()
+
+
+class Attention(nnx.Module):
+    def __init__(self, d, heads, rngs, slip):
+        self.c_attn = nnx.Linear(d, 3 * d, rngs=rngs)
+        self.c_proj = nnx.Linear(d, d, rngs=rngs)
+        self.heads, self.slip = heads, slip
+
+    def __call__(self, x, mask):
+        b, t, d = x.shape
+        q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)
+        if self.slip == "swapped q/k":
+            q, k = k, q
+
+        def split(z):
+            return z.reshape(b, t, self.heads, d // self.heads).transpose(0, 2, 1, 3)
+        q, k, v = split(q), split(k), split(v)
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d // self.heads)
+        keep = jnp.tril(jnp.ones((t, t), bool))[None, None]
+        if self.slip != "mask ignored":
+            keep = keep & (mask[:, None, None, :] > 0)
+        scores = jnp.where(keep, scores, jnp.finfo(scores.dtype).min)
+        out = jax.nn.softmax(scores, axis=-1) @ v
+        return self.c_proj(out.transpose(0, 2, 1, 3).reshape(b, t, d))
+
+
+class MLP(nnx.Module):
+    def __init__(self, d, rngs):
+        self.c_fc = nnx.Linear(d, 4 * d, rngs=rngs)
+        self.c_proj = nnx.Linear(4 * d, d, rngs=rngs)
+
+    def __call__(self, x):
+        return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))  # HF's gelu_new
+
+
+class Block(nnx.Module):
+    def __init__(self, d, heads, rngs, slip):
+        self.ln_1 = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
+        self.attn = Attention(d, heads, rngs, slip)
+        self.ln_2 = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
+        self.mlp = MLP(d, rngs)
+
+    def __call__(self, x, mask):
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nnx.Module):
+    def __init__(self, rngs, slip):
+        d = CONFIG["n_embd"]
+        self.wte = nnx.Embed(CONFIG["vocab_size"], d, rngs=rngs)
+        self.wpe = nnx.Embed(CONFIG["n_positions"], d, rngs=rngs)
+        self.h = nnx.List([Block(d, CONFIG["n_head"], rngs, slip)
+                           for _ in range(CONFIG["n_layer"])])
+        self.ln_f = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
+        self.slip = slip
+
+    def __call__(self, ids, mask):
+        x = self.wte(ids) + self.wpe(jnp.arange(ids.shape[1]))[None]
+        for block in self.h:
+            x = block(x, mask)
+        return x if self.slip == "ln_f forgotten" else self.ln_f(x)
+
+
+class GPT2(nnx.Module):
+    """The port: the logits through the tied embedding (no head of its own)."""
+
+    def __init__(self, rngs, slip=None):
+        self.transformer = Transformer(rngs, slip)
+
+    def __call__(self, input_ids, attention_mask, use_cache=False):
+        return self.transformer.wte.attend(self.transformer(input_ids, attention_mask))
+
+
+def data():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, CONFIG["vocab_size"], (2, 8))
+    mask = np.ones((2, 8), np.int64)
+    mask[1, -3:] = 0  # the second sequence is right-padded
+    return ids, mask
+
+
+def gpt_groups(model):
+    """GPT's recipe: weight decay on matrices only (not biases, LayerNorms, embeddings)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n
+             and "wpe" not in n]
+    ids = {id(p) for p in decay}
+    return [{"params": decay, "weight_decay": 0.1},
+            {"params": [p for p in model.parameters() if id(p) not in ids], "weight_decay": 0.0}]
+
+
+def _check(port, **kw):
+    ids, mask = data()
+    options = dict(kwargs=dict(attention_mask=mask, use_cache=False), targets=ids,
+                   loss=P.cross_entropy, init_seeds=0,
+                   torch_outputs=lambda out: out.logits)
+    return P.check(torch_gpt2(), port, ids, **{**options, **kw})
+
+
+def test_gpt2_pairs_without_a_mapping_or_a_registration():
+    pairing = P.pair(torch_gpt2(), GPT2(nnx.Rngs(0)))
+    kinds = {p.torch_name: p.kind.name for p in pairing}
+    assert kinds["transformer.h.0.attn.c_attn"] == "Conv1D"
+    assert kinds["transformer.h.1.mlp.c_proj"] == "Conv1D"
+    assert "lm_head" not in kinds and pairing.ties == {"lm_head.weight":
+                                                       "transformer.wte.weight"}
+    assert {p.rule for p in pairing} == {"name"}
+
+
+@pytest.mark.slow
+def test_gpt2_passes_forward_gradients_layers_and_adamw_steps():
+    def warmup(opt):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 3))
+    report = _check(GPT2(nnx.Rngs(0)), steps=4,
+                    make_optimizer=lambda m: torch.optim.AdamW(gpt_groups(m), lr=1e-2),
+                    make_scheduler=warmup)
+    report.assert_ok()
+    parts = {s["part"] for s in report.summary()}
+    assert {"forward", "gradient", "layer", "step"} <= parts
+    # the tied embedding's gradient is compared once, summed over both uses
+    assert "transformer.wte.weight" in {c.name for c in report.checks if c.part == "gradient"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slip,where", [
+    ("ln_f forgotten", ("transformer.ln_f", "never called")),
+    ("mask ignored", None),
+    ("swapped q/k", ("transformer.h.0.attn.c_proj", "before")),
+])
+def test_gpt2_slips_fail_naming_the_cause(slip, where):
+    report = _check(GPT2(nnx.Rngs(0), slip=slip))
+    assert not report.ok
+    d = report.first_divergence
+    if where is not None:
+        assert (d.torch_name, d.where) == where, str(d)
+    else:  # only the padded sequence differs: the forward fails
+        assert "forward" in {c.part for c in report.failures()}
