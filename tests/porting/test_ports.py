@@ -9,7 +9,7 @@ from flax import nnx
 import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.cells import TorchLSTMCell
+from winit_jax.kinds.cells import TorchLSTMCell
 from winit_jax.parity import examples as E
 
 torch = require_torch()
@@ -153,7 +153,7 @@ def test_recurrent_structure_that_does_not_fit_is_refused():
 def test_elman_rnn_with_flaxs_simple_cell_and_the_torch_exact_cell():
     from torch import nn
 
-    from winit_jax.cells import TorchRNNCell
+    from winit_jax.kinds.cells import TorchRNNCell
     x = np.random.default_rng(5).standard_normal((3, 9, 4)).astype(np.float32)
     torch.manual_seed(0)
     tanh = nn.RNN(4, 6, batch_first=True)

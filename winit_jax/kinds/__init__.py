@@ -1,11 +1,14 @@
 """The one registry of layer kinds (see ``_base.Kind``), with the built-in kinds by family:
-``linear`` (Linear, LinearGeneral, Conv, ConvTranspose, Embedding), ``norm``, ``attention``,
-``activation`` (PReLU),
-``recurrent``, and ``parameters`` (bare parameters of any module). A porter adds a kind with ``winit_jax.parity.register_layer``."""
+``linear`` (HF's Conv1D, Linear, LinearGeneral, Einsum, Conv, ConvTranspose, Embedding),
+``norm``, ``attention``, ``activation`` (PReLU), ``recurrent`` (Flax's cells), ``cells``
+(torch's RNN cells in nnx, with their kinds), ``parameters`` (bare parameters of any
+module); ``stochastic`` (the layers that draw random numbers in train mode). A porter adds
+a kind with ``winit_jax.parity.register_layer`` or ``winit_jax.parity.registered``."""
 
 from winit_jax.kinds import _base
 from winit_jax.kinds import activation as activation  # noqa: F401  (registers)
 from winit_jax.kinds import attention as attention  # noqa: F401
+from winit_jax.kinds import cells as cells  # noqa: F401
 from winit_jax.kinds import linear as linear  # noqa: F401
 from winit_jax.kinds import norm as norm  # noqa: F401
 from winit_jax.kinds import parameters as parameters  # noqa: F401

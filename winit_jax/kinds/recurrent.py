@@ -18,7 +18,7 @@ Two families of nnx cells:
   a torch GRU whose b_hn is not 0 is refused. Forward and gradients agree; SGD steps do not
   (each of torch's two biases takes the gradient, so their sum moves twice as fast), and
   ``check`` says so in the report.
-- ``winit_jax.cells`` (``TorchLSTMCell``, ``TorchGRUCell``, ``TorchRNNCell``) hold
+- ``winit_jax.kinds.cells`` (``TorchLSTMCell``, ``TorchGRUCell``, ``TorchRNNCell``) hold
   torch's four tensors per direction and compute what torch computes: every part passes.
 """
 
@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax import cells as torch_cells
 from winit_jax.initializers import symmetric_uniform, uniform_sum
 from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
 
@@ -151,7 +150,7 @@ def _bias_note(name: str, cell: str) -> str:
     """Why training steps cannot agree for a port built from Flax's own cells."""
     return (f"{name}: Flax's cell holds one bias where torch adds two (b_ih + b_hh); SGD "
             "moves torch's sum twice as fast, so training steps part on those biases (forward "
-            f"and gradients agree). Port with winit_jax.cells.{cell} to train alike.")
+            f"and gradients agree). Port with winit_jax.kinds.cells.{cell} to train alike.")
 
 
 def _recurrent(name, torch_classes, view, cells, *, to_cell, from_cell, cell_init,
@@ -273,7 +272,7 @@ def _gru_to_cell(cell, w_ih, w_hh, b_ih, b_hh, t):
     if b_hh is not None and np.any(b_hh[2 * h:]):
         raise ParityError("GRU: torch's b_hn (bias_hh[2h:]) is not 0, and nnx.GRUCell has no "
                           "place for it (it sits inside r * (W_hn h + b_hn)); port with "
-                          "winit_jax.cells.TorchGRUCell")
+                          "winit_jax.kinds.cells.TorchGRUCell")
     out = {"dense_i/kernel": w_ih.T, "dense_h/kernel": w_hh.T}
     if b_ih is not None:
         out["dense_i/bias"] = _gru_canonical(w_ih, w_hh, b_ih, b_hh)[2]
@@ -344,35 +343,3 @@ SIMPLE = _recurrent("RNN", ("torch.nn.RNN", "torch.nn.RNNCell"), RNNLayer, (nnx.
                     to_cell=_simple_to_cell, from_cell=_simple_from_cell,
                     cell_init=_flax_cell_init, canonical=_summed,
                     training_note=_bias_note("RNN", "TorchRNNCell"))
-
-
-# --- the torch-exact cells: torch's four tensors, transposed ---------------------------------
-
-def _exact_to_cell(cell, w_ih, w_hh, b_ih, b_hh, t):
-    if isinstance(cell, torch_cells.TorchRNNCell) and cell.nonlinearity != t.nonlinearity:
-        raise ParityError(f"nonlinearity: torch's {t.nonlinearity} vs the cell's "
-                          f"{cell.nonlinearity}")
-    out = {"kernel_ih": w_ih.T, "kernel_hh": w_hh.T}
-    if b_ih is not None:
-        out.update(bias_ih=b_ih, bias_hh=b_hh)
-    return out
-
-
-def _exact_from_cell(cell):
-    return (value(cell.kernel_ih).T, value(cell.kernel_hh).T,
-            None if cell.bias_ih is None else value(cell.bias_ih),
-            None if cell.bias_hh is None else value(cell.bias_hh))
-
-
-def _exact_init(cell):
-    names = ["kernel_ih", "kernel_hh"] + (["bias_ih", "bias_hh"] if cell.bias_ih is not None
-                                          else [])
-    return {n: _uniform(cell) for n in names}
-
-
-for _name, _classes, _view, _cell in (
-        ("LSTM", ("torch.nn.LSTM", "torch.nn.LSTMCell"), LSTMLayer, torch_cells.TorchLSTMCell),
-        ("GRU", ("torch.nn.GRU", "torch.nn.GRUCell"), GRULayer, torch_cells.TorchGRUCell),
-        ("RNN", ("torch.nn.RNN", "torch.nn.RNNCell"), RNNLayer, torch_cells.TorchRNNCell)):
-    _recurrent(f"{_name} (torch-exact cell)", _classes, _view, (_cell,), to_cell=_exact_to_cell,
-               from_cell=_exact_from_cell, cell_init=_exact_init)

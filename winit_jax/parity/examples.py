@@ -397,7 +397,7 @@ def flax_lm(rngs, cell: str = "LSTM", *, num_layers: int = 1, bidirectional: boo
     porter's slips, for tests."""
     from flax import nnx
 
-    from winit_jax import cells
+    from winit_jax.kinds import cells
 
     make = cell_class or (getattr(cells, f"Torch{cell}Cell") if exact else
                           {"LSTM": nnx.OptimizedLSTMCell, "GRU": nnx.GRUCell}[cell])

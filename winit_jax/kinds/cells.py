@@ -8,7 +8,8 @@ built from these cells holds torch's four tensors per direction, in Flax's (in, 
 and passes every part of ``parity.check``, training steps included. Each drops into
 ``nnx.RNN`` and ``nnx.Bidirectional`` like Flax's cells; gate orders are torch's: (i, f, g,
 o) for the LSTM, (r, z, n) for the GRU. Parameters are drawn as torch draws them:
-U(+-1/sqrt(hidden)).
+U(+-1/sqrt(hidden)). Their layer kinds (torch's LSTM/GRU/RNN and their cell classes against
+``nnx.RNN`` of these cells) are registered here, next to the classes.
 
 Examples:
   >>> import jax.numpy as jnp
@@ -27,6 +28,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from winit_jax.initializers import symmetric_uniform
+from winit_jax.kinds._base import ParityError, value
+from winit_jax.kinds.recurrent import (
+    GRULayer,
+    LSTMLayer,
+    RNNLayer,
+    _recurrent,
+    _uniform,
+)
 
 
 class _TorchCell(nnx.Module):
@@ -115,6 +124,39 @@ class TorchRNNCell(_TorchCell):
 
     def initialize_carry(self, input_shape, rngs=None, carry_init=None):
         return self._zeros(input_shape)
+
+
+
+# --- the torch-exact cells: torch's four tensors, transposed ---------------------------------
+
+def _exact_to_cell(cell, w_ih, w_hh, b_ih, b_hh, t):
+    if isinstance(cell, TorchRNNCell) and cell.nonlinearity != t.nonlinearity:
+        raise ParityError(f"nonlinearity: torch's {t.nonlinearity} vs the cell's "
+                          f"{cell.nonlinearity}")
+    out = {"kernel_ih": w_ih.T, "kernel_hh": w_hh.T}
+    if b_ih is not None:
+        out.update(bias_ih=b_ih, bias_hh=b_hh)
+    return out
+
+
+def _exact_from_cell(cell):
+    return (value(cell.kernel_ih).T, value(cell.kernel_hh).T,
+            None if cell.bias_ih is None else value(cell.bias_ih),
+            None if cell.bias_hh is None else value(cell.bias_hh))
+
+
+def _exact_init(cell):
+    names = ["kernel_ih", "kernel_hh"] + (["bias_ih", "bias_hh"] if cell.bias_ih is not None
+                                          else [])
+    return {n: _uniform(cell) for n in names}
+
+
+for _name, _classes, _view, _cell in (
+        ("LSTM", ("torch.nn.LSTM", "torch.nn.LSTMCell"), LSTMLayer, TorchLSTMCell),
+        ("GRU", ("torch.nn.GRU", "torch.nn.GRUCell"), GRULayer, TorchGRUCell),
+        ("RNN", ("torch.nn.RNN", "torch.nn.RNNCell"), RNNLayer, TorchRNNCell)):
+    _recurrent(f"{_name} (torch-exact cell)", _classes, _view, (_cell,), to_cell=_exact_to_cell,
+               from_cell=_exact_from_cell, cell_init=_exact_init)
 
 
 __all__ = ["TorchGRUCell", "TorchLSTMCell", "TorchRNNCell"]
