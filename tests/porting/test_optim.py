@@ -492,6 +492,28 @@ def test_each_torch_rule_is_an_optax_transformation_equal_to_torch(name):
     assert int(optax.tree_utils.tree_get(state, "count")) == 20
 
 
+def _follow(make_torch, tx, *, steps, size, seed):
+    """One float64 tensor through torch's optimiser and scheduler (``make_torch(params) ->
+    (optimiser, scheduler)``) and through ``tx`` (jitted) on the same gradients; returns
+    (torch's tensor, the optax one, the optax state)."""
+    rng = np.random.default_rng(seed)
+    start = rng.standard_normal(size)
+    t = torch.tensor(start, requires_grad=True)
+    opt, sched = make_torch([t])
+    with jax.enable_x64(True):
+        p = {"w": jnp.asarray(start)}
+        state = tx.init(p)
+        update = jax.jit(tx.update)
+        for _ in range(steps):
+            g = rng.standard_normal(size)
+            t.grad = torch.tensor(g)
+            opt.step()
+            sched.step()
+            u, state = update({"w": jnp.asarray(g)}, state, p)
+            p = optax.apply_updates(p, u)
+        return t.detach().numpy(), np.asarray(p["w"]), state
+
+
 def test_torch_rules_take_schedules_and_inject_hyperparams():
     """A learning rate given as an optax schedule equals torch's LambdaLR with the same
     rates; ``optax.inject_hyperparams`` over ``optim.sgd`` gives the same trajectory and
@@ -499,32 +521,15 @@ def test_torch_rules_take_schedules_and_inject_hyperparams():
     def rate(count):  # float64 under x64 (an optax schedule of an int32 count may be float32)
         return 0.1 * 0.5 ** jnp.asarray(count, jnp.float64)
     replayed = []
-    for make_tx in (lambda: optim.sgd(rate, momentum=0.9),
-                    lambda: optax.inject_hyperparams(optim.sgd, static_args=(
-                        "nesterov", "maximize"))(learning_rate=rate,
-                                                 momentum=0.9)):
+    for tx in (optim.sgd(rate, momentum=0.9),
+               optax.inject_hyperparams(optim.sgd, static_args=("nesterov", "maximize"))(
+                   learning_rate=rate, momentum=0.9)):
         def torch_sgd(ps):
             opt = T.SGD(ps, lr=0.1, momentum=0.9)
-            torch_sgd.sched = S.LambdaLR(opt, lambda step: 0.5 ** step)
-            return opt
-        rng = np.random.default_rng(1)
-        start = rng.standard_normal(5)
-        t = torch.tensor(start, requires_grad=True)
-        opt = torch_sgd([t])
-        with jax.enable_x64(True):
-            tx = make_tx()
-            p = {"w": jnp.asarray(start)}
-            state = tx.init(p)
-            for _ in range(6):
-                g = rng.standard_normal(5)
-                t.grad = torch.tensor(g)
-                opt.step()
-                torch_sgd.sched.step()
-                u, state = jax.jit(tx.update)({"w": jnp.asarray(g)}, state, p)
-                p = optax.apply_updates(p, u)
-            replayed.append(np.asarray(p["w"]))
-        theirs = t.detach().numpy()
-        assert np.abs(replayed[-1] - theirs).max() <= 1e-12 * np.abs(theirs).max()
+            return opt, S.LambdaLR(opt, lambda step: 0.5 ** step)
+        theirs, ours, state = _follow(torch_sgd, tx, steps=6, size=5, seed=1)
+        replayed.append(ours)
+        assert np.abs(ours - theirs).max() <= 1e-12 * np.abs(theirs).max()
     assert np.array_equal(replayed[0], replayed[1])
     # the rate of the last update (count 5), as inject_hyperparams records it
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.1 * 0.5 ** 5)
@@ -557,30 +562,14 @@ def test_a_torch_scheduler_as_an_optax_schedule():
     hyperparameter the optimiser lacks is refused by name."""
     def make(ps):
         opt = T.SGD(ps, lr=0.1, momentum=0.9)
-        make.sched = S.OneCycleLR(opt, max_lr=0.5, total_steps=30)
-        return opt
-    probe = torch.zeros(1, requires_grad=True)
-    make([probe])
+        return opt, S.OneCycleLR(opt, max_lr=0.5, total_steps=30)
+    _, sched = make([torch.zeros(1, requires_grad=True)])
     with jax.enable_x64(True):
-        tx = optim.sgd(P.translate_schedule(make.sched, 30),
-                       momentum=P.translate_schedule(make.sched, 30, hyperparameter="momentum"))
-    rng = np.random.default_rng(2)
-    start = rng.standard_normal(4)
-    t = torch.tensor(start, requires_grad=True)
-    opt = make([t])
-    with jax.enable_x64(True):
-        p = {"w": jnp.asarray(start)}
-        state = tx.init(p)
-        for _ in range(30):
-            g = rng.standard_normal(4)
-            t.grad = torch.tensor(g)
-            opt.step()
-            make.sched.step()
-            u, state = tx.update({"w": jnp.asarray(g)}, state, p)
-            p = optax.apply_updates(p, u)
-    theirs = t.detach().numpy()
-    assert np.abs(np.asarray(p["w"]) - theirs).max() <= 1e-12 * np.abs(theirs).max()
-    make([torch.zeros(1, requires_grad=True)])  # a fresh one
+        tx = optim.sgd(P.translate_schedule(sched, 30),
+                       momentum=P.translate_schedule(sched, 30, hyperparameter="momentum"))
+    theirs, ours, _ = _follow(make, tx, steps=30, size=4, seed=2)
+    assert np.abs(ours - theirs).max() <= 1e-12 * np.abs(theirs).max()
+    _, fresh = make([torch.zeros(1, requires_grad=True)])
     with pytest.raises(ParityError, match="hyperparameter: SGD has lr, momentum, dampening, "
                                           "weight_decay, not 'beta1'"):
-        P.translate_schedule(make.sched, 3, hyperparameter="beta1")
+        P.translate_schedule(fresh, 3, hyperparameter="beta1")
