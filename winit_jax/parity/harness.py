@@ -11,6 +11,7 @@ from winit_jax.kinds import ParityError, registered
 from winit_jax.kinds.stochastic import active_dropout
 from winit_jax.parity.localise import first_divergence
 from winit_jax.parity.pairing import Pairing
+from winit_jax.parity.randomness import refuse_random
 from winit_jax.parity.report import (
     Outcome,
     ParityReport,
@@ -139,6 +140,10 @@ def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches
         for var, value in flax_updates(run.paired):
             var.set_value(value)
         fill_abstract(model)
+        # randomness found by behaviour (what no class name reveals: F.dropout, DropPath)
+        refuse_random(torch_module, model, run.inputs, train=False)
+        if train and run.schedule:
+            refuse_random(torch_module, model, run.inputs, train=True)
         # torch in float64 from the same start: the yardstick of every float32 tolerance
         ref = copy.deepcopy(torch_module).double() if dtype == "float32" else None
         forward = forward_and_gradient_stage(run, ref)
