@@ -25,14 +25,9 @@ from winit_jax.parity.run import (
     torch_outputs_and_grads,
 )
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import compared, demoted, measured, rounding_dominates
+from winit_jax.parity.tolerance import (compared, demoted, exact_zeros, measured,
+                                        rounding_dominates)
 from winit_jax.parity.transfer import torch_values
-
-# A parameter whose float64 gradient is below this times the model's largest is zero in
-# exact arithmetic (rounding leaves ~1e-16..1e-14 of the terms summed; real gradients that
-# small are not seen in practice): 100x above the noise, far below any signal.
-ZERO_GRADIENT = 1e-12
-
 
 # A step check whose measured tolerance exceeds this fraction of what the steps changed
 # could not fail a port whose training is that fraction off (a learning rate or a loss 10 %
@@ -96,9 +91,7 @@ def _zero_gradients(run: Run, ref) -> dict[str, str]:
     probe = copy.deepcopy(ref if ref is not None else run.torch_module)  # its BN stats move
     _, grads = torch_outputs_and_grads(run, probe, run.schedule[0], float64=True,
                                        layers=dict(torch_layers(probe)))
-    top = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
-    return {k: f"float64 gradient {np.abs(g).max():.1e} vs the model's largest {top:.1e}"
-            for k, g in grads.items() if top > 0 and np.abs(g).max() <= ZERO_GRADIENT * top}
+    return exact_zeros(grads)
 
 
 def step_stage(run: Run, ref, train, training: Training) -> Findings:

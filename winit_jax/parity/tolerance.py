@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from winit_jax.parity.report import NOISE_FACTOR, Check, Outcome
 
 
@@ -35,6 +37,23 @@ def rounding_dominates(noise: float, floor: float) -> bool:
     return NOISE_FACTOR * noise > floor
 
 
+# A parameter whose float64 gradient is below this times the model's largest is zero in
+# exact arithmetic (rounding leaves ~1e-16..1e-14 of the terms summed; real gradients that
+# small are not seen in practice): 100x above the noise, far below any signal.
+ZERO_GRADIENT = 1e-12
+
+
+def exact_zeros(float64_grads: dict) -> dict[str, str]:
+    """``{tensor: how it was measured}`` for the gradients that are zero in exact arithmetic
+    (a conv bias before a BatchNorm, attention key biases): the largest entry of the float64
+    gradient below ``ZERO_GRADIENT`` times the model's largest."""
+    top = max((float(np.max(np.abs(g))) for g in float64_grads.values() if np.size(g)),
+              default=0.0)
+    return {k: f"float64 gradient {np.max(np.abs(g)):.1e} vs the model's largest {top:.1e}"
+            for k, g in float64_grads.items()
+            if top > 0 and np.size(g) and np.max(np.abs(g)) <= ZERO_GRADIENT * top}
+
+
 def judge(gap: float, tol: float) -> Outcome:
     """Passed when ``gap <= tol``, else failed (a NaN gap fails)."""
     return Outcome.PASSED if gap <= tol else Outcome.FAILED
@@ -51,4 +70,5 @@ def demoted(check: Check, outcome: Outcome, why: str) -> Check:
                                how=f"{check.how}; {why}" if check.how else why)
 
 
-__all__ = ["compared", "demoted", "judge", "measured", "rounding_dominates"]
+__all__ = ["ZERO_GRADIENT", "compared", "demoted", "exact_zeros", "judge", "measured",
+           "rounding_dominates"]
