@@ -153,10 +153,10 @@ def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
     """Layers of a scanned stack as one view per block: where torch numbers the blocks of a
     container (``blocks.0.linear1`` ... ``blocks.3.linear1``) and the nnx model holds one
     module at that path (``blocks``, built with ``nnx.vmap``), each nnx layer under it
-    becomes ``blocks/0/linear1`` ... ``blocks/3/linear1``, views of its index k.
-
-    Raises:
-      ParityError: a variable of such a layer without the leading axis of the blocks.
+    becomes ``blocks/0/linear1`` ... ``blocks/3/linear1``, views of its index k. Only a
+    real stack counts: every variable of the layer with a leading axis of the block count;
+    anything else (a ``ConvBNAct`` module where torch numbers a ``Sequential``'s ``0, 1, 2``)
+    is an ordinary layer, left to the other rules.
     """
     containers: dict[str, int] = {}
     for name in t_all:
@@ -175,13 +175,18 @@ def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
             continue
         c = max(stacks, key=len)
         depth = containers[c]
-        for name, var in flax_variables(layer).items():
-            lead = var.get_value().shape[:1]
-            if lead != (depth,):
-                raise ParityError(f"nnx {path}/{name}: torch numbers {depth} blocks in {c} and "
-                                  f"the nnx model holds one module there (a scanned stack), but "
-                                  f"this variable's shape is {var.get_value().shape}, without "
-                                  f"a leading axis of {depth}")
+        variables = {n: var.get_value().shape for n, var in flax_variables(layer).items()}
+        leads = {shape[:1] for shape in variables.values()}
+        if leads != {(depth,)}:
+            if len(leads) == 1 and all(len(s) >= 2 for s in variables.values()):
+                # every variable stacked along one leading axis, of another length
+                name, shape = next(iter(variables.items()))
+                raise ParityError(f"nnx {path}/{name}: torch numbers {depth} blocks in {c} "
+                                  f"and the nnx model holds one module there (a scanned "
+                                  f"stack), but this variable's shape is {shape}, without a "
+                                  f"leading axis of {depth}")
+            out[path] = layer  # not a stack: an ordinary layer, left to the other rules
+            continue
         for k in range(depth):
             out[f"{c}/{k}/{path[len(c) + 1:]}"] = stack_slice(layer, k)
             stack_of[f"{c}/{k}/{path[len(c) + 1:]}"] = (c, depth)
@@ -261,11 +266,14 @@ class Pairing(tuple):
 
 
 def resolve(torch_module, model, mapping: Mapping[str, str] | None, pairing: Pairing | None,
-            where: str) -> Pairing:
+            where: str, batch=None) -> Pairing:
     """``pairing`` when it was computed for these two models, else ``pair(...)`` with
-    ``mapping``; one ``ParityError`` naming ``where``'s argument otherwise."""
+    ``mapping`` (and the call order on ``batch``, an ``io.Batch``, where names do not
+    suffice); one ``ParityError`` naming ``where``'s argument otherwise."""
     if pairing is None:
-        return pair(torch_module, model, mapping=mapping)
+        return _pair(torch_module, model, mapping,
+                     None if batch is None else (lambda: call_orders(torch_module, model,
+                                                                     batch)))
     if not isinstance(pairing, Pairing):
         raise ParityError(f"{where}: pairing must come from winit_jax.parity.pair(...), got "
                           f"{type(pairing).__name__}")
@@ -279,7 +287,8 @@ def resolve(torch_module, model, mapping: Mapping[str, str] | None, pairing: Pai
 
 
 def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
-         kinds: Sequence[Kind] = ()) -> Pairing:
+         kinds: Sequence[Kind] = (), inputs=None, kwargs: Mapping | None = None,
+         flax_inputs=None) -> Pairing:
     """The paired layers of ``torch_module`` and ``model``, in torch's definition order:
     compute it once, pass it as ``pairing=`` to ``from_torch``, ``to_torch``, ``check`` and
     to ``translate_optimizer``.
@@ -295,6 +304,11 @@ def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
       kinds: layer kinds for this pairing only, ahead of the registered ones (e.g. a
         ``Kind`` for HF's ``Conv1D``); the pairs keep them, so ``from_torch``, ``to_torch``,
         ``check`` and ``torch_like.init(..., pairing=)`` use them too.
+      inputs, kwargs, flax_inputs: as ``check``'s: with them, what names and shapes leave
+        unpaired is paired by the order in which each side calls its layers on them (torch
+        forward hooks; the port's recording forward, run abstractly), kind and every shape
+        agreeing at each place; where the two call sequences part, one error names both
+        layers there. ``mapping`` entries are confirmed by that order too.
 
     Returns:
       A ``Pairing``: a tuple of ``Pair``.
@@ -305,10 +319,71 @@ def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
         without a partner (naming it).
     """
     with registered(*kinds):
-        return _pair(torch_module, model, mapping)
+        order = None
+        if inputs is not None:
+            import torch
+
+            from winit_jax.parity.io import Data
+
+            dtype = next(iter(torch_module.parameters()), torch.zeros(())).dtype
+            batch = Data(dtype, flax_inputs)(inputs, kwargs, None, "inputs")
+
+            def order():
+                return call_orders(torch_module, model, batch)
+        return _pair(torch_module, model, mapping, order)
 
 
-def _pair(torch_module, model, mapping) -> Pairing:
+def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict, dict]:
+    """(torch layer names, nnx layer paths), each in the order of its first call on
+    ``batch``, and for each side ``{layer: the input of its first call}`` (layers
+    with the same input are parallel branches, whose call order proves nothing): torch in
+    eval mode without gradients (forward pre-hooks), the port run abstractly
+    (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
+    import jax
+    import torch
+
+    from winit_jax.forward import layer_io
+
+    named = dict(torch_module.named_modules())
+    t_order, t_input, handles = [], {}, []
+
+    def seen(mod, inp, name):
+        t_order.append(name)
+        t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
+    for name, _ in torch_layers(torch_module):
+        if name in named:
+            handles.append(named[name].register_forward_pre_hook(
+                lambda mod, inp, name=name: seen(mod, inp, name)))
+    was = torch_module.training
+    try:
+        torch_module.eval()
+        with torch.no_grad():
+            batch.torch_call(torch_module)
+    finally:
+        torch_module.train(was)
+        for h in handles:
+            h.remove()
+    types = tuple({type(layer) for _, layer in flax_layers(model)
+                   if not isinstance(layer, FlaxParameters)})
+    graph, state = nnx.split(model)
+    f_order, f_input = [], {}
+    args, arrays = batch.flax_arrays()
+    static = batch.flax_static()
+
+    def run(state, args, arrays):
+        merged = nnx.merge(graph, state)
+        merged.eval()
+        _, calls = layer_io(merged, *args, types=types, **arrays, **static)
+        for c in calls:
+            path = "/".join(map(str, c.path))
+            f_order.append(path)
+            f_input.setdefault(path, c.input)
+        return 0
+    jax.eval_shape(run, state, args, arrays)
+    return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+
+
+def _pair(torch_module, model, mapping, order=None) -> Pairing:
     found_t = _torch_layers(torch_module)
     t_all = {name: layer for name, layer, _ in found_t}
     owners = {name: owner for name, _, owner in found_t}
@@ -377,6 +452,10 @@ def _pair(torch_module, model, mapping) -> Pairing:
             break
 
     ties = torch_ties(torch_module)
+    orders = None
+    if order is not None and (t_left or f_left or any(r == "mapping"
+                                                      for _, _, r in found.values())):
+        orders = order()
     held = {}  # tied torch layers left unpaired: their tensors are their owners'
     for tname, t in list(t_left.items()):
         names = [_full(tname, owners[tname], n) for n in torch_tensor_names(t)]
@@ -384,6 +463,11 @@ def _pair(torch_module, model, mapping) -> Pairing:
         if names and all(n in ties for n in names) and owner_layers <= set(found):
             held.update({n: ties[n] for n in names})
             del t_left[tname]
+    if orders is not None:
+        _confirm_mapping(found, orders)
+        if t_left or f_left:
+            for tn, fp in _by_call_order(t_left, f_left, orders):
+                take(tn, fp, "call order")
     if t_left or f_left:
         raise ParityError(_unpaired_message(t_left, f_left))
     out = []
@@ -395,6 +479,65 @@ def _pair(torch_module, model, mapping) -> Pairing:
                         stack_of.get(fpath)))
     _refuse_untied(out, ties)
     return Pairing(out, torch_module, model, held)
+
+
+def _by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
+    """The layers left, paired by the order of their first calls: the two sequences must
+    have as many layers, each place of the same kind and shapes; else one error naming the
+    first place they part."""
+    t_order, f_order, t_input, f_input = orders
+    t_seq = [n for n in t_order if n in t_left]
+    f_seq = [p for p in f_order if p in f_left]
+    for seq, left, inputs, other_seq, other_left, side in (
+            (t_seq, t_left, t_input, f_seq, f_left, "torch"),
+            (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
+        for i, a in enumerate(seq[:len(other_seq)]):
+            twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
+                     and inputs.get(b) is inputs.get(a)]
+            partner = other_seq[i]
+            for b in twins:
+                pair_b = (left[b], other_left[partner]) if side == "torch" else \
+                    (other_left[partner], left[b])
+                if _fits(*pair_b)[1] is None:
+                    raise ParityError(
+                        f"call order: {side} {a!r} and {b!r} take the same input (parallel "
+                        f"branches) and both fit {'nnx' if side == 'torch' else 'torch'} "
+                        f"{partner!r}; the order they run in cannot tell which is which: "
+                        f"pass mapping= (torch name: nnx path) or name them alike")
+    for i, (tn, fp) in enumerate(zip(t_seq, f_seq)):
+        _, why = _fits(t_left[tn], f_left[fp])
+        if why is not None:
+            raise ParityError(f"call order: the two sides part at the {_nth(i)} call of the "
+                              f"layers left unpaired: torch {_label(tn, t_left[tn])} vs nnx "
+                              f"{_label(fp, f_left[fp])}: {why}")
+    if len(t_seq) != len(f_seq) or len(t_seq) < len(t_left) or len(f_seq) < len(f_left):
+        extra_t = [n for n in t_left if n not in t_seq[:len(f_seq)]]
+        extra_f = [p for p in f_left if p not in f_seq[:len(t_seq)]]
+        side, name, layer = (("torch", extra_t[0], t_left[extra_t[0]]) if extra_t
+                             else ("nnx", extra_f[0], f_left[extra_f[0]]))
+        raise ParityError(f"call order: {side} {_label(name, layer)} has no partner in the "
+                          f"other side's calls ({len(t_seq)} torch and {len(f_seq)} nnx layers "
+                          "left unpaired are called)")
+    return list(zip(t_seq, f_seq))
+
+
+def _nth(i: int) -> str:
+    return f"{i + 1}{'th' if 10 <= (i + 1) % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get((i + 1) % 10, 'th')}"
+
+
+def _confirm_mapping(found: dict, orders) -> None:
+    """Mapping entries in the order both sides call them: a swap that shapes cannot tell
+    (``to_q`` given the port's ``to_k``) is refused, naming both."""
+    t_order, f_order = orders[:2]
+    t_index = {n: i for i, n in enumerate(t_order)}
+    f_index = {p: i for i, p in enumerate(f_order)}
+    mapped = sorted((t_index[tn], f_index[fp], tn, fp) for tn, (fp, _, rule) in found.items()
+                    if rule == "mapping" and tn in t_index and fp in f_index)
+    for (_, fa, ta, pa), (_, fb, tb, pb) in zip(mapped, mapped[1:]):
+        if fb < fa:
+            raise ParityError(f"mapping: torch calls {ta} before {tb}, but the port calls "
+                              f"{pb} (mapped to {tb}) before {pa} (mapped to {ta}); the two "
+                              "entries look swapped")
 
 
 def torch_ties(torch_module) -> dict[str, str]:

@@ -118,7 +118,7 @@ def prepare(torch_module, model, inputs, *, kwargs, targets, loss, steps, batche
     held_out = data.item(eval_data, "eval_data", like=first) if eval_data is not None else None
     torch_out = torch_outputs or (lambda y: y)
     out_f = flax_outputs or (lambda y: y)
-    paired = resolve(torch_module, model, mapping, pairing, "pairing")
+    paired = resolve(torch_module, model, mapping, pairing, "pairing", batch=first)
     y_torch, y_flax, keys = _probe(torch_module, model, first, torch_out, out_f,
                                    picked=torch_outputs is not None)
     notes = []

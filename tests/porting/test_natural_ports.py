@@ -1,0 +1,191 @@
+"""Ports written with Flax's naming habits, not torch's, pair without a mapping: what names
+and shapes leave unpaired is paired by the order in which each side calls its layers.
+torchvision's MobileNetV2 (``Conv2dNormActivation`` is a ``Sequential``: ``0, 1, 2``) against
+a port whose ``ConvBNAct`` holds ``conv`` and ``bn``, its blocks ``expand``, ``depthwise``,
+``project``; a realistic slip is still localised; a port whose call order really differs
+is refused by name, never paired wrongly; a swapped mapping entry is refused."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.conftest import require_torch
+from winit_jax import parity as P
+from winit_jax.parity.examples import nhwc
+
+torch = require_torch()
+nn = torch.nn
+
+
+class ConvBNAct(nnx.Module):
+    def __init__(self, cin, cout, rngs, k=3, stride=1, groups=1, act=True, padding=None):
+        pad = padding or (((k - 1) // 2,) * 2,) * 2
+        self.conv = nnx.Conv(cin, cout, (k, k), strides=stride, padding=pad,
+                             feature_group_count=groups, use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(cout, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
+                                rngs=rngs)
+        self.act = act
+
+    def __call__(self, x):
+        y = self.bn(self.conv(x))
+        return jax.nn.relu6(y) if self.act else y
+
+
+class Block(nnx.Module):
+    def __init__(self, cin, cout, stride, t, rngs, padding=None):
+        hidden = cin * t
+        self.expand = ConvBNAct(cin, hidden, rngs, k=1) if t != 1 else None
+        self.depthwise = ConvBNAct(hidden, hidden, rngs, stride=stride, groups=hidden,
+                                   padding=padding)
+        self.project = ConvBNAct(hidden, cout, rngs, k=1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def __call__(self, x):
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nnx.Module):
+    """torchvision's MobileNetV2 (width 1), ported with Flax's names."""
+
+    def __init__(self, rngs, same_padding=()):
+        self.stem = ConvBNAct(3, 32, rngs, stride=2)
+        blocks, cin, i = [], 32, 1
+        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+            for j in range(n):
+                blocks.append(Block(cin, c, s if j == 0 else 1, t, rngs,
+                                    padding="SAME" if i in same_padding else None))
+                cin, i = c, i + 1
+        self.blocks = nnx.List(blocks)
+        self.last = ConvBNAct(cin, 1280, rngs, k=1)
+        self.head = nnx.Linear(1280, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.last(x).mean(axis=(1, 2)))
+
+
+def _models(**slips):
+    from torchvision.models import mobilenet_v2
+    torch.manual_seed(0)
+    net = mobilenet_v2(num_classes=10, dropout=0.0).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    return net, nnx.eval_shape(lambda: MobileNetV2(nnx.Rngs(0), **slips)), x
+
+
+def test_a_port_with_flax_names_pairs_by_call_order():
+    net, port, x = _models()
+    with pytest.raises(P.ParityError, match="ambiguous|has no partner"):
+        P.pair(net, port)  # names and shapes alone cannot tell
+    pairing = P.pair(net, port, inputs=x, flax_inputs=nhwc)
+    got = {p.torch_name: p.flax_path for p in pairing}
+    assert len(got) == 105  # 52 convolutions, 52 BatchNorms, the classifier
+    assert got["features.0.0"] == "stem/conv" and got["features.0.1"] == "stem/bn"
+    assert got["features.2.conv.1.0"] == "blocks/1/depthwise/conv"
+    assert got["features.17.conv.2"] == "blocks/16/project/conv"
+    assert got["classifier.1"] == "head"
+    assert "call order" in {p.rule for p in pairing}
+
+
+@pytest.mark.slow
+def test_the_flax_named_port_passes_and_its_slip_is_localised():
+    net, port, x = _models()
+    report = P.check(net, port, x, flax_inputs=nhwc, init_seeds=0)
+    report.assert_ok()
+    net, slipped, x = _models(same_padding=(2,))
+    d = P.check(net, slipped, x, flax_inputs=nhwc, init_seeds=0).first_divergence
+    assert (d.torch_name, d.flax_path, d.where) == ("features.2.conv.1.0",
+                                                    "blocks/1/depthwise/conv", "inside"), str(d)
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.a(x)) * self.b(x)  # a, then b
+
+
+class _Swapped(nnx.Module):
+    """Flax names, and the branches computed in the other order (b's role first)."""
+
+    def __init__(self, rngs):
+        self.gate = nnx.Linear(4, 4, rngs=rngs)
+        self.value = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        v = self.value(x)   # torch's b, called first here
+        return nnx.tanh(self.gate(x)) * v
+
+
+def test_parallel_branches_are_refused_not_paired_by_call_order():
+    """Two layers of the same shape on the same input (parallel branches), which the port
+    computes in the other order: the order they run in proves nothing, so pairing refuses
+    naming both (before: paired a with the port's value, wrongly); a mapping pairs them, and
+    the port then passes."""
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    t = _TwoBranches()
+    port = _Swapped(nnx.Rngs(0))
+    with pytest.raises(P.ParityError, match=r"call order: torch 'a' and 'b' take the same "
+                                            r"input \(parallel branches\) and both fit nnx "
+                                            r"'value'"):
+        P.pair(t, port, inputs=x)
+    with pytest.raises(P.ParityError, match="parallel branches"):
+        P.check(t, port, x, init_seeds=0)
+    right = P.pair(t, port, mapping={"a": "gate", "b": "value"})
+    assert P.check(t, port, x, init_seeds=0, pairing=right).ok
+
+
+class _InOrder(_Swapped):
+    def __call__(self, x):
+        g = nnx.tanh(self.gate(x))
+        return g * self.value(x)
+
+
+def test_a_mapping_that_contradicts_the_call_order_is_refused():
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(P.ParityError, match=r"mapping: torch calls a before b, but the port "
+                                            r"calls gate \(mapped to b\) before value \(mapped "
+                                            r"to a\); the two entries look swapped"):
+        P.pair(_TwoBranches(), _InOrder(nnx.Rngs(0)), mapping={"a": "value", "b": "gate"},
+               inputs=x)
+
+
+class _Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_call_sequences_that_part_are_refused_naming_both():
+    """Layers in a chain pair by call order; a port that calls one more layer is refused
+    naming it."""
+    class Chain(nnx.Module):
+        def __init__(self, rngs, extra=False):
+            self.first = nnx.Linear(4, 4, rngs=rngs)
+            self.second = nnx.Linear(4, 4, rngs=rngs)
+            self.proj = nnx.Linear(4, 4, rngs=rngs) if extra else None
+
+        def __call__(self, x):
+            y = self.second(nnx.tanh(self.first(x)))
+            return self.proj(y) if self.proj is not None else y
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    got = P.pair(_Chain(), Chain(nnx.Rngs(0)), inputs=x)
+    assert {p.torch_name: (p.flax_path, p.rule) for p in got} == {
+        "a": ("first", "call order"), "b": ("second", "call order")}
+    assert P.check(_Chain(), Chain(nnx.Rngs(0)), x, init_seeds=0).ok
+    with pytest.raises(P.ParityError, match=r"call order: nnx proj \(Linear\) has no partner"):
+        P.pair(_Chain(), Chain(nnx.Rngs(0), extra=True), inputs=x)
