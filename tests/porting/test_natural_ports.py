@@ -189,3 +189,71 @@ def test_call_sequences_that_part_are_refused_naming_both():
     assert P.check(_Chain(), Chain(nnx.Rngs(0)), x, init_seeds=0).ok
     with pytest.raises(P.ParityError, match=r"call order: nnx proj \(Linear\) has no partner"):
         P.pair(_Chain(), Chain(nnx.Rngs(0), extra=True), inputs=x)
+
+
+# --- torchvision's ConvNeXt pieces with the official repo's names ----------------------------
+
+class _CNBlockPort(nnx.Module):
+    """ConvNeXt's block as the official repo writes it: dwconv, norm, pwconv1, pwconv2,
+    gamma (``(dim,)`` where torchvision's ``layer_scale`` is ``(dim, 1, 1)``)."""
+
+    def __init__(self, dim, rngs, approximate=False):
+        self.dwconv = nnx.Conv(dim, dim, (7, 7), padding=((3, 3), (3, 3)),
+                               feature_group_count=dim, rngs=rngs)
+        self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.pwconv1 = nnx.Linear(dim, 4 * dim, rngs=rngs)
+        self.pwconv2 = nnx.Linear(4 * dim, dim, rngs=rngs)
+        self.gamma = nnx.Param(jax.numpy.full((dim,), 0.5))
+        self.approximate = approximate
+
+    def __call__(self, x):
+        y = jax.nn.gelu(self.pwconv1(self.norm(self.dwconv(x))), approximate=self.approximate)
+        return x + self.gamma[...] * self.pwconv2(y)
+
+
+class _ConvNeXtPort(nnx.Module):
+    def __init__(self, dim, rngs, **slip):
+        self.stem = nnx.Conv(3, dim, (4, 4), strides=4, padding="VALID", rngs=rngs)
+        self.stem_norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)  # on NHWC
+        self.block = _CNBlockPort(dim, rngs, **slip)
+
+    def __call__(self, x):
+        return self.block(self.stem_norm(self.stem(x)))
+
+
+def _convnext(**slip):
+    from functools import partial
+
+    from torchvision.models.convnext import CNBlock, LayerNorm2d
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), LayerNorm2d(16, eps=1e-6),
+                        CNBlock(16, 0.5, 0.0, partial(nn.LayerNorm, eps=1e-6)))
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 24)).astype(np.float32)
+    from winit_jax.parity.examples import nchw
+    return net, _ConvNeXtPort(16, nnx.Rngs(0), **slip), x, dict(flax_inputs=nhwc,
+                                                                 flax_outputs=nchw, init_seeds=0)
+
+
+def test_convnext_with_the_official_names_pairs_and_passes():
+    """No mapping: the two LayerNorm(16) pair by call order, the rest by shape; the bare
+    layer_scale (16, 1, 1) pairs with gamma (16,) through the one reshape that fits; the
+    channels-first LayerNorm2d's activations (NCHW in torch, NHWC in the port) are compared
+    through the one axis order that fits (4x6 maps: unambiguous), not reported as inf."""
+    net, port, x, kw = _convnext()
+    pairing = P.pair(net, port, inputs=x, flax_inputs=nhwc)
+    got = {p.torch_name: (p.flax_path, p.rule) for p in pairing}
+    assert got["1"] == ("stem_norm", "call order") and got["2.block.2"][0] == "block/norm"
+    assert got["2"][0] == "block"  # layer_scale <-> gamma
+    report = P.check(net, port, x, pairing=pairing, **kw)
+    report.assert_ok()
+    row = next(r for r in report.layers if r.torch_name == "1")
+    assert not row.not_compared and row.output_gap < row.output_tol
+    P.from_torch(net, port, pairing=pairing)
+    assert np.array_equal(np.asarray(port.block.gamma[...]),
+                          net[2].layer_scale.detach().numpy().reshape(16))
+
+
+def test_convnext_gelu_slip_is_localised():
+    net, port, x, kw = _convnext(approximate=True)  # GELU's tanh approximation
+    d = P.check(net, port, x, **kw).first_divergence
+    assert (d.torch_name, d.where) == ("2.block.5", "before"), str(d)

@@ -52,12 +52,37 @@ class FlaxParameters(nnx.Module):
                 setattr(self, k, v)
 
 
+def _names(t, f) -> dict[str, str]:
+    """torch parameter name -> nnx variable path: the same names; or, where each side holds
+    exactly one parameter (ConvNeXt's ``layer_scale`` and a port's ``gamma``), those two."""
+    theirs = [n for n, _ in t.named_parameters()]
+    mine = list(flax_variables(f))
+    if set(theirs) != set(mine) and len(theirs) == len(mine) == 1:
+        return {theirs[0]: mine[0]}
+    return {n: n for n in theirs}
+
+
+def _reshaped(array, shape):
+    """``array`` in ``shape`` where the one reshape that keeps its values in order fits
+    (torch's ``(dim, 1, 1)`` for a port's ``(dim,)``: the same sizes but for axes of 1)."""
+    if tuple(array.shape) == tuple(shape):
+        return array
+    if [d for d in array.shape if d != 1] == [d for d in shape if d != 1]:
+        return array.reshape(shape)
+    return array  # left as it is: the pairing's shape check names the misfit
+
+
 def _to_flax(t, f):
-    return {n: np_copy(p) for n, p in t.named_parameters()}
+    mine = flax_variables(f)
+    return {m: _reshaped(np_copy(p), mine[m].get_value().shape) if m in mine else np_copy(p)
+            for (n, p), m in zip(t.named_parameters(), _names(t, f).values())}
 
 
 def _to_torch(f, t):
-    return {k: value(v) for k, v in flax_variables(f).items()}
+    mine, theirs = flax_variables(f), dict(t.named_parameters())
+    back = {m: n for n, m in _names(t, f).items()}
+    return {back.get(k, k): _reshaped(value(v), tuple(theirs[back[k]].shape))
+            if back.get(k) in theirs else value(v) for k, v in mine.items()}
 
 
 PARAMETERS = register(Kind("Parameter", (TorchParameters,), (FlaxParameters,), _to_flax,

@@ -5,6 +5,7 @@ nnx side)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,14 @@ def _aligned(mine, theirs):
     squeezed = [d for d in np.shape(mine) if d != 1]
     if squeezed == [d for d in np.shape(theirs) if d != 1]:
         return np.reshape(mine, np.shape(theirs)), ""
-    return None, f"torch {tuple(np.shape(theirs))} vs port {tuple(np.shape(mine))}"
+    # a permutation of the port's axes (a channels-first norm such as torchvision's
+    # LayerNorm2d against an NHWC port): used only where exactly one fits the shapes
+    fits = [p for p in itertools.permutations(range(np.ndim(mine)))
+            if tuple(np.shape(mine)[i] for i in p) == tuple(np.shape(theirs))]
+    if len(fits) == 1:
+        return np.transpose(mine, fits[0]), ""
+    why = f"torch {tuple(np.shape(theirs))} vs port {tuple(np.shape(mine))}"
+    return None, why + (f" ({len(fits)} axis orders fit)" if fits else "")
 
 
 def _in_torch_layout(paired: dict, items) -> dict[str, list]:
