@@ -80,8 +80,10 @@ def _models(**slips):
 
 def test_a_port_with_flax_names_pairs_by_call_order():
     net, port, x = _models()
-    with pytest.raises(P.ParityError, match="ambiguous|has no partner"):
-        P.pair(net, port)  # names and shapes alone cannot tell
+    with pytest.raises(P.ParityError, match=r"(ambiguous|has no partner).*; pass the inputs "
+                                            r"\(pair\(\.\.\., inputs=x\), or check's\) to "
+                                            r"pair what is left by call order"):
+        P.pair(net, port)  # names and shapes alone cannot tell, and the error says what to do
     pairing = P.pair(net, port, inputs=x, flax_inputs=nhwc)
     got = {p.torch_name: p.flax_path for p in pairing}
     assert len(got) == 105  # 52 convolutions, 52 BatchNorms, the classifier

@@ -469,7 +469,9 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
             for tn, fp in _by_call_order(t_left, f_left, orders):
                 take(tn, fp, "call order")
     if t_left or f_left:
-        raise ParityError(_unpaired_message(t_left, f_left))
+        hint = ("; pass the inputs (pair(..., inputs=x), or check's) to pair what is left by "
+                "call order" if order is None else "")
+        raise ParityError(_unpaired_message(t_left, f_left) + hint)
     out = []
     for tn, t in t_all.items():
         if tn not in found:
