@@ -259,3 +259,47 @@ def test_convnext_gelu_slip_is_localised():
     net, port, x, kw = _convnext(approximate=True)  # GELU's tanh approximation
     d = P.check(net, port, x, **kw).first_divergence
     assert (d.torch_name, d.where) == ("2.block.5", "before"), str(d)
+
+
+# --- checking a port with the weights it holds ----------------------------------------------
+
+def _load(port, state, transpose=True):
+    """A porter's own loader from a torch state dict; ``transpose=False`` is the classic slip
+    (square weights, so no shape error says so)."""
+    import jax.numpy as jnp
+    for torch_name, layer in (("a", port.first), ("b", port.second)):
+        w = state[f"{torch_name}.weight"].numpy()
+        layer.kernel.set_value(jnp.asarray(w.T if transpose else w))
+        layer.bias.set_value(jnp.asarray(state[f"{torch_name}.bias"].numpy()))
+
+
+class _ChainPort(nnx.Module):
+    def __init__(self, rngs):
+        self.first = nnx.Linear(4, 4, rngs=rngs)
+        self.second = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.second(nnx.tanh(self.first(x)))
+
+
+def test_check_with_the_ports_own_weights_catches_a_loader_slip():
+    """``check`` copies torch's weights over the port by default, so a loader that forgets a
+    transpose still passes; ``weights="port"`` compares the port as loaded: the faithful
+    loader passes, the slip fails at the first layer. An abstract port is refused."""
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    net = _Chain()
+    slipped = _ChainPort(nnx.Rngs(0))
+    _load(slipped, net.state_dict(), transpose=False)
+    mapping = {"a": "first", "b": "second"}
+    assert P.check(net, slipped, x, init_seeds=0, mapping=mapping).ok  # torch's copied over
+    _load(slipped, net.state_dict(), transpose=False)
+    report = P.check(net, slipped, x, mapping=mapping, weights="port")
+    assert not report.ok and report.first_divergence.torch_name == "a"
+    faithful = _ChainPort(nnx.Rngs(0))
+    _load(faithful, net.state_dict())
+    P.check(net, faithful, x, mapping=mapping, weights="port").assert_ok()
+    with pytest.raises(P.ParityError, match="weights: 'port' compares the weights the port "
+                                            "holds, but first/bias is abstract"):
+        P.check(net, nnx.eval_shape(lambda: _ChainPort(nnx.Rngs(0))), x, mapping=mapping,
+                weights="port")

@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import jax
+from flax import nnx
+
 from winit_jax.kinds import ParityError, registered
 from winit_jax.kinds.stochastic import active_dropout
 from winit_jax.parity.localise import first_divergence
@@ -37,7 +40,8 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
           kinds: Sequence = (),
           dtype: str | None = None, layers: bool = True,
           make_optimizer: Callable | None = None, make_scheduler: Callable | None = None,
-          tx=None, clip_grad_norm: float | None = None) -> ParityReport:
+          tx=None, clip_grad_norm: float | None = None, weights: str = "torch"
+          ) -> ParityReport:
     """Checks that an nnx port initialises, computes, differentiates and trains like the torch
     module it ports, in one call. The parts, each tolerance and the traps are in the README
     ("Checking a port").
@@ -89,6 +93,11 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
       pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
       kinds: layer kinds for this check only, ahead of the registered ones.
       dtype: "float32" or "float64" (default: the torch module's).
+      weights: "torch" (default): torch's weights are copied into the port first, so the
+        port's code is what is checked; "port": the port keeps the weights it holds (a
+        checkpoint loaded by the porter's loader, or winit_jax's) and is compared against
+        torch holding its own, which checks the loader too (no init part then: it would
+        redraw the port).
       layers: compare every paired layer's input and output in the forward pass (torch
         forward hooks, the recording forward on the nnx side) and name the first place
         where the two part (``report.first_divergence``, ``report.layer_table()``).
@@ -110,7 +119,19 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
 def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches,
            learning_rate, momentum, init_seeds, overrides, fresh_torch, train, flax_inputs,
            torch_outputs, flax_outputs, metric, eval_data, mapping, pairing, dtype, layers,
-           make_optimizer, make_scheduler, tx, clip_grad_norm) -> ParityReport:
+           make_optimizer, make_scheduler, tx, clip_grad_norm, weights) -> ParityReport:
+    if weights not in ("torch", "port"):
+        raise ParityError(f"weights: 'torch' (copy torch's into the port) or 'port' (keep "
+                          f"the port's), got {weights!r}")
+    if weights == "port":
+        abstract = [("/".join(map(str, p))) for p, v in nnx.iter_graph(model)
+                    if isinstance(v, nnx.Variable) and isinstance(v, (nnx.Param, nnx.BatchStat))
+                    and isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+        if abstract:
+            raise ParityError(f"weights: 'port' compares the weights the port holds, but "
+                              f"{abstract[0]} is abstract (built with nnx.eval_shape); load "
+                              "the weights first")
+        init_seeds = 0  # the init part would redraw the port's weights
     first = next(iter(torch_module.parameters()))
     dtype = check_dtype(dtype or str(first.dtype).removeprefix("torch."), "check")
     if (make_optimizer is None) and (make_scheduler is not None or tx is not None):
@@ -137,8 +158,9 @@ def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches
     with restored(torch_module, model):
         if init_seeds:
             found.append(init_stage(run, init_seeds, overrides, fresh_torch))
-        for var, value in flax_updates(run.paired):
-            var.set_value(value)
+        if weights == "torch":
+            for var, value in flax_updates(run.paired):
+                var.set_value(value)
         fill_abstract(model)
         # randomness found by behaviour (what no class name reveals: F.dropout, DropPath)
         refuse_random(torch_module, model, run.inputs, train=False)
