@@ -58,6 +58,23 @@ class Batch(NamedTuple):
         return module(*map(cast, self.args_torch),
                       **{k: cast(v) for k, v in self.kwargs_torch.items()})
 
+    def torch_eval(self, module, pre_hooks=()):
+        """``module`` on this batch in eval mode without gradients, ``pre_hooks``
+        (``[(submodule, hook(mod, inputs))]``) watching; its mode is restored and the hooks
+        removed whatever happens. Returns its output."""
+        import torch
+
+        handles = [m.register_forward_pre_hook(hook) for m, hook in pre_hooks]
+        was = module.training
+        try:
+            module.eval()
+            with torch.no_grad():
+                return self.torch_call(module)
+        finally:
+            module.train(was)
+            for h in handles:
+                h.remove()
+
     def torch_targets(self, *, float64: bool = False):
         t = self.targets_torch
         return t.double() if float64 and t is not None and t.is_floating_point() else t

@@ -14,8 +14,11 @@ what it proves:
    side (torch ``net.0, net.2, net.4`` or ``layers.encoder_layer_0 ...``, nnx ``layers/0,
    layers/1, layers/2``), one such group on each side with as many layers, pair in
    numeric order.
+5. Call order, where inputs are given (``call_order.py``): what is left pairs by the order
+   in which each side first calls its layers.
 
-Whatever is left is an error: with two candidates, one error names both (pass ``mapping``
+Tied torch layers need no partner (``ties.py``); what each side's layers are, and whether
+two fit, is ``layers.py``. Whatever is left is an error: with two candidates, one error names both (pass ``mapping``
 or name the layers alike); with none, one error says why the nearest one does not fit.
 Pairs come back in torch's definition order (``named_modules``), which torch keeps.
 """
@@ -23,7 +26,6 @@ Pairs come back in torch's definition order (``named_modules``), which torch kee
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 
 from flax import nnx
@@ -33,14 +35,19 @@ from winit_jax.kinds import (
     ParityError,
     at_path,
     flax_variables,
-    is_flax_layer,
-    kind_for,
     registered,
-    torch_kinds,
-    torch_tensor_names,
 )
-from winit_jax.kinds.parameters import FlaxParameters, TorchParameters
 from winit_jax.kinds.stack import stack_slice
+from winit_jax.parity.call_order import by_call_order, call_orders, confirm_mapping
+from winit_jax.parity.layers import (
+    fits,
+    flax_layers,
+    label,
+    natural,
+    template,
+    torch_layers_with_owners,
+)
+from winit_jax.parity.ties import refuse_untied, tied_layers, torch_ties
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,83 +77,8 @@ class Pair:
     stack: tuple[str, int] | None = None
 
     def describe(self) -> str:
-        return (f"torch {_label(self.torch_name, self.torch_module)} <-> "
-                f"nnx {_label(self.flax_path, self.flax_layer)}")
-
-
-_NUMBERED = re.compile(r"^(.*?)(\d+)$")
-
-
-def tensor_prefix(pair: "Pair") -> str:
-    """The prefix of the pair's tensor names in torch's ``state_dict`` ("" at the root)."""
-    name = pair.torch_name if pair.torch_owner is None else pair.torch_owner
-    return f"{name}." if name else ""
-
-
-def _natural(path: str, sep: str):
-    """A sort key: list indices and trailing numbers (``encoder_layer_10``) as numbers."""
-    key = []
-    for p in path.split(sep):
-        m = _NUMBERED.match(p)
-        key.append((m.group(1), int(m.group(2))) if m else (p, -1))
-    return tuple(key)
-
-
-def torch_layers(module) -> list[tuple[str, object]]:
-    """``(name, layer)`` of every torch layer some kind matches, in definition order (a
-    matched layer's submodules belong to it), and, for every other module with parameters
-    of its own, a ``TorchParameters`` view of them under the module's name."""
-    return [(name, layer) for name, layer, _ in _torch_layers(module)]
-
-
-def _torch_layers(module) -> list[tuple[str, object, str | None]]:
-    """``torch_layers`` with, for each view of a split module, the module's name (its
-    tensors keep torch's names: ``rnn.weight_ih_l1``), else None."""
-    out, inside = [], []
-    for name, m in module.named_modules():
-        if any(p == "" or name.startswith(p + ".") for p in inside):
-            continue
-        kinds_ = torch_kinds(m)
-        if kinds_:
-            split = kinds_[0].torch_split(m) if kinds_[0].torch_split else None
-            for suffix, view in split or [("", m)]:
-                out.append((".".join(x for x in (name, suffix) if x), view,
-                            name if split else None))
-            inside.append(name)
-        elif any(True for _ in m.named_parameters(recurse=False)):
-            out.append((name, TorchParameters(m), None))
-    return out
-
-
-def flax_layers(model) -> list[tuple[str, nnx.Module]]:
-    """``(path, layer)`` of every nnx layer some kind matches, sorted by path (list indices
-    as numbers; a matched layer's submodules belong to it, a shared layer counts once), and,
-    for every other module with ``nnx.Param``s of its own, a ``FlaxParameters`` view.
-
-    Raises:
-      ParityError: a module with batch statistics of its own that no kind matches.
-    """
-    found, seen = [], set()
-    modules = sorted(((("/".join(map(str, p))), m) for p, m in nnx.iter_modules(model)),
-                     key=lambda pm: _natural(pm[0], "/"))
-    for path, m in modules:
-        if id(m) in seen or any(p == "" or path.startswith(p + "/") for p, layer in found
-                                if not isinstance(layer, FlaxParameters)):
-            continue
-        seen.add(id(m))
-        if is_flax_layer(m):
-            found.append((path, m))
-            continue
-        own = {k: v for k, v in vars(m).items() if isinstance(v, nnx.Variable)
-               and isinstance(v, (nnx.Param, nnx.BatchStat))}
-        if any(isinstance(v, nnx.BatchStat) for v in own.values()):
-            raise ParityError(
-                f"nnx layer {path or '<root>'} ({type(m).__name__}) has batch statistics "
-                f"{sorted(own)} of a kind winit_jax.parity does not know; register the pair "
-                "with winit_jax.parity.register_layer")
-        if own:
-            found.append((path, FlaxParameters(m)))
-    return found
+        return (f"torch {label(self.torch_name, self.torch_module)} <-> "
+                f"nnx {label(self.flax_path, self.flax_layer)}")
 
 
 def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
@@ -196,51 +128,6 @@ def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
 def stacks(paired) -> dict[str, int]:
     """``{nnx path: blocks}`` of the scanned stacks among ``paired`` (for torch_like.init)."""
     return dict(p.stack for p in paired if p.stack is not None)
-
-
-def misfit(kind: Kind, t, f) -> str | None:
-    """Why torch layer ``t`` cannot hold ``f``'s tensors under ``kind`` (None if it can):
-    a converter's refusal, a tensor one side has and the other lacks, or a shape."""
-    try:
-        values = kind.to_flax(t, f)
-    except ParityError as e:
-        return str(e)
-    have = flax_variables(f)
-    extra = sorted(set(values) - set(have))
-    if extra:
-        return f"torch gives {', '.join(extra)}, which the nnx layer does not have"
-    missing = sorted(set(have) - set(values))
-    if missing:
-        return f"the nnx layer has {', '.join(missing)}, which torch does not give"
-    for k, v in values.items():
-        want = tuple(have[k].get_value().shape)
-        if tuple(v.shape) != want:
-            return f"{k}: shape {tuple(v.shape)} (from torch) vs {want}"
-    return None
-
-
-def _fits(t, f) -> tuple[Kind | None, str | None]:
-    kind = kind_for(t, f)
-    if kind is None:
-        return None, "no layer kind pairs these two (winit_jax.parity.register_layer adds one)"
-    return kind, misfit(kind, t, f)
-
-
-def _template(name: str, sep: str) -> tuple:
-    """The name with list indices and trailing numbers as ``#``: layers that share a
-    template differ only by their position in a list."""
-    return tuple(_NUMBERED.sub(lambda m: m.group(1) + "#", p) for p in name.split(sep))
-
-
-def _label(name: str, module) -> str:
-    if isinstance(module, TorchParameters):
-        what = (f"{type(module.owner).__name__}'s own parameters "
-                f"{', '.join(n for n, _ in module.named_parameters())}")
-    elif isinstance(module, FlaxParameters):
-        what = f"{module.owner_type}'s own parameters {', '.join(flax_variables(module))}"
-    else:
-        what = type(module).__name__
-    return f"{name or '<root>'} ({what})"
 
 
 class Pairing(tuple):
@@ -333,58 +220,8 @@ def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
         return _pair(torch_module, model, mapping, order)
 
 
-def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict, dict]:
-    """(torch layer names, nnx layer paths), each in the order of its first call on
-    ``batch``, and for each side ``{layer: the input of its first call}`` (layers
-    with the same input are parallel branches, whose call order proves nothing): torch in
-    eval mode without gradients (forward pre-hooks), the port run abstractly
-    (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
-    import jax
-    import torch
-
-    from winit_jax.forward import layer_io
-
-    named = dict(torch_module.named_modules())
-    t_order, t_input, handles = [], {}, []
-
-    def seen(mod, inp, name):
-        t_order.append(name)
-        t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
-    for name, _ in torch_layers(torch_module):
-        if name in named:
-            handles.append(named[name].register_forward_pre_hook(
-                lambda mod, inp, name=name: seen(mod, inp, name)))
-    was = torch_module.training
-    try:
-        torch_module.eval()
-        with torch.no_grad():
-            batch.torch_call(torch_module)
-    finally:
-        torch_module.train(was)
-        for h in handles:
-            h.remove()
-    types = tuple({type(layer) for _, layer in flax_layers(model)
-                   if not isinstance(layer, FlaxParameters)})
-    graph, state = nnx.split(model)
-    f_order, f_input = [], {}
-    args, arrays = batch.flax_arrays()
-    static = batch.flax_static()
-
-    def run(state, args, arrays):
-        merged = nnx.merge(graph, state)
-        merged.eval()
-        _, calls = layer_io(merged, *args, types=types, **arrays, **static)
-        for c in calls:
-            path = "/".join(map(str, c.path))
-            f_order.append(path)
-            f_input.setdefault(path, c.input)
-        return 0
-    jax.eval_shape(run, state, args, arrays)
-    return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
-
-
 def _pair(torch_module, model, mapping, order=None) -> Pairing:
-    found_t = _torch_layers(torch_module)
+    found_t = torch_layers_with_owners(torch_module)
     t_all = {name: layer for name, layer, _ in found_t}
     owners = {name: owner for name, _, owner in found_t}
     f_all, stack_of = _unstacked(dict(flax_layers(model)), t_all, model)
@@ -393,10 +230,10 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
 
     def take(tname, fpath, rule):
         t, f = t_left.pop(tname), f_left.pop(fpath)
-        kind, why = _fits(t, f)
+        kind, why = fits(t, f)
         if why is not None:
-            raise ParityError(f"layer pair does not fit ({rule}): torch {_label(tname, t)} vs "
-                              f"nnx {_label(fpath, f)}: {why}")
+            raise ParityError(f"layer pair does not fit ({rule}): torch {label(tname, t)} vs "
+                              f"nnx {label(fpath, f)}: {why}")
         found[tname] = (fpath, kind, rule)
 
     mapping = dict(mapping or {})
@@ -418,7 +255,7 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
     changed = True
     while changed and t_left:
         changed = False
-        fit = {tn: [fp for fp, f in f_left.items() if _fits(t, f)[1] is None]
+        fit = {tn: [fp for fp, f in f_left.items() if fits(t, f)[1] is None]
                for tn, t in t_left.items()}
         back = {fp: [tn for tn, fps in fit.items() if fp in fps] for fp in f_left}
         for tn, fps in fit.items():
@@ -434,18 +271,18 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
         # list order: one torch template, one nnx template, as many layers, all fitting
         by_t: dict[tuple, list[str]] = {}
         for tn in t_left:
-            by_t.setdefault(_template(tn, "."), []).append(tn)
+            by_t.setdefault(template(tn, "."), []).append(tn)
         for tns in by_t.values():
             fps = {fp for tn in tns for fp in fit[tn]}
-            templates = {_template(fp, "/") for fp in fps}
+            templates = {template(fp, "/") for fp in fps}
             if len(templates) != 1:
                 continue
-            group = [fp for fp in f_left if _template(fp, "/") in templates]
+            group = [fp for fp in f_left if template(fp, "/") in templates]
             if len(group) != len(tns) or any(
                     set(back[fp]) - set(tns) for fp in group):
                 continue
-            tns = sorted(tns, key=lambda n: _natural(n, "."))
-            group = sorted(group, key=lambda p: _natural(p, "/"))
+            tns = sorted(tns, key=lambda n: natural(n, "."))
+            group = sorted(group, key=lambda p: natural(p, "/"))
             for tn, fp in zip(tns, group):
                 take(tn, fp, "list order")
             changed = True
@@ -456,17 +293,11 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
     if order is not None and (t_left or f_left or any(r == "mapping"
                                                       for _, _, r in found.values())):
         orders = order()
-    held = {}  # tied torch layers left unpaired: their tensors are their owners'
-    for tname, t in list(t_left.items()):
-        names = [_full(tname, owners[tname], n) for n in torch_tensor_names(t)]
-        owner_layers = {_layer_of(ties.get(n), t_all) for n in names}
-        if names and all(n in ties for n in names) and owner_layers <= set(found):
-            held.update({n: ties[n] for n in names})
-            del t_left[tname]
+    held = tied_layers(t_left, t_all, owners, set(found), ties)
     if orders is not None:
-        _confirm_mapping(found, orders)
+        confirm_mapping(found, orders)
         if t_left or f_left:
-            for tn, fp in _by_call_order(t_left, f_left, orders):
+            for tn, fp in by_call_order(t_left, f_left, orders):
                 take(tn, fp, "call order")
     if t_left or f_left:
         hint = ("; pass the inputs (pair(..., inputs=x), or check's) to pair what is left by "
@@ -479,114 +310,8 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
         fpath, kind, rule = found[tn]
         out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule, owners[tn],
                         stack_of.get(fpath)))
-    _refuse_untied(out, ties)
+    refuse_untied(out, ties)
     return Pairing(out, torch_module, model, held)
-
-
-def _by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
-    """The layers left, paired by the order of their first calls: the two sequences must
-    have as many layers, each place of the same kind and shapes; else one error naming the
-    first place they part."""
-    t_order, f_order, t_input, f_input = orders
-    t_seq = [n for n in t_order if n in t_left]
-    f_seq = [p for p in f_order if p in f_left]
-    for seq, left, inputs, other_seq, other_left, side in (
-            (t_seq, t_left, t_input, f_seq, f_left, "torch"),
-            (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
-        for i, a in enumerate(seq[:len(other_seq)]):
-            twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
-                     and inputs.get(b) is inputs.get(a)]
-            partner = other_seq[i]
-            for b in twins:
-                pair_b = (left[b], other_left[partner]) if side == "torch" else \
-                    (other_left[partner], left[b])
-                if _fits(*pair_b)[1] is None:
-                    raise ParityError(
-                        f"call order: {side} {a!r} and {b!r} take the same input (parallel "
-                        f"branches) and both fit {'nnx' if side == 'torch' else 'torch'} "
-                        f"{partner!r}; the order they run in cannot tell which is which: "
-                        f"pass mapping= (torch name: nnx path) or name them alike")
-    for i, (tn, fp) in enumerate(zip(t_seq, f_seq)):
-        _, why = _fits(t_left[tn], f_left[fp])
-        if why is not None:
-            raise ParityError(f"call order: the two sides part at the {_nth(i)} call of the "
-                              f"layers left unpaired: torch {_label(tn, t_left[tn])} vs nnx "
-                              f"{_label(fp, f_left[fp])}: {why}")
-    if len(t_seq) != len(f_seq) or len(t_seq) < len(t_left) or len(f_seq) < len(f_left):
-        extra_t = [n for n in t_left if n not in t_seq[:len(f_seq)]]
-        extra_f = [p for p in f_left if p not in f_seq[:len(t_seq)]]
-        side, name, layer = (("torch", extra_t[0], t_left[extra_t[0]]) if extra_t
-                             else ("nnx", extra_f[0], f_left[extra_f[0]]))
-        raise ParityError(f"call order: {side} {_label(name, layer)} has no partner in the "
-                          f"other side's calls ({len(t_seq)} torch and {len(f_seq)} nnx layers "
-                          "left unpaired are called)")
-    return list(zip(t_seq, f_seq))
-
-
-def _nth(i: int) -> str:
-    return f"{i + 1}{'th' if 10 <= (i + 1) % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get((i + 1) % 10, 'th')}"
-
-
-def _confirm_mapping(found: dict, orders) -> None:
-    """Mapping entries in the order both sides call them: a swap that shapes cannot tell
-    (``to_q`` given the port's ``to_k``) is refused, naming both."""
-    t_order, f_order = orders[:2]
-    t_index = {n: i for i, n in enumerate(t_order)}
-    f_index = {p: i for i, p in enumerate(f_order)}
-    mapped = sorted((t_index[tn], f_index[fp], tn, fp) for tn, (fp, _, rule) in found.items()
-                    if rule == "mapping" and tn in t_index and fp in f_index)
-    for (_, fa, ta, pa), (_, fb, tb, pb) in zip(mapped, mapped[1:]):
-        if fb < fa:
-            raise ParityError(f"mapping: torch calls {ta} before {tb}, but the port calls "
-                              f"{pb} (mapped to {tb}) before {pa} (mapped to {ta}); the two "
-                              "entries look swapped")
-
-
-def torch_ties(torch_module) -> dict[str, str]:
-    """``{tensor name: the name it is tied to}`` for every parameter torch holds under
-    several names (tied embeddings, a shared layer): the first name in definition order
-    owns it (the one ``state_dict`` keeps first)."""
-    first, ties = {}, {}
-    for name, p in torch_module.named_parameters(remove_duplicate=False):
-        if id(p) in first:
-            ties[name] = first[id(p)]
-        else:
-            first[id(p)] = name
-    return ties
-
-
-def _full(tname: str, owner: str | None, tensor: str) -> str:
-    prefix = tname if owner is None else owner
-    return f"{prefix}.{tensor}" if prefix else tensor
-
-
-def _layer_of(tensor: str | None, t_all: dict) -> str | None:
-    """The torch layer (of ``t_all``) that holds the tensor named ``tensor``."""
-    if tensor is None:
-        return None
-    return max((n for n in t_all if n == "" or tensor.startswith(n + ".")), key=len,
-               default=None)
-
-
-def _refuse_untied(paired: list, ties: dict) -> None:
-    """A torch tensor held by two pairs whose nnx layers differ: the port unties what torch
-    ties (two variables where torch has one), so that training and ``to_torch`` would part
-    them: one error naming the tie and both nnx layers."""
-    by_tensor: dict[int, list] = {}
-    for p in paired:
-        if not hasattr(p.torch_module, "named_parameters"):
-            continue
-        for n, t in p.torch_module.named_parameters():
-            by_tensor.setdefault(id(t), []).append((p, tensor_prefix(p) + n))
-    for holders in by_tensor.values():
-        layers = {id(p.flax_layer) for p, _ in holders}
-        if len(holders) > 1 and len(layers) > 1:
-            (a, name_a), (b, name_b) = holders[:2]
-            raise ParityError(f"tied weights: torch ties {name_b} to {name_a} (one tensor) and "
-                              f"the port holds nnx {b.flax_path or '<root>'} and "
-                              f"{a.flax_path or '<root>'} (two variables); use one variable "
-                              "for both (e.g. nnx.Embed.attend for a tied head), or untie "
-                              "them in torch")
 
 
 def _unpaired_message(t_left, f_left) -> str:
@@ -595,10 +320,10 @@ def _unpaired_message(t_left, f_left) -> str:
         other_side = "nnx" if side == "torch" else "torch"
         for name, layer in left.items():
             cands = [o for o, ol in others.items()
-                     if _fits(*((layer, ol) if side == "torch" else (ol, layer)))[1] is None]
+                     if fits(*((layer, ol) if side == "torch" else (ol, layer)))[1] is None]
             if len(cands) >= 2:
                 hint = ({name: cands[0]} if side == "torch" else {cands[0]: name})
-                return (f"ambiguous: {side} {_label(name, layer)} fits {other_side} {cands[0]!r} "
+                return (f"ambiguous: {side} {label(name, layer)} fits {other_side} {cands[0]!r} "
                         f"and {other_side} {cands[1]!r} alike; pass mapping={hint} (torch name: "
                         "nnx path) or give the layers the same names in both")
     side, (name, layer) = (("torch", next(iter(t_left.items()))) if t_left
@@ -607,13 +332,12 @@ def _unpaired_message(t_left, f_left) -> str:
     why = ""
     for other, o in others.items():
         t, f = (layer, o) if side == "torch" else (o, layer)
-        kind, reason = _fits(t, f)
+        kind, reason = fits(t, f)
         if kind is not None:
-            why = f"; nearest: {'nnx' if side == 'torch' else 'torch'} {_label(other, o)}: {reason}"
+            why = f"; nearest: {'nnx' if side == 'torch' else 'torch'} {label(other, o)}: {reason}"
             break
-    return (f"{side} layer {_label(name, layer)} has no partner ({len(t_left)} torch and "
+    return (f"{side} layer {label(name, layer)} has no partner ({len(t_left)} torch and "
             f"{len(f_left)} nnx layers left unpaired){why}")
 
 
-__all__ = ["Pair", "Pairing", "flax_layers", "misfit", "pair", "resolve", "stacks",
-           "tensor_prefix", "torch_layers"]
+__all__ = ["Pair", "Pairing", "pair", "resolve", "stacks"]

@@ -23,8 +23,9 @@ from winit_jax.parity.io import (
     leaves,
     matched,
 )
+from winit_jax.parity.layers import tensor_prefix
 from winit_jax.parity.losses import regression_loss, target_loss
-from winit_jax.parity.pairing import Pair, resolve, tensor_prefix
+from winit_jax.parity.pairing import Pair, resolve
 from winit_jax.parity.report import (
     TOLERANCES,
 )
@@ -163,20 +164,13 @@ def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool)
     abstractly) so that inputs or outputs that do not fit fail here, before anything
     changes. Returns torch's compared output, the port's (abstract) one and the matched
     leaves."""
-    import torch
-
-    was = torch_module.training
     try:
-        torch_module.eval()
-        with torch.no_grad():
-            raw = first.torch_call(torch_module)
+        raw = first.torch_eval(torch_module)
     except Exception as e:  # torch's own message, one line, after ours
         hint = ("; a tuple is several positional inputs: pass the loss's targets as "
                 "targets=" if len(first.args_torch) == 2 and isinstance(e, TypeError) else "")
         raise ParityError(f"inputs: {_inputs_text(first, 'torch')} does not fit the torch "
                           f"module: {first_line(e)}{hint}") from None
-    finally:
-        torch_module.train(was)
     try:
         y_torch = torch_out(raw)
     except Exception as e:

@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.io import Batch, leaves
-from winit_jax.parity.pairing import torch_layers
+from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
 )

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from winit_jax.kinds import ParityError
-from winit_jax.parity.pairing import torch_layers
+from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     KS_ALPHA,
     Check,

@@ -12,8 +12,8 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError
+from winit_jax.parity.layers import tensor_prefix, torch_layers
 from winit_jax.parity.optimizer import translate_optimizer
-from winit_jax.parity.pairing import tensor_prefix, torch_layers
 from winit_jax.parity.report import (
     Check,
     Outcome,
@@ -25,8 +25,13 @@ from winit_jax.parity.run import (
     torch_outputs_and_grads,
 )
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.tolerance import (compared, demoted, exact_zeros, measured,
-                                        rounding_dominates)
+from winit_jax.parity.tolerance import (
+    compared,
+    demoted,
+    exact_zeros,
+    measured,
+    rounding_dominates,
+)
 from winit_jax.parity.transfer import torch_values
 
 # A step check whose measured tolerance exceeds this fraction of what the steps changed
@@ -240,7 +245,7 @@ def _values_per_channel(torch_module, paired, batch):
     for the pairs whose kind keeps running statistics."""
     import torch
 
-    sizes, handles = {}, []
+    sizes, hooks = {}, []
     for p in paired:
         for n, role in (p.kind.batch_stats or {}).items():
             if role != "var" or not isinstance(p.torch_module, torch.nn.Module):
@@ -248,14 +253,6 @@ def _values_per_channel(torch_module, paired, batch):
 
             def hook(mod, inp, key=tensor_prefix(p) + n):  # returns None: input unchanged
                 sizes.setdefault(key, inp[0].numel() // inp[0].shape[1])
-            handles.append(p.torch_module.register_forward_pre_hook(hook))
-    was = torch_module.training
-    try:
-        torch_module.eval()
-        with torch.no_grad():
-            batch.torch_call(torch_module)
-    finally:
-        torch_module.train(was)
-        for h in handles:
-            h.remove()
+            hooks.append((p.torch_module, hook))
+    batch.torch_eval(torch_module, hooks)
     return lambda key: sizes.get(key, 2)

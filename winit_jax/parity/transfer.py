@@ -15,7 +15,8 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError, at_path, is_param, np_copy, torch_tensor_names
-from winit_jax.parity.pairing import Pair, Pairing, resolve, tensor_prefix
+from winit_jax.parity.layers import tensor_prefix
+from winit_jax.parity.pairing import Pair, Pairing, resolve
 
 DTYPES = ("float32", "float64")
 

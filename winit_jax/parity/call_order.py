@@ -1,0 +1,107 @@
+"""Pairing by what runs: the order in which each side first calls its layers on given
+inputs, for what names and shapes leave unpaired, and the check that ``mapping`` entries
+agree with it."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from winit_jax.kinds import ParityError
+from winit_jax.kinds.parameters import FlaxParameters
+from winit_jax.parity.layers import fits, flax_layers, label, torch_layers
+
+
+def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict, dict]:
+    """(torch layer names, nnx layer paths), each in the order of its first call on
+    ``batch``, and for each side ``{layer: the input of its first call}`` (layers
+    with the same input are parallel branches, whose call order proves nothing): torch in
+    eval mode without gradients (forward pre-hooks), the port run abstractly
+    (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
+    import jax
+
+    from winit_jax.forward import layer_io
+
+    named = dict(torch_module.named_modules())
+    t_order, t_input = [], {}
+
+    def seen(mod, inp, name):
+        t_order.append(name)
+        t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
+    batch.torch_eval(torch_module, [(named[name], lambda mod, inp, name=name: seen(mod, inp, name))
+                                    for name, _ in torch_layers(torch_module) if name in named])
+    types = tuple({type(layer) for _, layer in flax_layers(model)
+                   if not isinstance(layer, FlaxParameters)})
+    graph, state = nnx.split(model)
+    f_order, f_input = [], {}
+    args, arrays = batch.flax_arrays()
+    static = batch.flax_static()
+
+    def run(state, args, arrays):
+        merged = nnx.merge(graph, state)
+        merged.eval()
+        _, calls = layer_io(merged, *args, types=types, **arrays, **static)
+        for c in calls:
+            path = "/".join(map(str, c.path))
+            f_order.append(path)
+            f_input.setdefault(path, c.input)
+        return 0
+    jax.eval_shape(run, state, args, arrays)
+    return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+
+
+def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
+    """The layers left, paired by the order of their first calls: the two sequences must
+    have as many layers, each place of the same kind and shapes; else one error naming the
+    first place they part."""
+    t_order, f_order, t_input, f_input = orders
+    t_seq = [n for n in t_order if n in t_left]
+    f_seq = [p for p in f_order if p in f_left]
+    for seq, left, inputs, other_seq, other_left, side in (
+            (t_seq, t_left, t_input, f_seq, f_left, "torch"),
+            (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
+        for i, a in enumerate(seq[:len(other_seq)]):
+            twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
+                     and inputs.get(b) is inputs.get(a)]
+            partner = other_seq[i]
+            for b in twins:
+                pair_b = (left[b], other_left[partner]) if side == "torch" else \
+                    (other_left[partner], left[b])
+                if fits(*pair_b)[1] is None:
+                    raise ParityError(
+                        f"call order: {side} {a!r} and {b!r} take the same input (parallel "
+                        f"branches) and both fit {'nnx' if side == 'torch' else 'torch'} "
+                        f"{partner!r}; the order they run in cannot tell which is which: "
+                        f"pass mapping= (torch name: nnx path) or name them alike")
+    for i, (tn, fp) in enumerate(zip(t_seq, f_seq)):
+        _, why = fits(t_left[tn], f_left[fp])
+        if why is not None:
+            raise ParityError(f"call order: the two sides part at call {i + 1} of the "
+                              f"layers left unpaired: torch {label(tn, t_left[tn])} vs nnx "
+                              f"{label(fp, f_left[fp])}: {why}")
+    if len(t_seq) != len(f_seq) or len(t_seq) < len(t_left) or len(f_seq) < len(f_left):
+        extra_t = [n for n in t_left if n not in t_seq[:len(f_seq)]]
+        extra_f = [p for p in f_left if p not in f_seq[:len(t_seq)]]
+        side, name, layer = (("torch", extra_t[0], t_left[extra_t[0]]) if extra_t
+                             else ("nnx", extra_f[0], f_left[extra_f[0]]))
+        raise ParityError(f"call order: {side} {label(name, layer)} has no partner in the "
+                          f"other side's calls ({len(t_seq)} torch and {len(f_seq)} nnx layers "
+                          "left unpaired are called)")
+    return list(zip(t_seq, f_seq))
+
+
+def confirm_mapping(found: dict, orders) -> None:
+    """Mapping entries in the order both sides call them: a swap that shapes cannot tell
+    (``to_q`` given the port's ``to_k``) is refused, naming both."""
+    t_order, f_order = orders[:2]
+    t_index = {n: i for i, n in enumerate(t_order)}
+    f_index = {p: i for i, p in enumerate(f_order)}
+    mapped = sorted((t_index[tn], f_index[fp], tn, fp) for tn, (fp, _, rule) in found.items()
+                    if rule == "mapping" and tn in t_index and fp in f_index)
+    for (_, fa, ta, pa), (_, fb, tb, pb) in zip(mapped, mapped[1:]):
+        if fb < fa:
+            raise ParityError(f"mapping: torch calls {ta} before {tb}, but the port calls "
+                              f"{pb} (mapped to {tb}) before {pa} (mapped to {ta}); the two "
+                              "entries look swapped")
+
+
+__all__ = ["by_call_order", "call_orders", "confirm_mapping"]
