@@ -162,3 +162,28 @@ def test_gpt2_slips_fail_naming_the_cause(slip, where):
         assert (d.torch_name, d.where) == where, str(d)
     else:  # only the padded sequence differs: the forward fails
         assert "forward" in {c.part for c in report.failures()}
+
+
+class UntiedGPT2(GPT2):
+    """A realistic slip: the head is a Linear of its own, where HF ties it to ``wte``."""
+
+    def __init__(self, rngs):
+        super().__init__(rngs)
+        self.lm_head = nnx.Linear(CONFIG["n_embd"], CONFIG["vocab_size"], use_bias=False,
+                                  rngs=rngs)
+
+    def __call__(self, input_ids, attention_mask, use_cache=False):
+        return self.lm_head(self.transformer(input_ids, attention_mask))
+
+
+def test_an_untied_head_is_refused_naming_the_tie():
+    port = UntiedGPT2(nnx.Rngs(0))
+    before = [np.array(x) for x in jax.tree.leaves(nnx.state(port, nnx.Param))]
+    tie = (r"torch ties lm_head\.weight to transformer\.wte\.weight \(one tensor\) and the "
+           r"port holds nnx lm_head and transformer/wte \(two variables\)")
+    with pytest.raises(P.ParityError, match=tie):
+        _check(port)
+    with pytest.raises(P.ParityError, match=tie):
+        P.from_torch(torch_gpt2(), port)
+    after = jax.tree.leaves(nnx.state(port, nnx.Param))
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # left as it was

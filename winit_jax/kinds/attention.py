@@ -79,3 +79,25 @@ MULTIHEAD_ATTENTION = register(Kind(
     "MultiheadAttention", ("torch.nn.MultiheadAttention",), (nnx.MultiHeadAttention,),
     _to_flax, _to_torch, init=_init,
     hint="the head split, the q/k/v order of the packed projection, the mask, the scaling"))
+
+
+# The names real code gives an attention block's projections, by role: torch's own
+# MultiheadAttention and Flax's (query/key/value/out), diffusers (to_q/to_k/to_v/to_out,
+# and its old Flax AttentionBlock's proj_attn), Hugging Face (q_proj..o_proj, q/k/v/o in
+# T5, q_lin..out_lin in DistilBERT), Meta's LLaMA (wq..wo). They take the same input, so the
+# order they run in cannot tell them apart; their names can, where both sides name a role.
+PROJECTION_ROLES = {
+    "q": ("q", "query", "to_q", "q_proj", "q_lin", "wq"),
+    "k": ("k", "key", "to_k", "k_proj", "k_lin", "wk"),
+    "v": ("v", "value", "to_v", "v_proj", "v_lin", "wv"),
+    "out": ("o", "out", "to_out", "o_proj", "out_proj", "out_lin", "proj_attn", "wo"),
+}
+_ROLE_OF = {name: role for role, names in PROJECTION_ROLES.items() for name in names}
+
+
+def projection_role(path: str) -> str | None:
+    """The role (``"q"``, ``"k"``, ``"v"``, ``"out"``) an attention projection's name gives
+    it, or None: the last component of a torch name or nnx path that is not a number
+    (``to_out.0`` -> ``"out"``; ``attn/query`` -> ``"q"``)."""
+    parts = [p for p in path.replace("/", ".").split(".") if p and not p.isdigit()]
+    return _ROLE_OF.get(parts[-1]) if parts else None

@@ -7,7 +7,9 @@ from __future__ import annotations
 from flax import nnx
 
 from winit_jax.kinds import ParityError
+from winit_jax.kinds.attention import projection_role
 from winit_jax.kinds.parameters import FlaxParameters
+from winit_jax.parity.io import first_line, inputs_text
 from winit_jax.parity.layers import fits, flax_layers, label, torch_layers
 
 
@@ -27,8 +29,13 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     def seen(mod, inp, name):
         t_order.append(name)
         t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
-    batch.torch_eval(torch_module, [(named[name], lambda mod, inp, name=name: seen(mod, inp, name))
-                                    for name, _ in torch_layers(torch_module) if name in named])
+    try:
+        batch.torch_eval(torch_module, [(named[name],
+                                         lambda mod, inp, name=name: seen(mod, inp, name))
+                                        for name, _ in torch_layers(torch_module) if name in named])
+    except Exception as e:
+        raise ParityError(f"inputs: {inputs_text(batch, 'torch')} does not fit the torch "
+                          f"module: {first_line(e)}") from None
     types = tuple({type(layer) for _, layer in flax_layers(model)
                    if not isinstance(layer, FlaxParameters)})
     graph, state = nnx.split(model)
@@ -45,14 +52,20 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
             f_order.append(path)
             f_input.setdefault(path, c.input)
         return 0
-    jax.eval_shape(run, state, args, arrays)
+    try:
+        jax.eval_shape(run, state, args, arrays)
+    except Exception as e:
+        raise ParityError(f"inputs: {inputs_text(batch, 'flax')} (after flax_inputs) does not "
+                          f"fit the nnx model: {first_line(e)}") from None
     return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
 
 
 def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     """The layers left, paired by the order of their first calls: the two sequences must
     have as many layers, each place of the same kind and shapes; else one error naming the
-    first place they part."""
+    first place they part. Parallel branches (layers that take the same input) are paired
+    only where both sides name their roles alike (``PROJECTION_ROLES``: ``to_q`` with
+    ``query``); else refused, naming both."""
     t_order, f_order, t_input, f_input = orders
     t_seq = [n for n in t_order if n in t_left]
     f_seq = [p for p in f_order if p in f_left]
@@ -63,6 +76,10 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
             twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
                      and inputs.get(b) is inputs.get(a)]
             partner = other_seq[i]
+            role = projection_role(partner)
+            if role is not None and projection_role(a) == role and all(
+                    projection_role(b) != role for b in twins):
+                continue  # q, k and v named by role on both sides (diffusers' to_q: query)
             for b in twins:
                 pair_b = (left[b], other_left[partner]) if side == "torch" else \
                     (other_left[partner], left[b])

@@ -280,5 +280,20 @@ def first_leaf(out):
     return next(iter(found.values())) if found else out
 
 
-__all__ = ["Batch", "Data", "describe", "first_leaf", "flax_call", "is_array", "leaves",
-           "matched"]
+def inputs_text(batch: Batch, side: str) -> str:
+    """The inputs as an error names them: shapes, and keyword names."""
+    args = batch.args_torch if side == "torch" else batch.args_flax
+    shapes = [tuple(x.shape) for x in args if is_array(x)]
+    text = (f"shape {shapes[0]}" if len(shapes) == 1 and len(args) == 1
+            else f"{len(args)} positional inputs {shapes}")
+    names = sorted(batch.kwargs_torch)
+    return text + (f" and keyword inputs {names}" if names else "")
+
+
+def first_line(e: Exception) -> str:
+    """An exception's first line (its class name where it has no message)."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+__all__ = ["Batch", "Data", "describe", "first_leaf", "first_line", "flax_call", "inputs_text",
+           "is_array", "leaves", "matched"]

@@ -18,7 +18,8 @@ from winit_jax.parity.io import (
     Batch,
     Data,
     describe,
-    is_array,
+    first_line,
+    inputs_text,
     is_torch,
     leaves,
     matched,
@@ -146,19 +147,6 @@ def prepare(torch_module, model, inputs, *, kwargs, targets, loss, steps, batche
                held_out, call, torch_out, out_f, keys, data, notes)
 
 
-def _inputs_text(batch: Batch, side: str) -> str:
-    args = batch.args_torch if side == "torch" else batch.args_flax
-    shapes = [tuple(x.shape) for x in args if is_array(x)]
-    text = (f"shape {shapes[0]}" if len(shapes) == 1 and len(args) == 1
-            else f"{len(args)} positional inputs {shapes}")
-    names = sorted(batch.kwargs_torch)
-    return text + (f" and keyword inputs {names}" if names else "")
-
-
-def first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool):
     """Runs both models once on the inputs (torch in eval mode without gradients, the port
     abstractly) so that inputs or outputs that do not fit fail here, before anything
@@ -169,7 +157,7 @@ def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool)
     except Exception as e:  # torch's own message, one line, after ours
         hint = ("; a tuple is several positional inputs: pass the loss's targets as "
                 "targets=" if len(first.args_torch) == 2 and isinstance(e, TypeError) else "")
-        raise ParityError(f"inputs: {_inputs_text(first, 'torch')} does not fit the torch "
+        raise ParityError(f"inputs: {inputs_text(first, 'torch')} does not fit the torch "
                           f"module: {first_line(e)}{hint}") from None
     try:
         y_torch = torch_out(raw)
@@ -185,7 +173,7 @@ def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool)
         y_flax = nnx.eval_shape(lambda m, a, k: out_f(m(*a, **k, **static)), _eval_copy(model),
                                 args, arrays)
     except Exception as e:
-        raise ParityError(f"inputs: {_inputs_text(first, 'flax')} (after flax_inputs) does not "
+        raise ParityError(f"inputs: {inputs_text(first, 'flax')} (after flax_inputs) does not "
                           f"fit the nnx model: {first_line(e)}") from None
     keys = matched(y_torch, y_flax)
     theirs, ours = leaves(y_torch), leaves(y_flax)

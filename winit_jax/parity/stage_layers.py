@@ -5,7 +5,6 @@ nnx side)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -60,23 +59,73 @@ def _torch_calls(run: Run, module, names, batch: Batch, *, float64: bool = False
     return events
 
 
+def _moves(ndim: int) -> dict[tuple[int, ...], set[int]]:
+    """The axis orders that move at most one axis (channels-last <-> channels-first, heads
+    before or after the sequence), each with the axes whose move it can be (none for the
+    identity): the layout changes between the frameworks."""
+    orders: dict[tuple[int, ...], set[int]] = {tuple(range(ndim)): set()}
+    for a in range(ndim):
+        rest = [i for i in range(ndim) if i != a]
+        for at in range(ndim):
+            p = tuple(rest[:at] + [a] + rest[at:])
+            if p != tuple(range(ndim)):
+                orders.setdefault(p, set()).add(a)
+    return orders
+
+
+def _groups(fine: tuple, coarse: tuple) -> list[list[int]] | None:
+    """For each axis of ``coarse`` the axes of ``fine`` merged into it (size-1 axes aside),
+    or None where ``coarse`` is not ``fine`` with runs of adjacent axes merged: (B, C, H, W)
+    -> (B, C, H*W); (B, T, heads, d) -> (B, T, heads*d)."""
+    axes = [i for i, d in enumerate(fine) if d != 1]
+    out, i = [], 0
+    for d in (d for d in coarse if d != 1):
+        group, size = [], 1
+        while i < len(axes) and size < d:
+            size *= fine[axes[i]]
+            group.append(axes[i])
+            i += 1
+        if size != d:
+            return None
+        out.append(group)
+    return out if i == len(axes) else None
+
+
+def _fits(shape: tuple, target: tuple, p: tuple, moved: set) -> bool:
+    """Whether axis order ``p`` of the port's ``shape``, then merging or splitting adjacent
+    axes, gives torch's ``target``, the moved axis (if any) staying an axis of its own."""
+    order = tuple(shape[i] for i in p)
+    if order == target:
+        return True
+    groups = _groups(order, target) or _groups(target, order)
+    if groups is None:
+        return False
+    if not moved:
+        return True
+    merged = _groups(order, target) is not None
+    position = {axis: k for k, axis in enumerate(p)}
+    alone = (lambda k: [k] in groups) if merged else (
+        lambda k: any(g == [k] for g in groups) or all(len(g) == 1 for g in groups))
+    return any(alone(position[a]) for a in moved)
+
+
 def _aligned(mine, theirs):
-    """The port's activation in torch's shape where exactly one reshape maps it there: the
-    same values in the same order, the shapes differing only by axes of size 1 (positions
-    (T,) against torch's (1, T)). Returns (array, "") or (None, why it is not compared)."""
+    """The port's activation in torch's layout where exactly one layout change maps it there:
+    at most one axis moved as a whole (a channels-first norm such as torchvision's
+    LayerNorm2d against an NHWC port), then runs of adjacent axes merged or split
+    (diffusers' attention GroupNorm on (B, C, H*W) against NHWC; fused heads against split
+    ones; positions (T,) against (1, T)). Returns (array, "") or (None, why it is not
+    compared): none fits, or several do (equal sizes that shapes cannot tell apart)."""
     if mine is None or theirs is None or np.shape(mine) == np.shape(theirs):
         return mine, ""
-    squeezed = [d for d in np.shape(mine) if d != 1]
-    if squeezed == [d for d in np.shape(theirs) if d != 1]:
-        return np.reshape(mine, np.shape(theirs)), ""
-    # a permutation of the port's axes (a channels-first norm such as torchvision's
-    # LayerNorm2d against an NHWC port): used only where exactly one fits the shapes
-    fits = [p for p in itertools.permutations(range(np.ndim(mine)))
-            if tuple(np.shape(mine)[i] for i in p) == tuple(np.shape(theirs))]
+    shape, target = tuple(np.shape(mine)), tuple(np.shape(theirs))
+    why = f"torch {target} vs port {shape}"
+    if np.size(mine) != int(np.prod(target)):
+        return None, why
+    fits = [p for p, moved in _moves(len(shape)).items() if _fits(shape, target, p, moved)]
     if len(fits) == 1:
-        return np.transpose(mine, fits[0]), ""
-    why = f"torch {tuple(np.shape(theirs))} vs port {tuple(np.shape(mine))}"
-    return None, why + (f" ({len(fits)} axis orders fit)" if fits else "")
+        return np.reshape(np.transpose(mine, fits[0]), target), ""
+    return None, why + (f" ({len(fits)} layouts fit)" if fits else "")
 
 
 def _in_torch_layout(paired: dict, items) -> dict[str, list]:

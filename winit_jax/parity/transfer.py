@@ -16,7 +16,7 @@ from flax import nnx
 
 from winit_jax.kinds import ParityError, at_path, is_param, np_copy, torch_tensor_names
 from winit_jax.parity.layers import tensor_prefix
-from winit_jax.parity.pairing import Pair, Pairing, resolve
+from winit_jax.parity.pairing import Pair, Pairing, pair, resolve
 
 DTYPES = ("float32", "float64")
 
@@ -80,7 +80,8 @@ def torch_updates(paired: list[Pair]) -> list[tuple[object, np.ndarray]]:
 
 
 def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None,
-               pairing: Pairing | None = None):
+               pairing: Pairing | None = None, inputs=None, kwargs: Mapping | None = None,
+               flax_inputs=None):
     """Copies ``torch_module``'s parameters and buffers into the nnx ``model`` in place.
 
     Args:
@@ -88,6 +89,8 @@ def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None,
       model: the nnx port.
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
       pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
+      inputs: example inputs (``kwargs``, ``flax_inputs`` as ``check``'s): what names and
+        shapes leave unpaired is paired by the order each side calls its layers on them.
 
     Returns:
       ``model``.
@@ -96,6 +99,8 @@ def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None,
       ParityError: unpaired or mismatched layers, shapes or dtypes; nothing is written then.
     """
     _torch_module_only(torch_module, "from_torch")
+    mapping, pairing = _by_inputs(torch_module, model, mapping, pairing, inputs, kwargs,
+                                  flax_inputs)
     for var, value in flax_updates(resolve(torch_module, model, mapping, pairing,
                                            "from_torch")):
         var.set_value(value)
@@ -103,9 +108,10 @@ def from_torch(torch_module, model, *, mapping: Mapping[str, str] | None = None,
 
 
 def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None,
-             pairing: Pairing | None = None):
+             pairing: Pairing | None = None, inputs=None, kwargs: Mapping | None = None,
+             flax_inputs=None):
     """Copies the nnx ``model``'s parameters and batch statistics into ``torch_module`` in
-    place (``mapping`` and ``pairing`` as ``from_torch``'s).
+    place (``mapping``, ``pairing`` and ``inputs`` as ``from_torch``'s).
 
     Returns:
       ``torch_module``.
@@ -116,11 +122,26 @@ def to_torch(model, torch_module, *, mapping: Mapping[str, str] | None = None,
     import torch
 
     _torch_module_only(torch_module, "to_torch")
+    mapping, pairing = _by_inputs(torch_module, model, mapping, pairing, inputs, kwargs,
+                                  flax_inputs)
     updates = torch_updates(resolve(torch_module, model, mapping, pairing, "to_torch"))
     with torch.no_grad():
         for target, value in updates:
             target.copy_(torch.from_numpy(value))
     return torch_module
+
+
+def _by_inputs(torch_module, model, mapping, pairing, inputs, kwargs, flax_inputs):
+    """(mapping, pairing) as given, or (None, the pairing by call order on ``inputs``)."""
+    if inputs is None:
+        if kwargs is not None or flax_inputs is not None:
+            raise ParityError("inputs: kwargs= and flax_inputs= go with inputs=, which is "
+                              "missing")
+        return mapping, pairing
+    if pairing is not None:
+        raise ParityError("inputs: pass inputs to parity.pair, or a pairing; not both")
+    return None, pair(torch_module, model, mapping=mapping, inputs=inputs, kwargs=kwargs,
+                      flax_inputs=flax_inputs)
 
 
 def _torch_module_only(torch_module, where: str) -> None:
