@@ -16,6 +16,7 @@ from winit_jax.kinds import recurrent as recurrent  # noqa: F401
 from winit_jax.kinds._base import Kind as Kind
 from winit_jax.kinds._base import ParityError as ParityError
 from winit_jax.kinds._base import at_path as at_path
+from winit_jax.kinds._base import contiguous as contiguous
 from winit_jax.kinds._base import flax_kinds as flax_kinds
 from winit_jax.kinds._base import flax_variables as flax_variables
 from winit_jax.kinds._base import init_rule as init_rule

@@ -245,6 +245,12 @@ def np_copy(t) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
+def contiguous(x):
+    """``np.ascontiguousarray`` of an array; anything else (a checkpoint loader's traced
+    ``parity.lazy.Lazy``) as it is, so that ``to_flax`` can be traced."""
+    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
+
+
 def at_path(obj, path: str, sep: str = "/"):
     """What ``path`` names inside ``obj``: nnx's "blocks/0/kernel" (``sep`` "/") or torch's
     "blocks.0.weight" (``sep`` "."); a number indexes a list (``nnx.List``, a torch

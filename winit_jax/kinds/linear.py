@@ -37,6 +37,7 @@ from winit_jax.kinds._base import (
     Kind,
     ParityError,
     channels_first,
+    contiguous,
     np_copy,
     register,
     value,
@@ -183,7 +184,7 @@ def _einsum_to_flax(t, f):
         return {"kernel": w}  # the fit check names the shapes
     w = w.reshape(grouped[0] + grouped[1])
     order = outs + ins
-    out = {"kernel": np.ascontiguousarray(w.transpose([order.index(c) for c in ker]))}
+    out = {"kernel": contiguous(w.transpose([order.index(c) for c in ker]))}
     if t.bias is not None:
         b = np_copy(t.bias)
         shape = tuple(f.bias.get_value().shape) if f.bias is not None else b.shape
@@ -231,7 +232,7 @@ def _conv_perm(nd):
 
 def _conv_to_flax(t, f):
     if getattr(t, "padding_mode", "zeros") != "zeros":
-        raise ParityError(f"{type(t).__name__}(padding_mode={t.padding_mode!r}): nnx.Conv pads "
+        raise ParityError(f"{t.__class__.__name__}(padding_mode={t.padding_mode!r}): nnx.Conv pads "
                           "with zeros only; pad the input explicitly in the port (jnp.pad "
                           "mode='reflect'/'edge'/'wrap') and use padding='VALID'")
     w = np_copy(t.weight)
@@ -256,14 +257,14 @@ CONV = register(Kind(
 
 def _convt_to_flax(t, f):
     if getattr(t, "padding_mode", "zeros") != "zeros":
-        raise ParityError(f"{type(t).__name__}(padding_mode={t.padding_mode!r}) is not supported")
+        raise ParityError(f"{t.__class__.__name__}(padding_mode={t.padding_mode!r}) is not supported")
     w = np_copy(t.weight)  # (in, out, *k)
     nd = w.ndim - 2
     if f.transpose_kernel:  # Flax flips and swaps: (*k, out, in), as torch stores it
         k = w.transpose(_conv_perm(nd))
     else:  # (*k, in, out), spatially flipped
         k = np.flip(w, axis=tuple(range(2, 2 + nd))).transpose(tuple(range(2, 2 + nd)) + (0, 1))
-    return _bias({"kernel": np.ascontiguousarray(k)}, t)
+    return _bias({"kernel": contiguous(k)}, t)
 
 
 def _convt_to_torch(f, t):
@@ -272,7 +273,7 @@ def _convt_to_torch(f, t):
     k = value(f.kernel)
     nd = k.ndim - 2
     w = np.flip(k.transpose((nd, nd + 1) + tuple(range(nd))), axis=tuple(range(2, 2 + nd)))
-    return _bias({"weight": np.ascontiguousarray(w)}, f)
+    return _bias({"weight": contiguous(w)}, f)
 
 
 def _convt_init(layer):

@@ -28,9 +28,16 @@ from winit_jax.parity.report import Check as Check
 from winit_jax.parity.report import Outcome as Outcome
 from winit_jax.parity.report import ParityReport as ParityReport
 from winit_jax.parity.stats import rel_gap as rel_gap
+from winit_jax.parity.checkpoint import LoadReport as LoadReport
+from winit_jax.parity.checkpoint import Plan as Plan
+from winit_jax.parity.checkpoint import load_checkpoint as load_checkpoint
+from winit_jax.parity.checkpoint import make_plan as make_plan
+from winit_jax.parity.checkpoint import save_checkpoint as save_checkpoint
 from winit_jax.parity.transfer import from_torch as from_torch
 from winit_jax.parity.transfer import to_torch as to_torch
 
-__all__ = ["TOLERANCES", "Check", "Kind", "Outcome", "Pair", "Pairing", "ParityError", "ParityReport",
-           "accuracy", "check", "cross_entropy", "from_torch", "kinds", "pair", "register",
-           "register_layer", "registered", "rel_gap", "to_torch", "translate_optimizer", "translate_schedule", "unregister"]
+__all__ = ["TOLERANCES", "Check", "Kind", "LoadReport", "Outcome", "Pair", "Pairing", "ParityError",
+           "ParityReport", "Plan", "accuracy", "check", "cross_entropy", "from_torch", "kinds",
+           "load_checkpoint", "make_plan", "pair", "register", "register_layer", "registered",
+           "rel_gap", "save_checkpoint", "to_torch", "translate_optimizer", "translate_schedule",
+           "unregister"]

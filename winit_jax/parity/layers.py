@@ -95,9 +95,16 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
 
 def misfit(kind: Kind, t, f) -> str | None:
     """Why torch layer ``t`` cannot hold ``f``'s tensors under ``kind`` (None if it can):
-    a converter's refusal, a tensor one side has and the other lacks, or a shape."""
+    a converter's refusal, a tensor one side has and the other lacks, or a shape. The
+    conversion is traced, not computed (``lazy.Traced``): no tensor is copied, and a torch
+    module on the meta device pairs too."""
+    from winit_jax.parity.lazy import Traced, Untraceable
+
     try:
-        values = kind.to_flax(t, f)
+        try:
+            values = kind.to_flax(Traced(t, None), f)
+        except Untraceable:
+            values = kind.to_flax(t, f)
     except ParityError as e:
         return str(e)
     have = flax_variables(f)

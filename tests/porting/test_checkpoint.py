@@ -1,0 +1,261 @@
+"""Pretrained weights across: torch checkpoints (written by torch, safetensors and the HF hub
+library) loaded into abstract ports with no key map, against ``from_torch`` bit for bit;
+the round trip through ``save_checkpoint`` and torch's strict loaders; refusals that leave
+the model as it was; slices per device and per process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.conftest import require_torch
+from winit_jax import parity as P
+
+torch = require_torch()
+st = pytest.importorskip("safetensors.torch")
+transformers = pytest.importorskip("transformers")
+
+from tests.porting.gpt2_port import CONFIG, GPT2  # noqa: E402
+from tests.porting.test_gpt2 import torch_gpt2  # noqa: E402
+
+
+def meta_gpt2():
+    with torch.device("meta"):
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(**CONFIG))
+
+
+def abstract_gpt2():
+    return nnx.eval_shape(lambda: GPT2(nnx.Rngs(0)))
+
+
+def params(model) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def same(a, b) -> bool:
+    return all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(params(a), params(b)))
+
+
+def reference_gpt2(net):
+    return P.from_torch(net, GPT2(nnx.Rngs(5)))
+
+
+def test_gpt2_from_every_kind_of_file_equals_from_torch_bit_for_bit(tmp_path):
+    from huggingface_hub import save_torch_state_dict
+    net = torch_gpt2()
+    want = reference_gpt2(net)
+    st.save_model(net, tmp_path / "model.safetensors")  # keeps one of the tied names
+    torch.save(net.state_dict(), tmp_path / "model.pt")  # keeps both
+    (tmp_path / "sharded").mkdir()
+    save_torch_state_dict(net.state_dict(), tmp_path / "sharded", max_shard_size="40KB")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    for source in ("model.safetensors", "model.pt", "sharded"):
+        port = abstract_gpt2()
+        report = P.load_checkpoint(tmp_path / source, port, torch_module=meta_gpt2())
+        assert same(port, want), source
+        assert len(report.filled) == len(params(want)) and not report.ignored
+        # the tied head: read once, whichever of the two names the file kept
+        assert sum("transformer/wte/embedding" in v for v in report.used.values()) == 1
+    port = abstract_gpt2()
+    P.load_checkpoint(net.state_dict(), port, torch_module=meta_gpt2())
+    assert same(port, want)
+
+
+def test_bfloat16_stays_bfloat16(tmp_path):
+    net = torch_gpt2().to(torch.bfloat16)
+    st.save_model(net, tmp_path / "bf16.safetensors")
+    port = abstract_gpt2()
+    P.load_checkpoint(tmp_path / "bf16.safetensors", port, torch_module=meta_gpt2())
+    got = port.transformer.h[0].attn.c_attn.kernel.get_value()
+    assert got.dtype == jax.numpy.bfloat16
+    want = net.transformer.h[0].attn.c_attn.weight.detach().float().numpy()  # Conv1D: (in, out)
+    assert np.array_equal(np.asarray(got, np.float32), want)
+    port = abstract_gpt2()
+    P.load_checkpoint(tmp_path / "bf16.safetensors", port, torch_module=meta_gpt2(),
+                      dtype=np.float32)
+    assert port.transformer.wte.embedding.get_value().dtype == np.float32
+
+
+def test_the_round_trip_through_save_checkpoint_is_exact(tmp_path):
+    net = torch_gpt2()
+    port = reference_gpt2(net)
+    out = P.save_checkpoint(port, tmp_path / "out.safetensors", torch_module=meta_gpt2())
+    back = torch_gpt2()
+    for p in back.parameters():
+        torch.nn.init.zeros_(p)
+    st.load_model(back, tmp_path / "out.safetensors", strict=True)
+    assert back.lm_head.weight is back.transformer.wte.weight  # the tie survives
+    for (name, a), b in zip(net.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert out["bytes"] == os.path.getsize(tmp_path / "out.safetensors")
+    sharded = P.save_checkpoint(port, tmp_path / "shards", torch_module=meta_gpt2(),
+                                max_shard_bytes=30_000)
+    assert len(sharded["files"]) > 1
+    index = json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())
+    state = {}
+    for f in sorted(set(index["weight_map"].values())):
+        state.update(st.load_file(tmp_path / "shards" / f))
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    again = torch_gpt2()
+    again.load_state_dict(state, strict=True)
+    for (name, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("slip,message", [
+    ("missing", r"checkpoint: transformer\.h\.1\.mlp\.c_fc\.bias is missing"),
+    ("extra", r"checkpoint: extra\.weight is not used: the torch module has no such tensor"),
+    ("shape", r"checkpoint: transformer\.ln_f\.weight has shape \(31,\); the torch module's "
+              r"is \(32,\)"),
+])
+def test_a_checkpoint_that_does_not_fit_is_refused_by_name_and_changes_nothing(slip, message):
+    state = dict(torch_gpt2().state_dict())
+    if slip == "missing":
+        del state["transformer.h.1.mlp.c_fc.bias"]
+    elif slip == "extra":
+        state["extra.weight"] = torch.zeros(3)
+    else:
+        state["transformer.ln_f.weight"] = torch.zeros(31)
+    port = GPT2(nnx.Rngs(7))
+    before = params(port)
+    with pytest.raises(P.ParityError, match=message):
+        P.load_checkpoint(state, port, torch_module=meta_gpt2())
+    assert all(np.array_equal(a, b) for a, b in zip(before, params(port)))
+    if slip == "extra":  # skipped on purpose, it loads
+        P.load_checkpoint(state, port, torch_module=meta_gpt2(), ignore=["extra.*"])
+
+
+def test_a_plan_loads_safetensors_without_torch(tmp_path):
+    net = torch_gpt2()
+    st.save_model(net, tmp_path / "model.safetensors")
+    P.make_plan(meta_gpt2(), abstract_gpt2()).save(tmp_path / "plan.json")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # importing torch fails from here on
+        import numpy as np
+        from flax import nnx
+        sys.path.insert(0, {str(Path.cwd())!r})
+        from winit_jax.parity.checkpoint import load_checkpoint
+        from tests.porting.gpt2_port import GPT2
+        port = nnx.eval_shape(lambda: GPT2(nnx.Rngs(0)))
+        print(load_checkpoint({str(tmp_path / 'model.safetensors')!r}, port,
+                              plan={str(tmp_path / 'plan.json')!r}))
+        np.save({str(tmp_path / 'wte.npy')!r}, np.asarray(port.transformer.wte.embedding[...]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.array_equal(np.load(tmp_path / "wte.npy"),
+                          net.transformer.wte.weight.detach().numpy())
+
+
+def test_torchvision_cnn_and_diffusers_unet_load_as_from_torch_does(tmp_path):
+    """Ports that pair only by call order (Flax names): the loader takes the inputs too;
+    BatchNorm statistics come across, ``num_batches_tracked`` is ignored by name."""
+    from tests.porting.test_natural_ports import _models
+    from tests.porting.test_unet import UNet, data, torch_unet
+    from winit_jax.parity.examples import nhwc
+
+    net, port, x = _models()
+    st.save_model(net, tmp_path / "cnn.safetensors")
+    want = P.from_torch(net, nnx.clone(_models()[1]), inputs=x, flax_inputs=nhwc)
+    report = P.load_checkpoint(tmp_path / "cnn.safetensors", port, torch_module=net,
+                               inputs=x, flax_inputs=nhwc)
+    assert same(port, want)
+    stats = [np.asarray(v) for v in jax.tree.leaves(nnx.state(port, nnx.BatchStat))]
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(
+        stats, jax.tree.leaves(nnx.state(want, nnx.BatchStat))))
+    assert set(report.ignored) == {k for k in net.state_dict() if "num_batches" in k}
+    unet = torch_unet()
+    torch.save(unet.state_dict(), tmp_path / "unet.pt")
+    sample, t = data()
+    kw = dict(inputs=(sample, t), flax_inputs=(nhwc, None))
+    port = nnx.eval_shape(lambda: UNet(nnx.Rngs(0)))
+    P.load_checkpoint(tmp_path / "unet.pt", port, torch_module=unet, **kw)
+    assert same(port, P.from_torch(unet, UNet(nnx.Rngs(3)), **kw))
+
+
+def _sharded_checkpoint(tmp_path) -> tuple[str, dict]:
+    """A torch-written checkpoint of the MLP ``sharded_load.Port`` ports, and its plan."""
+    from tests.porting.sharded_load import HIDDEN, IN, OUT, Port
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN, bias=False), torch.nn.ReLU(),
+                              torch.nn.Linear(HIDDEN, OUT))
+    path = str(tmp_path / "mlp.safetensors")
+    st.save_model(net, path)
+    P.make_plan(net, nnx.eval_shape(lambda: Port(nnx.Rngs(0), sharded=False))).save(
+        path + ".plan.json")
+    sizes = {k: v.numel() * 4 for k, v in net.state_dict().items()}
+    return path, sizes
+
+
+def _run(args, devices, **popen):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(Path.cwd())}
+    return subprocess.Popen([sys.executable, "-m", "tests.porting.sharded_load", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+@pytest.mark.slow
+def test_eight_devices_get_exactly_their_slices_each_read_once(tmp_path):
+    path, sizes = _sharded_checkpoint(tmp_path)
+    proc = _run([path, str(tmp_path / "out.json")], 8)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["shards_checked"] == 16  # 8 devices x 2 kernels, each against torch's slice
+    assert out["mesh_refused"].startswith("mesh: the model's variables are sharded")
+    # a (2, 4) mesh: every slice is on two devices (the data axis) and is read once
+    assert out["bytes_read"] == sum(sizes.values())
+
+
+@pytest.mark.slow
+def test_two_processes_each_read_half_of_a_sharded_tensor(tmp_path):
+    import socket
+    path, sizes = _sharded_checkpoint(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [_run([path, str(tmp_path / f"out{i}.json"), f"127.0.0.1:{port}", "2", str(i)], 4)
+             for i in range(2)]
+    try:
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, err in zip(procs, errs):
+        assert p.returncode == 0, err[-2000:]
+    for i in range(2):
+        out = json.loads((tmp_path / f"out{i}.json").read_text())
+        assert out["devices"] == 8 and out["shards_checked"] == 8
+        # both kernels split over 8 devices, 4 of them here: half of their bytes (the second
+        # kernel transposed: torch's columns, read as such); the replicated bias whole
+        kernels = sizes["0.weight"] + sizes["2.weight"]
+        assert out["bytes_read"] == kernels // 2 + sizes["2.bias"], out
+
+
+def test_load_checkpoint_bad_arguments(tmp_path):
+    port = abstract_gpt2()
+    with pytest.raises(P.ParityError, match="^torch_module: load_checkpoint needs the torch "
+                                            "module"):
+        P.load_checkpoint({}, port)
+    with pytest.raises(P.ParityError, match=r"^source: .*nothing\.safetensors does not exist"):
+        P.load_checkpoint(tmp_path / "nothing.safetensors", port, torch_module=meta_gpt2())
+    (tmp_path / "a.txt").write_text("hello")
+    with pytest.raises(P.ParityError, match=r"^source: .*a\.txt: not a \.safetensors file"):
+        P.load_checkpoint(tmp_path / "a.txt", port, torch_module=meta_gpt2())
+    (tmp_path / "bad.safetensors").write_bytes(b"\x05" * 16)
+    with pytest.raises(P.ParityError, match=r"^source: .*bad\.safetensors is not a "
+                                            "safetensors file"):
+        P.load_checkpoint(tmp_path / "bad.safetensors", port, torch_module=meta_gpt2())
+    (tmp_path / "plan.json").write_text("{}")
+    with pytest.raises(P.ParityError, match=r"^plan: .*plan\.json is not a checkpoint plan"):
+        P.load_checkpoint({}, port, plan=tmp_path / "plan.json")

@@ -1,0 +1,234 @@
+"""Checkpoint files, read a slice at a time and written a tensor at a time.
+
+safetensors is read here without the ``safetensors`` package or torch: an 8-byte header
+length, a JSON header (each tensor's dtype, shape and byte range), then the data, row
+major. Each tensor is a read-only ``np.memmap`` of its byte range, so that reading a
+slice touches only the pages that hold it (a slice of the leading axes is one contiguous
+range). torch's ``.pt``/``.bin`` files are opened with ``torch.load(mmap=True,
+weights_only=True)``; a state dict is used as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from winit_jax.kinds import ParityError
+
+# safetensors' dtype names (the format's spec) and NumPy's; bfloat16 through ml_dtypes
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+              "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+              "BOOL": "bool"}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+INDEX = "model.safetensors.index.json"
+
+
+def np_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def dtype_name(dtype) -> str:
+    """A dtype's name (``"float32"``, ``"bfloat16"``) from NumPy's, JAX's or torch's."""
+    text = str(dtype)
+    if text.startswith("torch."):
+        return text.removeprefix("torch.")
+    name = np.dtype(dtype).name
+    return name
+
+
+def _spans_index(spans) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in spans)
+
+
+class Source:
+    """Checkpoint tensors by key: ``keys``, ``shape``, ``dtype`` (a name), ``read(key,
+    spans)``; counts the bytes it reads."""
+
+    def __init__(self, what: str):
+        self.what, self.bytes_read, self.whole_reads = what, 0, 0
+
+    def _count(self, out: np.ndarray) -> np.ndarray:
+        self.bytes_read += out.nbytes
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class SafetensorsSource(Source):
+    """One ``.safetensors`` file, or a directory sharded with ``model.safetensors.index.json``
+    (or a directory holding ``*.safetensors`` files)."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        if path.is_dir():
+            index = path / INDEX
+            if index.exists():
+                try:
+                    files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                except (ValueError, KeyError) as e:
+                    raise ParityError(f"source: {index} is not a safetensors index "
+                                      f"(weight_map): {e}") from None
+            else:
+                files = sorted(p.name for p in path.glob("*.safetensors"))
+            if not files:
+                raise ParityError(f"source: {path} holds no .safetensors file")
+            paths = [path / f for f in files]
+        else:
+            paths = [path]
+        self.entries: dict[str, tuple[Path, str, tuple, int, int]] = {}
+        for p in paths:
+            for key, (dtype, shape, begin, end) in read_header(p).items():
+                if key in self.entries:
+                    raise ParityError(f"source: {key} is in both {self.entries[key][0].name} "
+                                      f"and {p.name}")
+                self.entries[key] = (p, dtype, shape, begin, end)
+
+    def keys(self):
+        return list(self.entries)
+
+    def shape(self, key):
+        return self.entries[key][2]
+
+    def dtype(self, key):
+        return self.entries[key][1]
+
+    def read(self, key, spans):
+        path, dtype, shape, begin, end = self.entries[key]
+        if math.prod(shape) == 0:
+            return np.zeros([b - a for a, b in spans], np_dtype(dtype))
+        mm = np.memmap(path, dtype=np_dtype(dtype), mode="r", offset=begin, shape=shape)
+        return self._count(np.array(mm[_spans_index(spans)]))
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple, int, int]]:
+    """``{key: (dtype name, shape, first byte, end byte)}`` of a safetensors file (byte
+    offsets from the start of the file)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(n))
+        size = os.path.getsize(path)
+    except (OSError, ValueError) as e:
+        raise ParityError(f"source: {path} is not a safetensors file ({e})") from None
+    out = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if entry["dtype"] not in _ST_DTYPES:
+            raise ParityError(f"source: {path.name}: {key} has dtype {entry['dtype']}, not "
+                              f"read here ({', '.join(_ST_DTYPES)})")
+        begin, end = (8 + n + int(o) for o in entry["data_offsets"])
+        if end > size:
+            raise ParityError(f"source: {path.name} is truncated ({key} ends at byte {end} of "
+                              f"{size})")
+        out[key] = (_ST_DTYPES[entry["dtype"]], tuple(entry["shape"]), begin, end)
+    return out
+
+
+class StateDictSource(Source):
+    """A state dict of torch tensors or NumPy arrays (a ``.pt``/``.bin`` file's, memory
+    mapped)."""
+
+    def __init__(self, state: dict, what: str = "state dict"):
+        super().__init__(what)
+        self.state = state
+
+    def keys(self):
+        return list(self.state)
+
+    def shape(self, key):
+        return tuple(self.state[key].shape)
+
+    def dtype(self, key):
+        return dtype_name(self.state[key].dtype)
+
+    def read(self, key, spans):
+        t = self.state[key][_spans_index(spans)]
+        if hasattr(t, "detach"):
+            import torch
+            t = t.detach().cpu()
+            if t.dtype == torch.bfloat16:
+                return self._count(t.contiguous().view(torch.int16).numpy().view(
+                    np_dtype("bfloat16")).copy())
+            return self._count(t.numpy().copy())
+        return self._count(np.array(t))
+
+
+def open_source(source) -> Source:
+    """A ``Source`` for a path (safetensors file or directory, ``.pt``/``.bin``) or a state
+    dict; one ``ParityError`` naming the argument otherwise."""
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, dict) or hasattr(source, "keys") and hasattr(source, "__getitem__"):
+        return StateDictSource(dict(source))
+    if not isinstance(source, (str, os.PathLike)):
+        raise ParityError(f"source: a path or a state dict, got {type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise ParityError(f"source: {path} does not exist")
+    if path.is_dir() or path.suffix == ".safetensors":
+        return SafetensorsSource(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        import torch
+        try:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:
+            raise ParityError(f"source: {path} is not a torch checkpoint torch.load can read "
+                              f"with weights_only=True: {str(e).splitlines()[0]}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(
+                state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ParityError(f"source: {path} holds a {type(state).__name__}, not a state dict")
+        return StateDictSource(state, str(path))
+    raise ParityError(f"source: {path}: not a .safetensors file or directory, .pt, .pth or .bin")
+
+
+# --- writing ------------------------------------------------------------------------------
+
+def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple]], produce,
+                      metadata: dict | None = None) -> int:
+    """Writes ``tensors`` (``(key, dtype name, shape)``, in order) to ``path``: the header
+    first (every shape is known), then each tensor as ``produce(key)`` makes it, one at a
+    time. Written to a temporary name and renamed, so a failure leaves no file. Returns
+    the bytes written."""
+    header, at = {}, 0
+    for key, dtype, shape in tensors:
+        n = math.prod(shape) * np_dtype(dtype).itemsize
+        header[key] = {"dtype": _ST_NAMES[dtype], "shape": list(shape),
+                       "data_offsets": [at, at + n]}
+        at += n
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little"))
+            f.write(raw)
+            for key, dtype, shape in tensors:
+                value = np.ascontiguousarray(produce(key))
+                if value.dtype != np_dtype(dtype) or tuple(value.shape) != tuple(shape):
+                    raise ParityError(f"save: {key} came out {value.dtype} {value.shape}, "
+                                      f"planned {dtype} {tuple(shape)}")
+                f.write(value.reshape(-1).view(np.uint8).data)  # no copy
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return 8 + len(raw) + at
+
+
+__all__ = ["INDEX", "SafetensorsSource", "Source", "StateDictSource", "dtype_name",
+           "np_dtype", "open_source", "read_header", "write_safetensors"]
