@@ -156,30 +156,61 @@ def test_a_plan_loads_safetensors_without_torch(tmp_path):
                           net.transformer.wte.weight.detach().numpy())
 
 
-def test_torchvision_cnn_and_diffusers_unet_load_as_from_torch_does(tmp_path):
-    """Ports that pair only by call order (Flax names): the loader takes the inputs too;
-    BatchNorm statistics come across, ``num_batches_tracked`` is ignored by name."""
+def _write(net, tmp_path, form: str):
+    """``net``'s checkpoint as torch's ecosystem writes it: ``torch.save`` (.pt),
+    ``safetensors.torch.save_model``, or the HF hub's sharded safetensors."""
+    from huggingface_hub import save_torch_state_dict
+    if form == "pt":
+        torch.save(net.state_dict(), tmp_path / "model.pt")
+        return tmp_path / "model.pt"
+    if form == "safetensors":
+        st.save_model(net, tmp_path / "model.safetensors")
+        return tmp_path / "model.safetensors"
+    (tmp_path / "sharded").mkdir()
+    save_torch_state_dict(net.state_dict(), tmp_path / "sharded", max_shard_size="100KB")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    return tmp_path / "sharded"
+
+
+def _mobilenet():
     from tests.porting.test_natural_ports import _models
+    from winit_jax.parity.examples import nhwc
+    net, port, x = _models()
+    return net, lambda: nnx.eval_shape(lambda: nnx.clone(port)), dict(inputs=x,
+                                                                      flax_inputs=nhwc)
+
+
+def _unet():
     from tests.porting.test_unet import UNet, data, torch_unet
     from winit_jax.parity.examples import nhwc
+    return (torch_unet(), lambda: nnx.eval_shape(lambda: UNet(nnx.Rngs(0))),
+            dict(inputs=data(), flax_inputs=(nhwc, None)))
 
-    net, port, x = _models()
-    st.save_model(net, tmp_path / "cnn.safetensors")
-    want = P.from_torch(net, nnx.clone(_models()[1]), inputs=x, flax_inputs=nhwc)
-    report = P.load_checkpoint(tmp_path / "cnn.safetensors", port, torch_module=net,
-                               inputs=x, flax_inputs=nhwc)
+
+def _vit():
+    from winit_jax.parity.examples import vit
+    net, port, _, _ = vit()
+    return net, lambda: nnx.eval_shape(lambda: nnx.clone(port)), {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["pt", "safetensors", "sharded"])
+@pytest.mark.parametrize("model", ["mobilenet_v2", "unet", "vit"])
+def test_cnn_unet_and_vit_load_as_from_torch_does(tmp_path, model, form):
+    """torchvision's MobileNetV2 and diffusers' UNet with Flax-named ports that pair only by
+    call order (the loader takes the inputs too), torchvision's ViT with its packed attention
+    in-projection split into query, key and value: equal to ``from_torch`` bit for bit.
+    BatchNorm statistics come across; ``num_batches_tracked`` is ignored, by name."""
+    net, make_port, kw = {"mobilenet_v2": _mobilenet, "unet": _unet, "vit": _vit}[model]()
+    port = make_port()
+    report = P.load_checkpoint(_write(net, tmp_path, form), port, torch_module=net, **kw)
+    want = P.from_torch(net, make_port(), **kw)
     assert same(port, want)
-    stats = [np.asarray(v) for v in jax.tree.leaves(nnx.state(port, nnx.BatchStat))]
-    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(
-        stats, jax.tree.leaves(nnx.state(want, nnx.BatchStat))))
+    for a, b in zip(jax.tree.leaves(nnx.state(port, nnx.BatchStat)),
+                    jax.tree.leaves(nnx.state(want, nnx.BatchStat))):
+        assert np.array_equal(a, b)
     assert set(report.ignored) == {k for k in net.state_dict() if "num_batches" in k}
-    unet = torch_unet()
-    torch.save(unet.state_dict(), tmp_path / "unet.pt")
-    sample, t = data()
-    kw = dict(inputs=(sample, t), flax_inputs=(nhwc, None))
-    port = nnx.eval_shape(lambda: UNet(nnx.Rngs(0)))
-    P.load_checkpoint(tmp_path / "unet.pt", port, torch_module=unet, **kw)
-    assert same(port, P.from_torch(unet, UNet(nnx.Rngs(3)), **kw))
+    assert len(report.used) + len(report.ignored) == len(net.state_dict())
 
 
 def _sharded_checkpoint(tmp_path) -> tuple[str, dict]:
@@ -259,3 +290,19 @@ def test_load_checkpoint_bad_arguments(tmp_path):
     (tmp_path / "plan.json").write_text("{}")
     with pytest.raises(P.ParityError, match=r"^plan: .*plan\.json is not a checkpoint plan"):
         P.load_checkpoint({}, port, plan=tmp_path / "plan.json")
+
+
+def test_a_slice_is_read_as_one_run_exactly_where_memory_is_one_run():
+    """Against NumPy's own indexing of every slice of small arrays: the one-read path is
+    taken only where the slice really is one run of memory, starting where it says."""
+    import itertools
+
+    from winit_jax.parity.checkpoint_files import _contiguous
+    for shape in [(3, 4, 5), (1, 4, 1), (2, 1, 3), (6,)]:
+        flat = np.arange(np.prod(shape)).reshape(shape)
+        for spans in itertools.product(*[[(a, b) for a in range(n) for b in range(a + 1, n + 1)]
+                                         for n in shape]):
+            idx = flat[tuple(slice(a, b) for a, b in spans)].ravel()
+            one_run = idx.size == 1 or bool(np.all(np.diff(idx) == 1))
+            got = _contiguous(shape, spans)
+            assert got == ((int(idx[0]), idx.size) if one_run else None), (shape, spans)

@@ -12,12 +12,14 @@ source), so each process reads only what its devices hold.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fnmatch
 import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -36,6 +38,7 @@ from winit_jax.parity.checkpoint_files import (
 )
 
 PLAN_VERSION = 1
+READERS, AHEAD = 2, 2  # reading threads; variables read ahead of the one being placed
 _FILLED = (nnx.Param, nnx.BatchStat)
 
 
@@ -349,20 +352,30 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
             node = {"op": "cast", "shape": node["shape"], "dtype": dtype_name(dtype), "x": node}
         variables[path] = (var, node)
     arrays, whole = {}, []
-    for path, (var, node) in variables.items():
-        shape = lazy.shape_of(node)
-        sharding = _sharding(var, mesh)
-        cache: dict = {}
-        before = source.whole_reads
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        # each variable's pieces (one per distinct device slice) read by READERS threads,
+        # at most AHEAD variables in flight: the reads (which release the GIL) overlap the
+        # placing, and host memory holds a few tensors at most
+        pending: collections.deque = collections.deque()
 
-        def piece(index, node=node, shape=shape, cache=cache):
-            spans = _spans(index, shape)
-            if spans not in cache:
-                cache[spans] = lazy.read(node, spans, source)
-            return cache[spans]
-        arrays[path] = jax.make_array_from_callback(shape, sharding, piece)
-        if source.whole_reads > before and len(cache) > 1:
-            whole.append(path)
+        def place():
+            path, shape, sharding, futures, notes = pending.popleft()
+            arrays[path] = jax.make_array_from_callback(
+                shape, sharding, lambda index: futures[_spans(index, shape)].result())
+            if notes and len(futures) > 1:
+                whole.append(path)
+        for path, (var, node) in variables.items():
+            shape = lazy.shape_of(node)
+            sharding = _sharding(var, mesh)
+            notes: list = []
+            spans = {_spans(index, shape) for index in
+                     sharding.addressable_devices_indices_map(shape).values()}
+            futures = {sp: pool.submit(lazy.read, node, sp, source, notes) for sp in spans}
+            pending.append((path, shape, sharding, futures, notes))
+            if len(pending) > AHEAD:
+                place()
+        while pending:
+            place()
     for path, (var, _) in variables.items():
         var.set_value(arrays[path])
     source.close()

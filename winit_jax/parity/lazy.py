@@ -222,9 +222,10 @@ def full(shape) -> tuple[tuple[int, int], ...]:
     return tuple((0, int(n)) for n in shape)
 
 
-def read(node: dict, spans, source) -> np.ndarray:
+def read(node: dict, spans, source, notes: list | None = None) -> np.ndarray:
     """The part ``spans`` (``((start, stop), ...)`` per axis) of ``node``'s array, reading
-    no more of ``source`` than the recipe needs for it."""
+    no more of ``source`` than the recipe needs for it (``notes`` gets "whole" where a
+    reshape made it read a source tensor whole)."""
     op, spans = node["op"], tuple((int(a), int(b)) for a, b in spans)
     if op == "read":
         return source.read(node["key"], spans)
@@ -236,20 +237,20 @@ def read(node: dict, spans, source) -> np.ndarray:
         inner = [None] * len(perm)
         for i, p in enumerate(perm):
             inner[p] = spans[i]
-        return read(node["x"], inner, source).transpose(perm)
+        return read(node["x"], inner, source, notes).transpose(perm)
     if op == "flip":
         shape, inner = shape_of(node), list(spans)
         for a in node["axes"]:
             s, e = spans[a]
             inner[a] = (shape[a] - e, shape[a] - s)
-        return np.flip(read(node["x"], inner, source), axis=tuple(node["axes"]))
+        return np.flip(read(node["x"], inner, source, notes), axis=tuple(node["axes"]))
     if op == "slice":
         inner = [(lo + a, lo + b) for (lo, _), (a, b) in zip(node["spans"], spans)]
-        return read(node["x"], inner, source)
+        return read(node["x"], inner, source, notes)
     if op == "cast":
-        return read(node["x"], spans, source).astype(np_dtype(node["dtype"]))
+        return read(node["x"], spans, source, notes).astype(np_dtype(node["dtype"]))
     if op == "add":
-        a, b = (read(x, spans, source) for x in node["xs"])
+        a, b = (read(x, spans, source, notes) for x in node["xs"])
         return a + b
     if op in ("stack", "concatenate"):
         axis, parts, at = node["axis"], [], 0
@@ -260,18 +261,18 @@ def read(node: dict, spans, source) -> np.ndarray:
             if a < b:
                 if op == "stack":
                     inner = spans[:axis] + spans[axis + 1:]
-                    parts.append(np.expand_dims(read(x, inner, source), axis))
+                    parts.append(np.expand_dims(read(x, inner, source, notes), axis))
                 else:
                     inner = spans[:axis] + ((a - at, b - at),) + spans[axis + 1:]
-                    parts.append(read(x, inner, source))
+                    parts.append(read(x, inner, source, notes))
             at += n
         return np.concatenate(parts, axis=axis)
     if op == "reshape":
-        return _read_reshape(node, spans, source)
+        return _read_reshape(node, spans, source, notes)
     raise ParityError(f"checkpoint plan: unknown operation {op!r}")
 
 
-def _read_reshape(node: dict, spans, source) -> np.ndarray:
+def _read_reshape(node: dict, spans, source, notes) -> np.ndarray:
     """A reshape keeps the leading axes both shapes share: a slice that is whole on every
     later axis reads only its part of the source; any other slice reads the whole source
     tensor and cuts it (correct, and counted as such in the bytes read)."""
@@ -281,10 +282,11 @@ def _read_reshape(node: dict, spans, source) -> np.ndarray:
         k += 1
     if all(spans[a] == (0, shape[a]) for a in range(k, len(shape))):
         inner = tuple(spans[:k]) + full(inner_shape[k:])
-        part = read(node["x"], inner, source)
+        part = read(node["x"], inner, source, notes)
         return part.reshape(tuple(b - a for a, b in spans))
-    source.whole_reads += 1
-    whole = read(node["x"], full(inner_shape), source).reshape(shape)
+    if notes is not None:
+        notes.append("whole")
+    whole = read(node["x"], full(inner_shape), source, notes).reshape(shape)
     return whole[tuple(slice(a, b) for a, b in spans)]
 
 
