@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv from the lockfile (once, and again whenever the lock changes), then
 #   bash run.sh test [pytest args]     run the whole test suite
+#   bash run.sh docs [mkdocs args]     build the documentation site into site/ (strict)
 #   bash run.sh [winit-jax args]       run the CLI (default: compare, the main job)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,6 +24,10 @@ fi
 if [ "${1:-}" = "test" ]; then
   shift
   exec "$VENV/bin/python" -m pytest "$@"
+fi
+if [ "${1:-}" = "docs" ]; then
+  shift
+  NO_MKDOCS_2_WARNING=1 exec "$VENV/bin/mkdocs" build --strict "$@"
 fi
 [ $# -gt 0 ] || set -- compare
 exec "$VENV/bin/winit-jax" "$@"

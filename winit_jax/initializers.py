@@ -226,7 +226,9 @@ def variance_scaling(scale: float, mode: Mode, distribution: Distribution,
         ``jax.nn.initializers.variance_scaling``), or "uniform" on
         ``[-sqrt(3 scale / n), sqrt(3 scale / n))``. Complex dtypes draw complex weights
         with E[|w|^2] = scale / n (see the module docstring).
-      in_axis, out_axis, batch_axis: kernel axes; see :func:`compute_fans`.
+      in_axis: the kernel's input axes; see ``compute_fans``.
+      out_axis: its output axes.
+      batch_axis: its batch axes (neither fan).
       dtype: the default dtype of the weights (None: float32, or float64 under x64).
 
     Returns:

@@ -33,3 +33,5 @@ from winit_jax.kinds._base import torch_tensor_names as torch_tensor_names
 from winit_jax.kinds._base import unregister as unregister
 
 _base._BUILDING[0] = False  # from here on, register() is a porter's
+
+__all__ = ["Kind", "ParityError", "at_path", "contiguous", "flax_kinds", "flax_variables", "init_rule", "is_flax_layer", "is_param", "kind_for", "kinds", "linear_types", "np_copy", "register", "registered", "torch_kinds", "torch_tensor_names", "unregister"]

@@ -171,8 +171,11 @@ def sgd(learning_rate: ScalarOrSchedule, *, momentum: ScalarOrSchedule = 0.0,
 
     Args:
       learning_rate: a number or an optax schedule (as every number below).
-      momentum, dampening, weight_decay: torch's, default 0.
-      nesterov, maximize: torch's flags.
+      momentum: torch's, default 0.
+      dampening: as ``momentum`` (above).
+      weight_decay: as ``momentum`` (above).
+      nesterov: torch's flags.
+      maximize: as ``nesterov`` (above).
 
     Returns:
       An ``optax.GradientTransformation`` whose state is an ``SGDState``.

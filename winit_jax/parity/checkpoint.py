@@ -95,7 +95,11 @@ def make_plan(torch_module, model, *, mapping: Mapping[str, str] | None = None,
         torch.device("meta"): Model(config)``): only names, shapes, dtypes and classes
         are read.
       model: the nnx port (abstract is enough).
-      mapping, pairing, inputs, kwargs, flax_inputs: as ``from_torch``'s.
+      mapping: as ``from_torch``'s.
+      pairing: as ``mapping`` (above).
+      inputs: as ``mapping`` (above).
+      kwargs: as ``mapping`` (above).
+      flax_inputs: as ``mapping`` (above).
 
     Returns:
       ``Plan``.
@@ -301,7 +305,11 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
         where each goes.
       torch_module: the torch original, on the meta device is enough; or pass ``plan``.
       plan: a ``Plan`` (or its file) from ``make_plan``: loads without torch.
-      mapping, pairing, inputs, kwargs, flax_inputs: as ``from_torch``'s, to pair the two.
+      mapping: as ``from_torch``'s, to pair the two.
+      pairing: as ``mapping`` (above).
+      inputs: as ``mapping`` (above).
+      kwargs: as ``mapping`` (above).
+      flax_inputs: as ``mapping`` (above).
       dtype: cast floating tensors to it; default: each as the checkpoint holds it
         (bfloat16 stays bfloat16).
       mesh: the ``jax.sharding.Mesh`` for variables sharded over an abstract mesh.
@@ -407,7 +415,11 @@ def save_checkpoint(model, path, *, torch_module, mapping: Mapping[str, str] | N
         ``model.safetensors.index.json``.
       torch_module: the torch original (the meta device is enough, but for torch buffers
         the port does not hold, whose values are read from it).
-      mapping, pairing, inputs, kwargs, flax_inputs: as ``to_torch``'s.
+      mapping: as ``to_torch``'s.
+      pairing: as ``mapping`` (above).
+      inputs: as ``mapping`` (above).
+      kwargs: as ``mapping`` (above).
+      flax_inputs: as ``mapping`` (above).
       max_shard_bytes: start a new shard above this size.
 
     Returns:

@@ -270,7 +270,7 @@ def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple]], produce
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
             for key, dtype, shape in tensors:
-                value = np.ascontiguousarray(produce(key))
+                value = np.asarray(produce(key), order="C")  # (ascontiguousarray makes 0-d 1-d)
                 if value.dtype != np_dtype(dtype) or tuple(value.shape) != tuple(shape):
                     raise ParityError(f"save: {key} came out {value.dtype} {value.shape}, "
                                       f"planned {dtype} {tuple(shape)}")

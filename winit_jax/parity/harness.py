@@ -64,8 +64,9 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
         first compared output (a note says so when there are several).
       steps: training steps on ``inputs``; or ``batches``: one step per item, in order,
         each item ``dict(inputs=..., kwargs=..., targets=...)`` (only inputs required).
-      learning_rate, momentum: ``torch.optim.SGD`` and ``optax.sgd``'s (without
+      learning_rate: ``torch.optim.SGD`` and ``optax.sgd``'s (without
         ``make_optimizer``).
+      momentum: as ``learning_rate`` (above).
       make_optimizer: ``f(torch_module) -> torch.optim.Optimizer``, called once per torch
         copy the check trains (it gets the module so that it can build param groups by
         name); the port trains with its exact optax translation
@@ -87,8 +88,9 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
         be a tensor, a tuple/list, a dict, a dataclass or HF's ``ModelOutput``: every tensor
         leaf is compared with the port's leaf of the same key (or position).
       flax_outputs: the port's output to torch's layout (and structure).
-      metric, eval_data: ``metric(output, target)`` on the first compared output, on
+      metric: ``metric(output, target)`` on the first compared output, on
         ``eval_data`` (an item like ``batches``') after training (e.g. ``accuracy``).
+      eval_data: as ``metric`` (above).
       mapping: ``{torch name: nnx path}`` for layers the pairing rules cannot pair.
       pairing: the two models' ``parity.pair(...)``, computed once (instead of ``mapping``).
       kinds: layer kinds for this check only, ahead of the registered ones.

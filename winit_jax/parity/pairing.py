@@ -191,11 +191,13 @@ def pair(torch_module, model, *, mapping: Mapping[str, str] | None = None,
       kinds: layer kinds for this pairing only, ahead of the registered ones (e.g. a
         ``Kind`` for HF's ``Conv1D``); the pairs keep them, so ``from_torch``, ``to_torch``,
         ``check`` and ``torch_like.init(..., pairing=)`` use them too.
-      inputs, kwargs, flax_inputs: as ``check``'s: with them, what names and shapes leave
+      inputs: as ``check``'s: with them, what names and shapes leave
         unpaired is paired by the order in which each side calls its layers on them (torch
         forward hooks; the port's recording forward, run abstractly), kind and every shape
         agreeing at each place; where the two call sequences part, one error names both
         layers there. ``mapping`` entries are confirmed by that order too.
+      kwargs: as ``inputs`` (above).
+      flax_inputs: as ``inputs`` (above).
 
     Returns:
       A ``Pairing``: a tuple of ``Pair``.

@@ -38,8 +38,9 @@ def register_layer(torch_class: type, flax_class: type, *,
         (out, in) weight as Flax's (in, out) kernel) or a permutation (Flax's axes as
         torch's: ``(2, 3, 1, 0)`` for a conv kernel). Either this, or both ``to_flax``
         and ``to_torch``.
-      to_flax, to_torch: ``(torch layer, nnx layer) -> {nnx path: array}`` and
+      to_flax: ``(torch layer, nnx layer) -> {nnx path: array}`` and
         ``(nnx layer, torch layer) -> {torch name: array}``, for layouts beyond a permutation.
+      to_torch: as ``to_flax`` (above).
       init: torch's draw in Flax's layout: ``{nnx path: initialiser}`` or ``nnx layer ->
         {nnx path: initialiser}``; without it ``torch_like.init`` asks for an override.
       name: the kind's name in reports (default: the torch class's name).

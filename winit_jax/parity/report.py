@@ -221,6 +221,11 @@ class ParityReport:
                         "worst": w.name, "value": w.figure, "tol": w.tol})
         return out
 
+    def __str__(self) -> str:
+        """The verdict, then ``table()``: what ``print(report)`` shows."""
+        verdict = "passed" if self.ok else f"FAILED ({len(self.failures())} checks)"
+        return f"parity {verdict}: {len(self.checks)} checks in {self.dtype}\n{self.table()}"
+
     def table(self) -> str:
         """A plain-text table of ``summary()``."""
         rows = [("part", "checks", "passed", "failed", "inconclusive", "not tested",

@@ -20,7 +20,8 @@ def rel_gap(a, b, *, per_entry: bool = False):
     """How far ``a`` is from the reference ``b``, relative.
 
     Args:
-      a, b: arrays of one shape (or scalars).
+      a: arrays of one shape (or scalars).
+      b: as ``a`` (above).
       per_entry: False: max |a - b| / max |b|, one number relative to the reference
         tensor's scale (not each entry's: near-zero entries would otherwise dominate); the
         absolute gap where ``b`` is all zero, inf where the shapes differ. True: |a - b| /
