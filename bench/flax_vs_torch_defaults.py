@@ -1,5 +1,5 @@
 """Measures what Flax's own default initialisation draws against torch's, layer by layer:
-the variance ratio Var[Flax default] / Var[torch default] per parameter (README's
+the variance ratio Var[Flax default] / Var[torch default] per parameter (docs/guides/porting.md's
 "Porting a PyTorch model" table). Prints a Markdown table.
 
     python bench/flax_vs_torch_defaults.py

@@ -4,7 +4,7 @@ of each, default against default and with the optax arguments that make them agr
 
     .venv/bin/python bench/optax_vs_torch.py
 
-Prints the README's table (markdown). The problem: 256 parameters, gradient
+Prints the table of docs/guides/training.md (markdown). The problem: 256 parameters, gradient
 p - c + 0.3 sin(3 p) (non-linear, so an update rule that differs shows), the same for both.
 """
 

@@ -1,4 +1,4 @@
-"""The measured gaps behind README's parity tables: ``winit_jax.parity.check`` on
+"""The measured gaps behind the parity tables of docs/guides/checking.md: ``winit_jax.parity.check`` on
 torchvision's ResNet-18, torch's Transformer encoder layer and LSTM, a small CNN trained one
 epoch on real digits, and the porting recipes (torchvision's ViT and MobileNetV2, LSTM and
 GRU language models, a scanned 4-block transformer), float32, CPU.
@@ -47,7 +47,7 @@ def cases():
 
 
 def recipes():
-    """The README's porting recipes, each with 3 SGD steps (momentum 0.9)."""
+    """The porting recipes of docs/guides/checking.md, each with 3 SGD steps (momentum 0.9)."""
     for name, build in (
             ("torchvision ViT (32x32, patch 8, 2 layers, dim 64), 4 images", E.vit),
             ("torchvision MobileNetV2 (10 classes), 16x3x32x32, train mode, input seed 0",

@@ -55,7 +55,7 @@ def test_noise_horizon_against_the_closed_form():
         for width in (64, 512, 4096):
             assert min(G.noise_horizon(slope, width), 10_000) == horizon(slope, width, 10_000), (
                 slope, width)
-    # the numbers the README quotes for width 512: GELU 11, SiLU 10, Mish 16, ReLU 64
+    # the numbers docs/guides/initialisers.md quotes for width 512: GELU 11, SiLU 10, Mish 16, ReLU 64
     assert [horizon(slope_by_scipy(a), 512, 10_000) for a in ("gelu", "silu", "mish", "relu")
             ] == [11, 10, 16, 64]
 

@@ -45,7 +45,7 @@ def test_paired_agrees_on_rounding_and_differs_on_a_systematic_gap():
 def test_paired_tolerance_is_the_measured_envelope_for_the_hyperparameters():
     tol = V.tolerance(600, NOTEBOOK)
     assert np.all(np.diff(tol[:V.ENVELOPE_STEPS]) >= 0)  # a bound: never tighter later
-    assert tol[0] == pytest.approx(80 * 2.0 ** -23)  # 10 x 8 float32 ulps (README)
+    assert tol[0] == pytest.approx(80 * 2.0 ** -23)  # 10 x 8 float32 ulps (docs/guides/lab.md)
     last = V.ENVELOPES[0.01, 0.6, 100][-1][1]
     assert tol[V.ENVELOPE_STEPS - 1] == pytest.approx(10 * last)  # 10 x the measured gap
     assert np.all(np.isinf(tol[V.ENVELOPE_STEPS:]))  # beyond the measured runs: not compared

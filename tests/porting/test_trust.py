@@ -56,7 +56,7 @@ def test_a_correct_port_passes_a_float64_train_mode_check():
     with jax.enable_x64(True):
         port = nnx.eval_shape(lambda: E.flax_mobilenet_v2(nnx.Rngs(0), param_dtype=jnp.float64))
         # 16 images: at 4 the last blocks' BatchNorms see 4 values per channel and training
-        # is chaotic even in float64 (step 2's losses part by 1e-5; README)
+        # is chaotic even in float64 (step 2's losses part by 1e-5; docs/guides/checking.md)
         x = np.random.default_rng(0).standard_normal((16, 3, 32, 32))
         report = P.check(net, port, x, flax_inputs=E.nhwc, init_seeds=0, train=True, steps=3,
                          momentum=0.9, layers=False)

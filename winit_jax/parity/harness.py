@@ -43,8 +43,8 @@ def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets
           tx=None, clip_grad_norm: float | None = None, weights: str = "torch"
           ) -> ParityReport:
     """Checks that an nnx port initialises, computes, differentiates and trains like the torch
-    module it ports, in one call. The parts, each tolerance and the traps are in the README
-    ("Checking a port").
+    module it ports, in one call. The parts, each tolerance and the traps are in the guide
+    "Checking a port" (docs/guides/checking.md).
 
     Args:
       torch_module: the original (its weights are restored at the end).

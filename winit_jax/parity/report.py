@@ -9,9 +9,9 @@ import enum
 # Tolerances, relative to the largest entry of the reference tensor (the scale of the
 # tensor, not of each element: near-zero entries would otherwise dominate).
 # float64: both frameworks compute the same sums in a different order; rounding alone
-# leaves gaps of ~1e-15 relative, measured up to 5e-14 after 5 training steps (README).
+# leaves gaps of ~1e-15 relative, measured up to 5e-14 after 5 training steps (docs/guides/checking.md).
 # float32: HF transformers' PT<->Flax forward tolerance 1e-5; measured gaps on the built-in
-# models are 1e-7..4e-6 (README), gradients up to 1e-5, steps grow them, hence 1e-4.
+# models are 1e-7..4e-6 (docs/guides/checking.md), gradients up to 1e-5, steps grow them, hence 1e-4.
 TOLERANCES = {
     "float64": {"forward": 1e-10, "gradient": 1e-9, "step": 1e-8},
     "float32": {"forward": 1e-5, "gradient": 1e-4, "step": 1e-3},
