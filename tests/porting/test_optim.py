@@ -573,3 +573,39 @@ def test_a_torch_scheduler_as_an_optax_schedule():
     with pytest.raises(ParityError, match="hyperparameter: SGD has lr, momentum, dampening, "
                                           "weight_decay, not 'beta1'"):
         P.translate_schedule(fresh, 3, hyperparameter="beta1")
+
+
+def test_a_float32_learning_rate_in_a_float64_check_is_named():
+    """optax's schedules evaluated on its int32 step count give float32 rates under x64
+    (relative error up to 6e-8, over the float64 step floor 1e-8): the steps fail and the
+    report says why. winit_jax.optim evaluates the same schedule on a float64 count: it
+    passes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                              torch.nn.Linear(8, 2)).double()
+    with torch.no_grad():  # tensors that start at 0: their gap is relative to what moved them
+        net[0].bias.zero_()
+        net[2].bias.zero_()
+
+    class Port(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(4, 8, param_dtype=np.float64, rngs=rngs), None,
+                                    nnx.Linear(8, 2, param_dtype=np.float64, rngs=rngs)])
+
+        def __call__(self, x):
+            return self.layers[2](jnp.tanh(self.layers[0](x)))
+
+    x = np.random.default_rng(0).standard_normal((16, 4))
+    with jax.enable_x64(True):
+        def run(schedule_owner):
+            return P.check(
+                net, Port(nnx.Rngs(0)), x, dtype="float64", steps=4, init_seeds=0,
+                make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.3),
+                make_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda s: (0.3 - 0.2 * min(s, 7) / 7) / 0.3),
+                tx=schedule_owner.sgd(optax.linear_schedule(0.3, 0.1, 7)))
+        slipped = run(optax)
+        assert not slipped.ok
+        assert any("the optimiser's update computes in float32" in n for n in slipped.notes)
+        assert all("computes in float32" in c.how for c in slipped.failures())
+        run(optim).assert_ok()

@@ -101,7 +101,7 @@ def rule_transformation(rule: Rule, flags: dict, hyper: Hyper) -> optax.Gradient
 
     def init(params):
         paths, leaves, treedef = flat(params)
-        count = jnp.zeros((), jnp.int32)
+        count = jnp.zeros((), int)  # int64 under x64: schedules of it give float64 rates
         per_leaf = []
         for path, p in zip(paths, leaves):
             h = hyper(path, p, count)

@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.io import Batch, leaves
+from winit_jax.parity.jaxprs import primitives
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
@@ -30,19 +31,6 @@ KINK_PRIMITIVES = frozenset({
     "round", "rem", "reduce_precision", "cummax", "cummin"})
 
 
-def _primitives(jaxpr) -> set[str]:
-    """Every primitive of a jaxpr, those of its sub-jaxprs (jit, scan, custom rules) too."""
-    found = set()
-    for eqn in jaxpr.eqns:
-        found.add(eqn.primitive.name)
-        for value in eqn.params.values():
-            for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found |= _primitives(inner)
-    return found
-
-
 def port_has_kink(run: Run, batch: Batch) -> bool:
     """Whether the port's forward pass and loss hold a primitive with a kink."""
     graph, state = nnx.split(run.model)
@@ -53,7 +41,7 @@ def port_has_kink(run: Run, batch: Batch) -> bool:
         y = run.out_f(nnx.merge(graph, state)(*args, **arrays, **static))
         return run.call(y, targets)
     jaxpr = jax.make_jaxpr(loss)(state, args, arrays, batch.targets_flax)
-    return bool(_primitives(jaxpr.jaxpr) & KINK_PRIMITIVES)
+    return bool(primitives(jaxpr) & KINK_PRIMITIVES)
 
 
 def _port_value_and_grad(run: Run, static: dict) -> Callable:

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError
+from winit_jax.parity.jaxprs import float32_results
 from winit_jax.parity.layers import tensor_prefix, torch_layers
 from winit_jax.parity.optimizer import translate_optimizer
 from winit_jax.parity.report import (
@@ -219,6 +220,19 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
                    else "only rounding noise moves it") + ", on both sides"))
         else:
             found.checks.append(judged("step", k, gap, noise, floor, signal, how))
+    if run.dtype == "float64" and any(c.outcome is Outcome.FAILED for c in found.checks
+                                      if c.part in ("step", "batch_stats")):
+        low = _float32_in_update(tx, run.model)
+        if low:
+            why = ("the optimiser's update computes in float32 in this float64 check "
+                   f"({len(low)} float32 results: {', '.join(sorted(set(low))[:4])}; e.g. a "
+                   "learning-rate schedule evaluated on optax's int32 step count)")
+            found.notes.append(f"{why}: its steps are float32-precise, which float64 "
+                               "tolerances reject; evaluate the schedule on a float64 count "
+                               "(winit_jax.optim's transformations do) or give a float64 rate")
+            found.checks = [dataclasses.replace(c, how=f"{c.how}; {why}")
+                            if c.outcome is Outcome.FAILED and c.part == "step" else c
+                            for c in found.checks]
     if chaotic:
         found.notes.append(
             f"{len(chaotic)} step checks are inconclusive: in float32 torch's own run is so far "
@@ -226,6 +240,16 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             f"{CHAOS_FRACTION:g} of what the steps changed (chaotic training); check with "
             "dtype float64, a smaller learning rate or fewer steps")
     return found
+
+
+def _float32_in_update(tx, model) -> list[str]:
+    """The primitives of ``tx``'s update, traced on ``model``'s parameters, that give
+    float32 results."""
+    import jax
+
+    params = nnx.state(model, nnx.Param)
+    jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params), params)
+    return float32_results(jaxpr)
 
 
 def _batch_statistics(paired) -> dict[str, tuple[str, str | None]]:
