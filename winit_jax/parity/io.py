@@ -58,13 +58,15 @@ class Batch(NamedTuple):
         return module(*map(cast, self.args_torch),
                       **{k: cast(v) for k, v in self.kwargs_torch.items()})
 
-    def torch_eval(self, module, pre_hooks=()):
+    def torch_eval(self, module, pre_hooks=(), hooks=()):
         """``module`` on this batch in eval mode without gradients, ``pre_hooks``
-        (``[(submodule, hook(mod, inputs))]``) watching; its mode is restored and the hooks
-        removed whatever happens. Returns its output."""
+        (``[(submodule, hook(mod, inputs))]``) and forward ``hooks`` (``hook(mod, inputs,
+        output)``) watching; its mode is restored and the hooks removed whatever happens.
+        Returns its output."""
         import torch
 
         handles = [m.register_forward_pre_hook(hook) for m, hook in pre_hooks]
+        handles += [m.register_forward_hook(hook) for m, hook in hooks]
         was = module.training
         try:
             module.eval()

@@ -63,6 +63,9 @@ class Run:
     keys: list                     # [(torch leaf key, port leaf key)] compared
     data: Data                     # how inputs become a Batch (the nearby-input probes)
     notes: list                    # what the reader must know from the preparation
+    # in a float64 check, the torch modules called from the first one torch runs in float32
+    # on (its output is float32 in the float64 model): judged at float32 precision
+    float32_from: frozenset = frozenset()
 
     def modes(self, training: bool) -> None:
         self.torch_module.train(training)
@@ -143,8 +146,40 @@ def prepare(torch_module, model, inputs, *, kwargs, targets, loss, steps, batche
                          f"({keys[0][0]}); pass loss= for another")
     call = (lambda y, c: loss(y)) if first.targets_torch is None else loss
     _probe_loss(call, y_torch, y_flax, first)
-    return Run(torch_module, model, paired, dtype, TOLERANCES[dtype], first, schedule,
-               held_out, call, torch_out, out_f, keys, data, notes)
+    tol, after = TOLERANCES[dtype], frozenset()
+    if dtype == "float64":
+        first32, after = float32_parts(torch_module, first)
+        if first32 is not None:
+            tol = TOLERANCES["float32"]
+            notes.append(f"torch runs {first32} in float32 in its float64 model (its output "
+                         "is float32): the forward, gradient and step parts, and the layers "
+                         "from it on, are judged at float32 precision")
+    return Run(torch_module, model, paired, dtype, tol, first, schedule,
+               held_out, call, torch_out, out_f, keys, data, notes, after)
+
+
+def float32_parts(torch_module, batch: Batch) -> tuple[str | None, frozenset]:
+    """(the first torch module whose output holds a float32 tensor in a float64 model, the
+    names of the modules called from it on), or (None, empty): one eval-mode pass with
+    forward hooks on every module."""
+    import torch
+
+    calls, first = [], []
+
+    def hook(mod, inp, out, name):
+        calls.append(name)
+        if not first and any(isinstance(t, torch.Tensor) and t.dtype == torch.float32
+                             for t in leaves(out).values()):
+            first.append((name, len(calls) - 1))
+    batch.torch_eval(torch_module, hooks=[
+        (m, lambda mod, inp, out, name=name: hook(mod, inp, out, name))
+        for name, m in torch_module.named_modules() if name])
+    if not first:
+        return None, frozenset()
+    name, at = first[0]
+    # hooks fire when a module returns: a container's comes after what it calls, so what
+    # runs inside it before the float32 part is counted as after it (the safe side)
+    return name, frozenset(calls[at:])
 
 
 def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool):

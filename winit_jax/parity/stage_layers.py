@@ -177,8 +177,10 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
     _, calls = layer_io(run.model, *batch.args_flax, types=types, **batch.kwargs_flax)
     flax_calls = _in_torch_layout(paired, [(c.layer, [(c.input, "input"), (c.output, "output")])
                                            for c in calls])
-    floor, seen = LAYER_FLOOR[run.dtype], {}
+    seen = {}
     for (name, t_in, t_out, _), (_, w_in, w_out, _) in zip(ours, float64):
+        # from a part torch runs in float32 in its float64 model on, float32's floor
+        floor = LAYER_FLOOR["float32" if name in run.float32_from else run.dtype]
         k = seen[name] = seen.get(name, -1) + 1
         p = paired[name]
         f_in, f_out = _nth(flax_calls, name, k, 2)
@@ -259,7 +261,8 @@ def _backward_layers(run: Run, found: Findings, paired: dict, ours, float64, typ
     port's, in torch's layout, the tolerance 10x torch's own float32 gap there (floor
     ``LAYER_FLOOR``)."""
     flax = _in_torch_layout(paired, _flax_output_grads(run, types, calls))
-    floor, seen = LAYER_FLOOR[run.dtype], {}
+    # a part torch runs in float32 reaches every gradient (they flow back from the loss)
+    floor, seen = LAYER_FLOOR["float32" if run.float32_from else run.dtype], {}
     rows = {(r.torch_name, r.call): i for i, r in enumerate(found.layers)}
     for (name, _, _, g_t), (_, _, _, g_w) in zip(ours, float64):
         k = seen[name] = seen.get(name, -1) + 1
