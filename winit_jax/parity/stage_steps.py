@@ -26,6 +26,9 @@ from winit_jax.parity.run import (
     torch_outputs_and_grads,
 )
 from winit_jax.parity.stats import rel_gap
+from winit_jax.parity.steps64 import float64_checks as _float64_checks
+from winit_jax.parity.steps64 import float64_trajectory
+from winit_jax.parity.steps64 import move_one_ulp as _move_one_ulp
 from winit_jax.parity.tolerance import (
     compared,
     demoted,
@@ -118,6 +121,18 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
     kind = type(opts[0]).__name__
     zero = _zero_gradients(run, ref)
     start = torch_values(run.paired, "torch")
+    trajectory64 = None
+    if run.dtype == "float32" and ref is not None:
+        # the same steps in float64 in both frameworks, where rounding cannot hide a slip:
+        # the port's (its state cast, then restored), and a second float64 torch run from a
+        # start moved by one float64 ulp, whose distance from the first measures how far
+        # float64 rounding alone carries the training (chaos)
+        trajectory64 = float64_trajectory(run, training)
+        moved = trajectory64.moved = copy.deepcopy(ref)
+        _move_one_ulp(moved)
+        runs.append((moved, True))
+        made.append(training.torch(moved))
+        opts, scheds = [o for o, _ in made], [s for _, s in made]
     tx = training.port(run.paired, opts[0], scheds[0], len(run.schedule))
     opt_f = nnx.Optimizer(run.model, tx, wrt=nnx.Param)
     call, out_f, static = run.call, run.out_f, run.inputs.flax_static()
@@ -129,8 +144,10 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
         opt.update(model, g)
         return val
 
-    names = ["torch", "torch_float64"][:len(runs)]
+    names = ["torch", "torch_float64", "torch_float64_moved"][:len(runs)]
     found = Findings(curves={n: [] for n in ["torch", "flax", *names[1:]]})
+    if trajectory64 is not None and trajectory64.losses is not None:
+        found.curves["flax_float64"] = trajectory64.losses
     for batch in run.schedule:
         for (m, is_float64), opt, sched, n in zip(runs, opts, scheds, names):
             opt.zero_grad()
@@ -186,40 +203,50 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
     stats = _batch_statistics(run.paired)
     n_per_channel = _values_per_channel(run.torch_module, run.paired, run.schedule[-1])
     eps32 = float(np.finfo(np.float32).eps)
-    for k, t in theirs.items():
-        noise = rel_gap(t, float64[k]) if ref is not None else 0.0
-        floor = run.tol["step"]
-        how = f"after {len(run.schedule)} steps; torch's own float32 gap {noise:.2g}"
-        if ours[k].dtype == np.float32 and run.dtype == "float64":
-            # nnx keeps BatchNorm statistics in float32 whatever param_dtype
-            floor = max(floor, STAT_ULPS * eps32)
-            how += f"; nnx holds it in float32: floor {STAT_ULPS} float32 ulps"
-        gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
-        if stats.get(k, (None,))[0] == "var":
-            bessel = 1.0 / max(1, n_per_channel(k) - 1)
-            found.checks.append(judged(
-                "batch_stats", k, gap, noise, floor, signal,
-                f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the biased batch variance, torch "
-                "the unbiased", extra=bessel))
-        elif stats.get(k, (None,))[0] == "mean":
-            # relative to the larger of its own scale and its input's spread: a mean that is
-            # zero in exact arithmetic (after a bias-free conv of a zero-mean input) is
-            # rounding noise, which is small against the spread, not against itself
-            var = theirs.get(stats[k][1])
-            spread = float(np.sqrt(np.max(var))) if var is not None else 0.0
-            scale = max(float(np.max(np.abs(t))), spread)
-            if scale > float(np.max(np.abs(t))):
-                gap = float(np.max(np.abs(np.asarray(ours[k], np.float64) - t))) / scale
-                how += f"; relative to its input's spread sqrt(running_var) {spread:.2g}"
-            found.checks.append(judged("batch_stats", k, gap, noise, floor, signal, how))
-        elif k in zero:
-            found.checks.append(Check(
-                "step", k, Outcome.NOT_TESTED, measured(noise, floor), gap=gap,
-                how=f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), so "
-                + (f"{kind} divides that rounding noise by its own scale" if kind != "SGD"
-                   else "only rounding noise moves it") + ", on both sides"))
-        else:
-            found.checks.append(judged("step", k, gap, noise, floor, signal, how))
+
+    def tensor_checks(ours, theirs, reference, floor, steps_part, stats_part, source):
+        """A check per torch tensor after the steps: ``ours`` against ``theirs``, the noise
+        ``theirs`` against ``reference`` (``source`` says what that gap is)."""
+        for k, t in theirs.items():
+            noise = rel_gap(t, reference[k]) if reference is not None else 0.0
+            floor_k = floor
+            how = f"after {len(run.schedule)} steps; {source} {noise:.2g}"
+            if ours[k].dtype == np.float32 and np.asarray(t).dtype == np.float64:
+                # nnx keeps BatchNorm statistics in float32 whatever param_dtype
+                floor_k = max(floor_k, STAT_ULPS * eps32)
+                how += f"; nnx holds it in float32: floor {STAT_ULPS} float32 ulps"
+            gap, signal = rel_gap(ours[k], t), rel_gap(t, start[k])
+            if stats.get(k, (None,))[0] == "var":
+                bessel = 1.0 / max(1, n_per_channel(k) - 1)
+                found.checks.append(judged(
+                    stats_part, k, gap, noise, floor_k, signal,
+                    f"{how}; + 1/(n-1) = {bessel:.2g}: Flax uses the biased batch variance, "
+                    "torch the unbiased", extra=bessel))
+            elif stats.get(k, (None,))[0] == "mean":
+                # relative to the larger of its own scale and its input's spread: a mean that
+                # is zero in exact arithmetic (after a bias-free conv of a zero-mean input)
+                # is rounding noise, which is small against the spread, not against itself
+                var = theirs.get(stats[k][1])
+                spread = float(np.sqrt(np.max(var))) if var is not None else 0.0
+                scale = max(float(np.max(np.abs(t))), spread)
+                if scale > float(np.max(np.abs(t))):
+                    gap = float(np.max(np.abs(np.asarray(ours[k], np.float64) - t))) / scale
+                    how += f"; relative to its input's spread sqrt(running_var) {spread:.2g}"
+                found.checks.append(judged(stats_part, k, gap, noise, floor_k, signal, how))
+            elif k in zero:
+                found.checks.append(Check(
+                    steps_part, k, Outcome.NOT_TESTED, measured(noise, floor_k), gap=gap,
+                    how=f"not tested: its gradient is zero in exact arithmetic ({zero[k]}), "
+                    "so " + (f"{kind} divides that rounding noise by its own scale"
+                             if kind != "SGD" else "only rounding noise moves it")
+                    + ", on both sides"))
+            else:
+                found.checks.append(judged(steps_part, k, gap, noise, floor_k, signal, how))
+
+    tensor_checks(ours, theirs, float64 if ref is not None else None, run.tol["step"], "step",
+                  "batch_stats", "torch's own float32 gap")
+    if trajectory64 is not None:
+        _float64_checks(found, run, trajectory64, ref, judged, tensor_checks)
     if run.dtype == "float64" and any(c.outcome is Outcome.FAILED for c in found.checks
                                       if c.part in ("step", "batch_stats")):
         low = _float32_in_update(tx, run.model)
