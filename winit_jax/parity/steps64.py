@@ -74,7 +74,9 @@ def float64_trajectory(run: Run, training) -> Trajectory:
                 if getattr(m, name, None) is not None and np.dtype(getattr(m, name)) == np.float32]
     call, out_f, static = run.call, run.out_f, run.inputs.flax_static()
     try:
-        with jax.enable_x64(True):
+        # standard promotion: flax's norms promote float64 with float32 in their statistics,
+        # an error under strict promotion in any float64 nnx model
+        with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
             for v, value in variables:
                 if getattr(value, "dtype", None) == jnp.float32:
                     v.set_value(jnp.asarray(value, jnp.float64))
