@@ -196,7 +196,7 @@ def test_a_registered_layer_pair_works_everywhere():
         report = P.check(t, f, x, steps=3, momentum=0.9, init_seeds=4)
         report.assert_ok()
         assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "layer",
-                                                      "step"}
+                                                      "step", "step (float64)", "single step"}
     finally:
         P.unregister(kind)
 

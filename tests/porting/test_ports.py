@@ -95,7 +95,7 @@ def test_language_model_with_torch_exact_cells_passes_every_part(cell, kw):
     assert {"rnn.weight_ih_l1" if kw.get("num_layers") == 2 else "rnn.weight_ih_l0_reverse",
             "rnn.bias_hh_l0"} <= names
     assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "layer",
-                                                      "step"}
+                                                      "step", "step (float64)", "single step"}
 
 
 @pytest.mark.slow
