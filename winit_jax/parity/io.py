@@ -58,7 +58,7 @@ class Batch(NamedTuple):
         return module(*map(cast, self.args_torch),
                       **{k: cast(v) for k, v in self.kwargs_torch.items()})
 
-    def torch_eval(self, module, pre_hooks=(), hooks=()):
+    def torch_eval(self, module, pre_hooks=(), hooks=(), *, float64: bool = False):
         """``module`` on this batch in eval mode without gradients, ``pre_hooks``
         (``[(submodule, hook(mod, inputs))]``) and forward ``hooks`` (``hook(mod, inputs,
         output)``) watching; its mode is restored and the hooks removed whatever happens.
@@ -71,7 +71,7 @@ class Batch(NamedTuple):
         try:
             module.eval()
             with torch.no_grad():
-                return self.torch_call(module)
+                return self.torch_call(module, float64=float64)
         finally:
             module.train(was)
             for h in handles:

@@ -158,7 +158,8 @@ def prepare(torch_module, model, inputs, *, kwargs, targets, loss, steps, batche
                held_out, call, torch_out, out_f, keys, data, notes, after)
 
 
-def float32_parts(torch_module, batch: Batch) -> tuple[str | None, frozenset]:
+def float32_parts(torch_module, batch: Batch, *, float64: bool = False
+                  ) -> tuple[str | None, frozenset]:
     """(the first torch module whose output holds a float32 tensor in a float64 model, the
     names of the modules called from it on), or (None, empty): one eval-mode pass with
     forward hooks on every module."""
@@ -173,7 +174,7 @@ def float32_parts(torch_module, batch: Batch) -> tuple[str | None, frozenset]:
             first.append((name, len(calls) - 1))
     batch.torch_eval(torch_module, hooks=[
         (m, lambda mod, inp, out, name=name: hook(mod, inp, out, name))
-        for name, m in torch_module.named_modules() if name])
+        for name, m in torch_module.named_modules() if name], float64=float64)
     if not first:
         return None, frozenset()
     name, at = first[0]

@@ -15,7 +15,7 @@ from flax import nnx
 from winit_jax.parity.jaxprs import float32_results
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import TOLERANCES
-from winit_jax.parity.run import Run, first_line
+from winit_jax.parity.run import Run, first_line, float32_parts
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.transfer import torch_values
 
@@ -93,6 +93,21 @@ def float64_trajectory(run: Run, training) -> Trajectory:
                         f"parameters ({', '.join(sorted(set(low))[:4])}; optax's int32 step "
                         "count): the float64 steps are judged at float32 precision (floor "
                         f"{floor:.2g}); winit_jax.optim's transformations run in float64")
+            # a port that computes part of its forward in float32 whatever its parameters
+            # (a softmax or norm statistics upcast to float32 and cast back): float32's floor
+            probe = nnx.clone(run.model)
+            probe.eval()
+            graph, state = nnx.split(probe)
+            args0, arrays0 = _float64(run.schedule[0].flax_arrays())
+            forward32 = float32_results(jax.make_jaxpr(
+                lambda st, a, k: out_f(nnx.merge(graph, st)(*a, **k, **static)))(
+                    state, args0, arrays0))
+            if forward32:
+                floor = max(floor, FLOAT32_FLOOR)
+                note = "; ".join(x for x in (note, (
+                    f"the port computes {len(forward32)} values of its forward in float32 even "
+                    f"with float64 parameters ({', '.join(sorted(set(forward32))[:4])}): the "
+                    f"float64 steps are judged at float32 precision (floor {floor:.2g})")) if x)
             opt = nnx.Optimizer(run.model, tx, wrt=nnx.Param)
 
             @nnx.jit
@@ -133,6 +148,11 @@ def float64_checks(found, run: Run, trajectory: Trajectory, ref, judged, tensor_
     if trajectory.losses is None:
         return
     floor = trajectory.floor
+    first32, _ = float32_parts(ref, run.inputs, float64=True)
+    if first32 is not None:  # torch's float64 copy runs that part in float32 (diffusers)
+        floor = max(floor, FLOAT32_FLOOR)
+        found.notes.append(f"torch runs {first32} in float32 in its float64 copy: the float64 "
+                           f"steps are judged at float32 precision (floor {floor:.2g})")
     torch64 = found.curves["torch_float64"]
     moved = found.curves["torch_float64_moved"]
     parted = None
