@@ -195,8 +195,10 @@ def test_a_registered_layer_pair_works_everywhere():
             assert torch.equal(a, b)
         report = P.check(t, f, x, steps=3, momentum=0.9, init_seeds=4)
         report.assert_ok()
-        assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "layer",
-                                                      "step", "step (float64)", "single step"}
+        parts = {s["part"] for s in report.summary()}
+        assert {"init", "forward", "gradient", "layer", "step", "step (float64)"} <= parts
+        assert parts <= {"init", "forward", "gradient", "layer", "step", "step (float64)",
+                         "single step"}  # single steps where float32 training is chaotic
     finally:
         P.unregister(kind)
 

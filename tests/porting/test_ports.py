@@ -94,8 +94,10 @@ def test_language_model_with_torch_exact_cells_passes_every_part(cell, kw):
     # torch's own state_dict names, b_hn included (a fresh torch GRU's is not 0)
     assert {"rnn.weight_ih_l1" if kw.get("num_layers") == 2 else "rnn.weight_ih_l0_reverse",
             "rnn.bias_hh_l0"} <= names
-    assert {s["part"] for s in report.summary()} == {"init", "forward", "gradient", "layer",
-                                                      "step", "step (float64)", "single step"}
+    parts = {s["part"] for s in report.summary()}
+    assert {"init", "forward", "gradient", "layer", "step", "step (float64)"} <= parts
+    assert parts <= {"init", "forward", "gradient", "layer", "step", "step (float64)",
+                     "single step"}  # single steps where float32 training is chaotic
 
 
 @pytest.mark.slow
