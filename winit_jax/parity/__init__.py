@@ -14,6 +14,10 @@ from winit_jax.kinds import kinds as kinds
 from winit_jax.kinds import register as register
 from winit_jax.kinds import registered as registered
 from winit_jax.kinds import unregister as unregister
+from winit_jax.parity.checkpoint import LoadReport as LoadReport
+from winit_jax.parity.checkpoint import Plan as Plan
+from winit_jax.parity.checkpoint import load_checkpoint as load_checkpoint
+from winit_jax.parity.checkpoint import make_plan as make_plan
 from winit_jax.parity.harness import check as check
 from winit_jax.parity.losses import accuracy as accuracy
 from winit_jax.parity.losses import cross_entropy as cross_entropy
@@ -27,12 +31,8 @@ from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
 from winit_jax.parity.report import Outcome as Outcome
 from winit_jax.parity.report import ParityReport as ParityReport
+from winit_jax.parity.saving import save_checkpoint as save_checkpoint
 from winit_jax.parity.stats import rel_gap as rel_gap
-from winit_jax.parity.checkpoint import LoadReport as LoadReport
-from winit_jax.parity.checkpoint import Plan as Plan
-from winit_jax.parity.checkpoint import load_checkpoint as load_checkpoint
-from winit_jax.parity.checkpoint import make_plan as make_plan
-from winit_jax.parity.checkpoint import save_checkpoint as save_checkpoint
 from winit_jax.parity.transfer import from_torch as from_torch
 from winit_jax.parity.transfer import to_torch as to_torch
 

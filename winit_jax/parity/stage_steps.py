@@ -95,13 +95,6 @@ class Training:
                                    clip_grad_norm=self.clip)
 
 
-def _zero_gradients(run: Run, ref) -> dict[str, str]:
-    """torch names of parameters whose gradient is zero in exact arithmetic (a conv bias
-    before BatchNorm, attention key biases): in float64, their largest gradient entry is
-    below ZERO_GRADIENT times the model's largest; name -> how it was measured."""
-    return exact_zeros(_float64_gradients(run, ref))
-
-
 def _float64_gradients(run: Run, ref) -> dict:
     probe = copy.deepcopy(ref if ref is not None else run.torch_module)  # its BN stats move
     _, grads = torch_outputs_and_grads(run, probe, run.schedule[0], float64=True,
