@@ -5,6 +5,7 @@ metric. Every error, in any stage, leaves both models as they were."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -22,7 +23,8 @@ from winit_jax.parity.report import (
 from winit_jax.parity.run import Findings, fill_abstract, prepare, restored
 from winit_jax.parity.stage_forward import forward_and_gradient_stage
 from winit_jax.parity.stage_init import init_stage
-from winit_jax.parity.stage_layers import layer_stage
+from winit_jax.parity.single_steps import PART as SINGLE_STEP
+from winit_jax.parity.stage_layers import layer_stage, train_mode_layers
 from winit_jax.parity.stage_metric import metric_stage
 from winit_jax.parity.stage_steps import Training, step_stage
 from winit_jax.parity.transfer import check_dtype, flax_updates
@@ -175,8 +177,17 @@ def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches
         kink = any(c.outcome is Outcome.INCONCLUSIVE for c in forward.checks)
         if layers:
             found.append(layer_stage(run, ref, kink))
+        train_rows = []
         if run.schedule:
-            found.append(step_stage(run, ref, train, training))
+            start = copy.deepcopy(torch_module.state_dict())
+            steps = step_stage(run, ref, train, training)
+            found.append(steps)
+            if layers and train and any(c.part == SINGLE_STEP and c.outcome is Outcome.FAILED
+                                        for c in steps.checks):
+                # a step fails from torch's own state: where, layer by layer, in train mode
+                train_rows = train_mode_layers(run, ref is not None, start)
+                found.append(Findings(checks=train_rows.checks))
+                train_rows = train_rows.layers
             found.append(Findings(notes=list(dict.fromkeys(
                 p.kind.training_note for p in run.paired if p.kind.training_note))))
         if run.held_out is not None:
@@ -187,4 +198,15 @@ def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches
         {k: v for f in found for k, v in f.curves.items()},
         {k: v for f in found for k, v in f.metrics.items()},
         [n for f in found for n in f.notes], rows,
-        None if kink else first_divergence(rows, run.paired))
+        None if kink else _first_divergence(rows, train_rows, run.paired))
+
+
+def _first_divergence(rows, train_rows, paired):
+    """Where the port first parts from torch: in eval mode at the check's inputs, or, the
+    layers agreeing there, in train mode from the training's start."""
+    found = first_divergence(rows, paired)
+    if found is None and train_rows:
+        found = first_divergence(train_rows, paired)
+        if found is not None:
+            found = dataclasses.replace(found, mode="train")
+    return found

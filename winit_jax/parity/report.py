@@ -129,9 +129,14 @@ class Divergence:
     gap: float
     tol: float
     hint: str = ""
+    # "": eval mode, at the check's inputs; "train": train mode (batch statistics) from the
+    # training's start, where only a train-mode pass shows the slip (Flax's one-pass variance)
+    mode: str = ""
 
     def __str__(self) -> str:
         nth = f" (call {self.call + 1})" if self.call else ""
+        if self.mode == "train":
+            nth += " in train mode (batch statistics), from the training's start"
         if self.where == "never called":
             what = (f"at torch {self.torch_name or '<root>'} / nnx {self.flax_path or '<root>'}"
                     f" ({self.kind}){nth}: the port never calls it (torch does, here)")

@@ -4,6 +4,7 @@ nnx side)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import jax
@@ -20,6 +21,7 @@ from winit_jax.parity.report import (
 from winit_jax.parity.run import Findings, Run, as_float64
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
+from winit_jax.parity.transfer import set_from
 
 # The smallest per-layer tolerance in float32: 16 float32 ulps (relative to the layer's
 # scale), where torch's own float32-vs-float64 gap is smaller than rounding can explain.
@@ -149,13 +151,44 @@ def _nth(calls: dict, name: str, k: int, width: int) -> tuple:
     return (calls.get(name, []) + [(None,) * width] * (k + 1))[k]
 
 
+TRAIN_PART = "layer (train mode)"
+
+
 def layer_stage(run: Run, ref, kink: bool) -> Findings:
     """Every paired layer's input and output, per call, in torch's call order, in torch's
-    layout (through the kind); each output's gap is a check ("layer"): tolerance 10x torch's
-    own float32-vs-float64 gap at that layer, floored at ``LAYER_FLOOR``. Pairs that are not
-    one called module on each side (bare parameters, a stacked RNN's layers, scanned blocks)
-    are not recorded. ``kink``: the forward/gradient part found a kink flip at these inputs,
-    so a failing layer check is inconclusive (the same flip moves the layers after it)."""
+    layout (through the kind), in eval mode; each output's gap is a check ("layer"):
+    tolerance 10x torch's own float32-vs-float64 gap at that layer, floored at
+    ``LAYER_FLOOR``. Pairs that are not one called module on each side (bare parameters, a
+    stacked RNN's layers, scanned blocks) are not recorded. ``kink``: the forward/gradient
+    part found a kink flip at these inputs, so a failing layer check is inconclusive (the
+    same flip moves the layers after it)."""
+    run.modes(False)
+    return _layer_stage(run, run.torch_module, ref.eval() if ref is not None else None,
+                        kink, "layer")
+
+
+def train_mode_layers(run: Run, float32: bool, state: dict) -> Findings:
+    """The layer rows and checks (part ``TRAIN_PART``) in train mode from torch's
+    ``state`` (a ``state_dict``, e.g. the training's start), where batch statistics act:
+    a slip only they show (Flax's one-pass variance) is localised to its layer. Runs on
+    copies of the torch module in that state (``float32``: and its float64 copy, the
+    tolerances' yardstick); the port's variables are put back after."""
+    module = copy.deepcopy(run.torch_module)
+    module.load_state_dict(state)
+    module.train()
+    ref = copy.deepcopy(module).double() if float32 else None
+    saved = [(v, v.get_value()) for _, v in nnx.iter_graph(run.model)
+             if isinstance(v, nnx.Variable)]
+    try:
+        set_from(run.paired, module)
+        run.model.train()
+        return _layer_stage(run, module, ref, False, TRAIN_PART)
+    finally:
+        for var, value in saved:
+            var.set_value(value)
+
+
+def _layer_stage(run: Run, module, ref, kink: bool, part: str) -> Findings:
     import torch
 
     from winit_jax.forward import layer_io
@@ -169,9 +202,8 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
               and not isinstance(p.flax_layer, FlaxParameters)}
     if not paired:
         return found
-    run.modes(False)
-    ours = _torch_calls(run, run.torch_module, paired, batch)
-    float64 = (_torch_calls(run, ref.eval(), paired, batch, float64=True)
+    ours = _torch_calls(run, module, paired, batch)
+    float64 = (_torch_calls(run, ref, paired, batch, float64=True)
                if ref is not None else ours)
     types = tuple({type(p.flax_layer) for p in paired.values()})
     _, calls = layer_io(run.model, *batch.args_flax, types=types, **batch.kwargs_flax)
@@ -200,7 +232,7 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
                        uncalled=f_in is None and f_out is None,
                        not_compared="; ".join(skipped))
         found.layers.append(row)
-        check = compared("layer", f"{name or '<root>'} output" + (
+        check = compared(part, f"{name or '<root>'} output" + (
                              f" (call {k + 1})" if k else ""),
                          row.output_gap, row.output_tol,
                          f"{name or '<root>'}: the port never calls it" if row.uncalled
@@ -209,11 +241,11 @@ def layer_stage(run: Run, ref, kink: bool) -> Findings:
         if np.isnan(row.output_gap):
             check = demoted(check, Outcome.NOT_TESTED, f"not tested: {row.not_compared}")
         found.checks.append(check)
-    _backward_layers(run, found, paired, ours, float64, types, calls)
+    _backward_layers(run, found, paired, ours, float64, types, calls, part)
     if kink:  # the same flip moves the layers' outputs and gradients after it
         found.checks = [demoted(c, Outcome.INCONCLUSIVE, "inconclusive: a kink flip was found "
                               "at these inputs (see the forward/gradient checks)")
-                      if c.part == "layer" and c.outcome is Outcome.FAILED else c
+                      if c.part == part and c.outcome is Outcome.FAILED else c
                       for c in found.checks]
     uncalled = list(dict.fromkeys(r.torch_name for r in found.layers if r.uncalled))
     if uncalled:
@@ -255,7 +287,7 @@ def _flax_output_grads(run: Run, types, calls) -> list:
 
 
 def _backward_layers(run: Run, found: Findings, paired: dict, ours, float64, types,
-                     calls) -> None:
+                     calls, part: str) -> None:
     """Adds to ``found`` each layer row's output-gradient gap (and a "layer" check): torch's
     gradient at that call's output (``ours``, ``float64``: ``_torch_calls``') against the
     port's, in torch's layout, the tolerance 10x torch's own float32 gap there (floor
@@ -274,7 +306,7 @@ def _backward_layers(run: Run, found: Findings, paired: dict, ours, float64, typ
         row = dataclasses.replace(found.layers[i], grad_gap=rel_gap(g_f, g_t),
                                   grad_tol=measured(noise, floor))
         found.layers[i] = row
-        found.checks.append(compared("layer", f"{name or '<root>'} output gradient" + (
+        found.checks.append(compared(part, f"{name or '<root>'} output gradient" + (
             f" (call {k + 1})" if k else ""), row.grad_gap, row.grad_tol,
             "max |diff| / max |torch's gradient at this output|; tolerance 10x torch's own "
             f"float32 gap there, floor {floor:.2g}"))

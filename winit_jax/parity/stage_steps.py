@@ -28,6 +28,7 @@ from winit_jax.parity.run import (
 from winit_jax.parity.single_steps import single_step_checks, superseded
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.steps64 import float64_checks as _float64_checks
+from winit_jax.parity.steps64 import PART as PART64
 from winit_jax.parity.steps64 import float64_trajectory
 from winit_jax.parity.steps64 import move_one_ulp as _move_one_ulp
 from winit_jax.parity.tolerance import (
@@ -177,7 +178,7 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             found.curves[n].append(value.item())
         found.curves["flax"].append(float(step(run.model, opt_f, *batch.flax_arrays(),
                                                batch.targets_flax)))
-    chaotic, chaotic_failed = [], set()
+    chaotic, chaotic_failed, rounded_failed = [], set(), set()
 
     def judged(part, name, gap, noise, floor, signal, how, extra=0.0):
         """A check. A pass is claimed only where the tolerance could have seen a port that
@@ -189,6 +190,9 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
         if (check.outcome is Outcome.FAILED and part in ("step", "batch_stats")
                 and tol > CHAOS_FRACTION * signal and rounding_dominates(noise, floor)):
             chaotic_failed.add((part, name))  # free-running chaos: judged elsewhere if can be
+        elif (check.outcome is Outcome.FAILED and part in ("step", "batch_stats")
+              and rounding_dominates(noise, floor)):
+            rounded_failed.add((part, name))  # amplified rounding, if float64 agrees
         if gap <= tol and tol > CHAOS_FRACTION * signal:
             chaos = rounding_dominates(noise, floor)
             if chaos:
@@ -212,7 +216,8 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             found.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
                              f"torch {lt[s]:.6g}" + (
                                  " (the losses before the first update differ: check the "
-                                 "forward)" if s == 0 else
+                                 + ("train-mode forward: batch statistics, dropout)" if train
+                                    else "forward)") if s == 0 else
                                  f" (after {s} update(s); torch's optimiser: {kind})"))
     ours = torch_values(run.paired, "flax")
     theirs = torch_values(run.paired, "torch")
@@ -287,15 +292,33 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             found.checks = [dataclasses.replace(c, how=f"{c.how}; {why}")
                             if c.outcome is Outcome.FAILED and c.part == "step" else c
                             for c in found.checks]
+    amplified = set()
+    if trajectory64 is not None and trajectory64.losses is not None:
+        # free-running float32 failures whose tolerance is rounding's, where the same steps in
+        # float64 agree: the port's float32 rounding was amplified more than torch's own by the
+        # training (Adam's update of a near-zero gradient is about +-lr whatever its size, so a
+        # rounding that flips its sign moves the entry by 2 lr); each step is judged instead
+        agree64 = {(c.part.replace(" (float64)", ""), c.name)
+                   for c in found.checks if c.part in (PART64, "batch_stats (float64)")
+                   and c.outcome is Outcome.PASSED}
+        amplified = rounded_failed & agree64
+        chaotic_failed |= amplified
     judged_otherwise = False
-    if trajectory64 is not None and (chaotic or chaotic_failed):
-        # where free-running float32 training is chaotic: each step from torch's own state
-        from winit_jax.parity.stage_forward import port_has_kink
+    if trajectory64 is not None:
+        # each step from torch's own float32 state: rounding cannot compound there
+        from winit_jax.parity.stage_forward import port_kinks
         found.checks += single_step_checks(run, states, train, zero, stats, n_per_channel,
-                                           port_has_kink(run, run.inputs))
+                                           port_kinks(run, run.inputs))
         if trajectory64.losses is not None:  # the float64 steps judge the optimiser's part
             judged_otherwise = bool(chaotic)
             found.checks = superseded(found.checks, chaotic_failed)
+    if amplified and trajectory64.losses is not None:
+        found.notes.append(
+            f"{len(amplified)} free-running float32 step checks are not tested: the port's "
+            "float32 run is more than 10x torch's own float32 gap from torch's, while the same "
+            "steps in float64 agree (float32 rounding amplified by the training, e.g. Adam on "
+            "near-zero gradients); the single steps (from torch's float32 state) judge each "
+            "step instead")
     if chaotic:
         found.notes.append(
             f"{len(chaotic)} free-running float32 step checks "

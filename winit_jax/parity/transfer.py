@@ -7,6 +7,7 @@ anything is written, so an error leaves both models as they were. Dtypes are kep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError, at_path, is_param, np_copy, torch_tensor_names
-from winit_jax.parity.layers import tensor_prefix
+from winit_jax.parity.layers import tensor_prefix, torch_layers
 from winit_jax.parity.pairing import Pair, Pairing, pair, resolve
 
 DTYPES = ("float32", "float64")
@@ -48,6 +49,15 @@ def flax_updates(paired: list[Pair]) -> list[tuple[nnx.Variable, jax.Array]]:
                 raise ParityError(f"{where}: torch dtype {dtype} vs nnx {have}")
             updates.append((var, jnp.asarray(value, var.get_value().dtype)))
     return updates
+
+
+def set_from(paired: list[Pair], module) -> None:
+    """Sets the port's variables to those of ``module``, a copy of the paired torch module
+    (the same layer names: a ``deepcopy`` given another state)."""
+    layers = dict(torch_layers(module))
+    for var, value in flax_updates([dataclasses.replace(p, torch_module=layers[p.torch_name])
+                                    for p in paired]):
+        var.set_value(value)
 
 
 def torch_updates(paired: list[Pair]) -> list[tuple[object, np.ndarray]]:
