@@ -24,7 +24,6 @@ from winit_jax.parity.transfer import torch_values
 
 PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
 PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
-KINK_FLIP_LIMIT = 100  # a gap this many tolerances off is a failure, never a kink flip
 # primitives whose derivative jumps somewhere (ReLU is max, max-pooling reduce_window_max,
 # masks and clipping select_n / clamp): a model without any cannot flip at a kink
 KINK_PRIMITIVES = frozenset({
@@ -164,12 +163,12 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
                       f"arithmetic ({exact[c.name]}), only rounding is left to compare")
               if c.part == "gradient" and c.name in exact and c.name not in zero else c
               for c in checks]
-    # a rounding flip at a kink moves a gradient by about what that unit contributes: never
-    # KINK_FLIP_LIMIT times the tolerance, and never in a model without a kink (an output
-    # only where a value jumps: ReLU itself is continuous; a gradient only where the outputs
-    # agree: a flip moves the derivative, not the value)
-    failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED
-               and c.gap <= KINK_FLIP_LIMIT * c.tol}
+    # a rounding flip at a kink moves a gradient by what that unit contributes, which has no
+    # bound relative to the tensor (one ReLU6 flip moved a faithful MobileNetV2 port's
+    # depthwise kernel gradient 240 tolerances: 16 images of 4x4 positions per channel);
+    # never in a model without a kink, an output only where a value jumps (ReLU itself is
+    # continuous), a gradient only where the outputs agree (a flip moves the derivative)
+    failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED}
     if failing and float32_reference and run.data.movable(batch):
         kinks = port_kinks(run, batch)
         values_agree = kinks.value or all(c.outcome is not Outcome.FAILED for c in checks
@@ -177,7 +176,8 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
         failing = {k: c for k, c in failing.items()
                    if (kinks.value if c.part == "forward" else kinks.slope and values_agree)}
     if failing and float32_reference and run.data.movable(batch):
-        nearby = _nearby_gaps(run, ref, ref_layers, batch)
+        nearby = _nearby_gaps(run, ref, ref_layers, batch,
+                              {name: c.tol for name, c in failing.items()})
         checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 result "
                           f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
                   if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
@@ -195,10 +195,13 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
     return found
 
 
-def _nearby_gaps(run, ref, ref_layers, batch: Batch) -> dict[str, float]:
-    """Per output/gradient, the port's smallest gap to torch's float64 result over
+def _nearby_gaps(run, ref, ref_layers, batch: Batch, wanted: dict[str, float]
+                 ) -> dict[str, float]:
+    """Per output/gradient, the port's smallest gap to torch's float64 result over up to
     ``PROBES`` batches whose real-valued positional inputs are moved by +-``PROBE_ULPS``
-    float32 ulps (fixed seed; token ids and other integers stay as they are)."""
+    float32 ulps (fixed seed; token ids and other integers stay as they are), stopping once
+    every check of ``wanted`` (name -> tolerance) has come within its tolerance: a flip
+    costs a probe or two, a port that differs all ``PROBES``."""
     rng = np.random.default_rng(0)
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
     out = {}
@@ -212,4 +215,6 @@ def _nearby_gaps(run, ref, ref_layers, batch: Batch) -> dict[str, float]:
         gaps = {**{_output_name(k): rel_gap(y_flax[k], y) for k, y in y_float64.items()},
                 **{k: rel_gap(grads_flax[k], g) for k, g in grads_float64.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}
+        if all(out.get(k, np.inf) <= tol for k, tol in wanted.items()):
+            break
     return out

@@ -178,7 +178,7 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
             found.curves[n].append(value.item())
         found.curves["flax"].append(float(step(run.model, opt_f, *batch.flax_arrays(),
                                                batch.targets_flax)))
-    chaotic, chaotic_failed, rounded_failed = [], set(), set()
+    chaotic, chaotic_failed, free_failed = [], set(), set()
 
     def judged(part, name, gap, noise, floor, signal, how, extra=0.0):
         """A check. A pass is claimed only where the tolerance could have seen a port that
@@ -190,9 +190,8 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
         if (check.outcome is Outcome.FAILED and part in ("step", "batch_stats")
                 and tol > CHAOS_FRACTION * signal and rounding_dominates(noise, floor)):
             chaotic_failed.add((part, name))  # free-running chaos: judged elsewhere if can be
-        elif (check.outcome is Outcome.FAILED and part in ("step", "batch_stats")
-              and rounding_dominates(noise, floor)):
-            rounded_failed.add((part, name))  # amplified rounding, if float64 agrees
+        elif check.outcome is Outcome.FAILED and part in ("step", "batch_stats"):
+            free_failed.add((part, name))  # float32 rounding's doing, if float64 agrees
         if gap <= tol and tol > CHAOS_FRACTION * signal:
             chaos = rounding_dominates(noise, floor)
             if chaos:
@@ -204,21 +203,12 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
         return check
 
     lt, lf = found.curves["torch"], found.curves["flax"]
-    parted = None
     for s in range(len(lt)):
         noise = rel_gap(lt[s], found.curves["torch_float64"][s]) if ref is not None else 0.0
         signal = rel_gap(lt[s], lt[0]) if s else float("inf")  # step 0 is the forward
-        c = judged("step", f"loss {s}", rel_gap(lf[s], lt[s]), noise, run.tol["step"],
-                   signal, f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}")
-        found.checks.append(c)
-        if parted is None and c.outcome is Outcome.FAILED:
-            parted = s
-            found.notes.append(f"training parts from torch's at step {s}: loss {lf[s]:.6g} vs "
-                             f"torch {lt[s]:.6g}" + (
-                                 " (the losses before the first update differ: check the "
-                                 + ("train-mode forward: batch statistics, dropout)" if train
-                                    else "forward)") if s == 0 else
-                                 f" (after {s} update(s); torch's optimiser: {kind})"))
+        found.checks.append(judged(
+            "step", f"loss {s}", rel_gap(lf[s], lt[s]), noise, run.tol["step"], signal,
+            f"|diff| / |torch loss|; torch's own float32 gap {noise:.2g}"))
     ours = torch_values(run.paired, "flax")
     theirs = torch_values(run.paired, "torch")
     float64 = (torch_values(run.paired, "torch", dict(torch_layers(ref))) if ref is not None
@@ -294,14 +284,16 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
                             for c in found.checks]
     amplified = set()
     if trajectory64 is not None and trajectory64.losses is not None:
-        # free-running float32 failures whose tolerance is rounding's, where the same steps in
-        # float64 agree: the port's float32 rounding was amplified more than torch's own by the
-        # training (Adam's update of a near-zero gradient is about +-lr whatever its size, so a
-        # rounding that flips its sign moves the entry by 2 lr); each step is judged instead
+        # free-running float32 failures where the same steps in float64 agree: the port's
+        # float32 rounding, not its mathematics, parts it from torch's, amplified by training
+        # (Adam's update of a near-zero gradient is about +-lr whatever its size, so a
+        # rounding that flips its sign moves the entry by 2 lr) or flipped at a kink (one
+        # ReLU6 flip in step 0 put a faithful MobileNetV2's loss 1 1.2 % off); the single
+        # steps judge each step instead, where rounding cannot compound
         agree64 = {(c.part.replace(" (float64)", ""), c.name)
                    for c in found.checks if c.part in (PART64, "batch_stats (float64)")
                    and c.outcome is Outcome.PASSED}
-        amplified = rounded_failed & agree64
+        amplified = free_failed & agree64
         chaotic_failed |= amplified
     judged_otherwise = False
     if trajectory64 is not None:
@@ -312,13 +304,23 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
         if trajectory64.losses is not None:  # the float64 steps judge the optimiser's part
             judged_otherwise = bool(chaotic)
             found.checks = superseded(found.checks, chaotic_failed)
+    parted = next((int(c.name.split()[1]) for c in found.checks if c.part == "step"
+                   and c.name.startswith("loss ") and c.outcome is Outcome.FAILED), None)
+    if parted is not None:
+        found.notes.insert(0, f"training parts from torch's at step {parted}: loss "
+                           f"{lf[parted]:.6g} vs torch {lt[parted]:.6g}" + (
+                               " (the losses before the first update differ: check the "
+                               + ("train-mode forward: batch statistics, dropout)" if train
+                                  else "forward)") if parted == 0 else
+                               f" (after {parted} update(s); torch's optimiser: {kind})"))
     if amplified and trajectory64.losses is not None:
         found.notes.append(
             f"{len(amplified)} free-running float32 step checks are not tested: the port's "
-            "float32 run is more than 10x torch's own float32 gap from torch's, while the same "
-            "steps in float64 agree (float32 rounding amplified by the training, e.g. Adam on "
-            "near-zero gradients); the single steps (from torch's float32 state) judge each "
-            "step instead")
+            "float32 run parts from torch's beyond tolerance while the same steps in float64 "
+            "agree (float32 rounding amplified by the training, e.g. Adam on near-zero "
+            "gradients, or flipped at a kink); the single steps (from torch's float32 state) "
+            "judge each step instead. Not covered: a slip of precision in the optimiser's "
+            "update alone")
     if chaotic:
         found.notes.append(
             f"{len(chaotic)} free-running float32 step checks "
