@@ -87,17 +87,19 @@ class _Mlp(torch.nn.Module):
 
 
 class _MlpPort(nnx.Module):
-    """The port with its gradients 3e-4 too large and its values right (a backward slip, as
-    a custom_vjp's): 3 gradient tolerances (1e-4), under the 100 beyond which a gap is
-    never taken for a flip."""
+    """The port with its gradients ``slip`` (3e-4: 3 gradient tolerances) too large and its
+    values right (a backward slip, as a custom_vjp's); ``slip=0``: faithful."""
 
-    def __init__(self, act, rngs):
+    def __init__(self, act, rngs, slip=3e-4):
         self.hidden, self.out, self.act = nnx.Linear(4, 16, rngs=rngs), nnx.Linear(
             16, 1, rngs=rngs), act
+        self.slip = slip
 
     def __call__(self, x):
         y = self.out(self.act(self.hidden(x)))
-        return y * (1 + 3e-4) - jax.lax.stop_gradient(y * 3e-4)
+        if not self.slip:
+            return y
+        return y * (1 + self.slip) - jax.lax.stop_gradient(y * self.slip)
 
 
 @pytest.mark.parametrize("kinked", [False, True])
@@ -136,3 +138,22 @@ def test_a_kink_free_slip_is_failed_without_reruns(kinked, monkeypatch):
         asked = [name for names in probed if names != "forward" for name in names]
         assert "forward" in probed and asked, probed
         assert all(name.endswith("gradient") for name in asked), asked
+
+
+def test_bfloat16_optimiser_moments_fail_the_float64_steps():
+    """optax's Adam with ``mu_dtype=bfloat16`` against torch's Adam (float32 moments): a
+    slip of precision in the optimiser's state, which the single steps (outputs, gradients,
+    statistics) cannot see. The float64 steps do: bfloat16 keeps 8 bits, far beyond the
+    float64 tolerance (1e-8); the same ``tx`` with float32 moments passes."""
+    import optax
+
+    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    for mu_dtype, ok in ((None, True), (jax.numpy.bfloat16, False)):
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes dtypes
+            report = P.check(_Mlp(torch.nn.Tanh()), _MlpPort(jax.numpy.tanh, nnx.Rngs(0), 0.0),
+                             x, steps=3, train=True, init_seeds=0,
+                             make_optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-2),
+                             tx=optax.adam(1e-2, mu_dtype=mu_dtype))
+        assert report.ok is ok, report.table()
+        if not ok:
+            assert {c.part for c in report.failures()} == {"step (float64)"}

@@ -186,8 +186,7 @@ class _SumReLUPort(nnx.Module):
 def test_a_rounding_flip_at_a_kink_is_inconclusive_and_a_real_difference_fails():
     """The port computes torch's function, but float32 puts the ReLU's input on the other
     side of its kink: the gradient of w is 1e-3 off (what the one unit adds, as one ReLU
-    among many in a real net: 10 tolerances, under the 100 beyond which a gap is never a
-    flip) at this input.
+    among many in a real net: 10 tolerances) at this input, its output agreeing.
     A probe moves each entry by +-4 float32 ulps, which moves the sum by at least
     2.4e-7 >> 2**-25 unless all three signs agree (probability 1/4 a probe): the port then
     agrees with torch's float64 result, so the check is inconclusive and the report passes,
