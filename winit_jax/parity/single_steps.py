@@ -75,11 +75,11 @@ def single_step_checks(run: Run, states: list[dict], train: bool, zero: dict, st
     ``stats`` the running statistics (name -> (role, ...)), ``kinks`` the port's
     (``stage_forward.Kinks``). A failure may be a rounding flip only where the port has a
     kink that moves it (a gradient: a kink, the step's outputs and statistics agreeing; an
-    output or a statistic: a value that jumps) and only if on a nearby input (``PROBES``, each entry moved by ``PROBE_ULPS`` ulps)
-    the port is within tolerance of torch's float64 step: it is then inconclusive (one
-    ReLU6 flip in a train-mode step moved a faithful MobileNetV2 port's gradients by 1-3 %,
-    100-300x the tolerance); a slip that stays on every nearby input fails. The port's
-    variables are put back as they were."""
+    output or a statistic: a value that jumps) and only if on a nearby input (``PROBES``,
+    each entry moved by ``PROBE_ULPS`` ulps) the port is within tolerance of torch's
+    float64 step: it is then inconclusive (one ReLU6 flip in a train-mode step moved a
+    faithful MobileNetV2 port's gradients by 1-3 %, 100-300x the tolerance); a slip that
+    stays on every nearby input fails. The port's variables are put back as they were."""
     variables = [(v, v.get_value()) for _, v in nnx.iter_graph(run.model)
                  if isinstance(v, nnx.Variable)]
     checks = []
