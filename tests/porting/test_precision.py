@@ -77,10 +77,11 @@ def test_flax_one_pass_variance_fails_at_the_step_and_layer_where_it_acts(seed):
 
 
 class _Mlp(torch.nn.Module):
-    def __init__(self, act):
+    def __init__(self, act, classes=1):
         super().__init__()
         torch.manual_seed(0)
-        self.hidden, self.out, self.act = torch.nn.Linear(4, 16), torch.nn.Linear(16, 1), act
+        self.hidden, self.out = torch.nn.Linear(4, 16), torch.nn.Linear(16, classes)
+        self.act = act
 
     def forward(self, x):
         return self.out(self.act(self.hidden(x)))
@@ -90,9 +91,9 @@ class _MlpPort(nnx.Module):
     """The port with its gradients ``slip`` (3e-4: 3 gradient tolerances) too large and its
     values right (a backward slip, as a custom_vjp's); ``slip=0``: faithful."""
 
-    def __init__(self, act, rngs, slip=3e-4):
+    def __init__(self, act, rngs, slip=3e-4, classes=1):
         self.hidden, self.out, self.act = nnx.Linear(4, 16, rngs=rngs), nnx.Linear(
-            16, 1, rngs=rngs), act
+            16, classes, rngs=rngs), act
         self.slip = slip
 
     def __call__(self, x):
@@ -102,13 +103,48 @@ class _MlpPort(nnx.Module):
         return y * (1 + self.slip) - jax.lax.stop_gradient(y * self.slip)
 
 
-@pytest.mark.parametrize("kinked", [False, True])
-def test_a_kink_free_slip_is_failed_without_reruns(kinked, monkeypatch):
-    """tanh has no kink: the backward slip fails in the gradient and single-step parts and
-    nothing is inconclusive, with no nearby-input probe run (a rerun could only make a
-    failure look like a flip). Control: the same slip with ReLU (a kink: gradients may flip,
-    the outputs agreeing) is probed, in its gradient rows only, and still fails, since the
-    slip stays on every nearby input."""
+def test_kinks_are_found_where_a_derivative_goes_through_them():
+    """Smooth functions whose jaxprs hold a max or an abs: softmax and cross-entropy subtract
+    their max under stop_gradient, logsumexp takes the abs of a sum of exponentials, and
+    optax's cross-entropy computes a sign it never uses; none is a kink. ReLU, leaky ReLU
+    (a select on a comparison of reals), a one-pass variance's clamp max(0, E[x^2] - E[x]^2)
+    and a max-pool are; a clamp of a sum of squares is not."""
+    import jax.numpy as jnp
+    import optax
+
+    from winit_jax.parity.jaxprs import differentiable_primitives, live_equations, primitives
+    from winit_jax.parity.stage_forward import JUMP_PRIMITIVES, KINK_PRIMITIVES
+
+    x = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    labels = jnp.array([0, 3, 1])
+
+    def kinked(f):
+        return bool(differentiable_primitives(jax.make_jaxpr(f)(x)) & KINK_PRIMITIVES)
+
+    smooth = [lambda x: jax.nn.softmax(x).sum(), lambda x: jax.nn.log_softmax(x).sum(),
+              lambda x: jax.nn.logsumexp(x),
+              lambda x: optax.softmax_cross_entropy_with_integer_labels(x, labels).mean(),
+              lambda x: jnp.maximum(0.0, jnp.mean((x - x.mean()) ** 2)), jnp.tanh]
+    kinks = [lambda x: jax.nn.relu(x).sum(), lambda x: jnp.where(x > 0, x, 0.1 * x).sum(),
+             lambda x: jnp.maximum(0.0, jnp.mean(x ** 2) - jnp.mean(x) ** 2),
+             lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2), (1, 2),
+                                             "VALID").sum()]
+    assert [kinked(f) for f in smooth] == [False] * len(smooth)
+    assert [kinked(f) for f in kinks] == [True] * len(kinks)
+    ce = jax.make_jaxpr(lambda x: optax.softmax_cross_entropy_with_integer_labels(
+        x, labels).mean())(x)
+    assert "sign" in primitives(ce)  # computed, never used
+    assert not {e.primitive.name for e in live_equations(ce, derivative=False)} & JUMP_PRIMITIVES
+
+
+@pytest.mark.parametrize("kinked,classifier", [(False, False), (False, True), (True, False)])
+def test_a_kink_free_slip_is_failed_without_reruns(kinked, classifier, monkeypatch):
+    """tanh has no kink, nor has a softmax cross-entropy (its max sits under stop_gradient):
+    the backward slip fails in the gradient and single-step parts and nothing is
+    inconclusive, with no nearby-input probe run (a rerun could only make a failure look
+    like a flip). Control: the same slip with ReLU (a kink: gradients may flip, the outputs
+    agreeing) is probed, in its gradient rows only, and still fails, since the slip stays on
+    every nearby input."""
     probed = []
     real_forward, real_steps = stage_forward._nearby_gaps, single_steps._nearby
 
@@ -124,9 +160,12 @@ def test_a_kink_free_slip_is_failed_without_reruns(kinked, monkeypatch):
     monkeypatch.setattr(single_steps, "_nearby", spy_steps)
     torch_act, port_act = ((torch.nn.ReLU(), nnx.relu) if kinked
                            else (torch.nn.Tanh(), jax.numpy.tanh))
-    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
-    report = P.check(_Mlp(torch_act), _MlpPort(port_act, nnx.Rngs(0)), x, steps=2,
-                     train=True, init_seeds=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    classes, kw = (3, dict(targets=rng.integers(0, 3, 32), loss=P.cross_entropy)
+                   ) if classifier else (1, {})
+    report = P.check(_Mlp(torch_act, classes), _MlpPort(port_act, nnx.Rngs(0), classes=classes),
+                     x, steps=2, train=True, init_seeds=0, **kw)
     failed = {(c.part, c.name) for c in report.failures()}
     assert ("gradient", "out.weight") in failed, report.table()
     assert ("single step", "step 0 out.weight gradient") in failed, report.table()

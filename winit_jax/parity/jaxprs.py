@@ -23,6 +23,111 @@ def primitives(jaxpr) -> set[str]:
     return {eqn.primitive.name for eqn in equations(jaxpr)}
 
 
+# primitives that only call their one sub-jaxpr on their operands: what of it reaches the
+# outputs is read inside (a custom_jvp's forward shows where its rule's kinks are:
+# jax.nn.relu's max)
+_CALLS = frozenset({"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint",
+                    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
+# primitives whose result is >= 0 when their operands are (exp, abs and the like always)
+_NONNEG_ALWAYS = frozenset({"exp", "abs", "sqrt", "rsqrt", "logistic", "exp2"})
+_NONNEG_KEEPS = frozenset({"add", "mul", "div", "reduce_sum", "reduce_max", "max",
+                           "broadcast_in_dim", "reshape", "convert_element_type", "squeeze",
+                           "expand_dims", "transpose", "copy", "stop_gradient", "slice"})
+
+
+def live_equations(jaxpr, *, derivative: bool) -> list:
+    """The equations of ``jaxpr`` (sub-jaxprs included) whose results reach its outputs.
+    ``derivative``: only through real values and not only through ``stop_gradient`` (those
+    a derivative goes through: softmax's stabilising max is not one, ReLU's is), with an
+    ``abs``, ``max`` or ``min`` that is the identity on what it gets (logsumexp's ``abs`` of
+    a sum of exponentials) left out. Inside control flow (scan, cond, while) every equation
+    counts."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    return _live(jaxpr, [True] * len(jaxpr.outvars), derivative)[0]
+
+
+def differentiable_primitives(jaxpr) -> set[str]:
+    """The names of the primitives a derivative of ``jaxpr`` goes through
+    (``live_equations(..., derivative=True)``)."""
+    return {e.primitive.name for e in live_equations(jaxpr, derivative=True)}
+
+
+def _carries(v, derivative: bool) -> bool:
+    """A variable (not a Literal, which holds its value); for a derivative, a real-valued
+    one (integer indices and boolean masks carry none)."""
+    if hasattr(v, "val"):
+        return False
+    if not derivative:
+        return True
+    import jax.numpy as jnp
+
+    dtype = getattr(getattr(v, "aval", None), "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)  # PRNG keys are not
+
+
+def _subs(eqn) -> list:
+    out = []
+    for value in eqn.params.values():
+        for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+            inner = getattr(sub, "jaxpr", sub)
+            if hasattr(inner, "eqns"):
+                out.append(inner)
+    return out
+
+
+def _nonnegative(jaxpr) -> set:
+    """The variables of ``jaxpr`` that are >= 0 by construction (a forward pass)."""
+    def known(v):
+        return (float(v.val) >= 0 if hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0
+                else v in out)
+    out: set = set()
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        ok = (name in _NONNEG_ALWAYS
+              or (name in _NONNEG_KEEPS and all(known(v) for v in eqn.invars))
+              or (name == "max" and any(known(v) for v in eqn.invars))
+              or (name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0)
+              or name == "square")
+        if ok:
+            out.update(eqn.outvars)
+    return out
+
+
+def _live(jaxpr, out_live: list[bool], derivative: bool) -> tuple[list, list[bool]]:
+    """(the live equations, which inputs are live), walking the equations backwards."""
+    live = {v for v, keep in zip(jaxpr.outvars, out_live) if keep and _carries(v, derivative)}
+    nonneg = _nonnegative(jaxpr) if derivative else set()
+    found: list = []
+    for eqn in reversed(jaxpr.eqns):
+        outs = [_carries(v, derivative) and v in live for v in eqn.outvars]
+        if not any(outs) or (derivative and eqn.primitive.name == "stop_gradient"):
+            continue
+        subs = _subs(eqn)
+        if (eqn.primitive.name in _CALLS and len(subs) == 1
+                and len(subs[0].invars) == len(eqn.invars)
+                and len(subs[0].outvars) == len(eqn.outvars)):
+            inner, ins = _live(subs[0], outs, derivative)
+            found += inner
+            live |= {v for v, keep in zip(eqn.invars, ins) if keep and _carries(v, derivative)}
+            continue
+        def at_least_zero(v):
+            return not hasattr(v, "val") and v in nonneg
+
+        def at_most_zero(v):  # a scalar literal <= 0 (ReLU's 0)
+            return hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0 and float(v.val) <= 0
+        identity = derivative and (
+            (eqn.primitive.name == "abs" and at_least_zero(eqn.invars[0]))
+            or (eqn.primitive.name == "max"
+                and all(at_least_zero(v) or at_most_zero(v) for v in eqn.invars)
+                and any(at_least_zero(v) for v in eqn.invars)))
+        if not identity:
+            found.append(eqn)
+            for sub in subs:
+                found += list(equations(sub))
+        live |= {v for v in eqn.invars if _carries(v, derivative)}
+    return found, [v in live for v in jaxpr.invars]
+
+
 def float32_results(jaxpr) -> list[str]:
     """The primitives of ``jaxpr`` that produce float32 values (in a float64 computation:
     the parts that run at float32's precision)."""
@@ -30,4 +135,5 @@ def float32_results(jaxpr) -> list[str]:
             if any(str(getattr(v.aval, "dtype", "")) == "float32" for v in eqn.outvars)]
 
 
-__all__ = ["equations", "float32_results", "primitives"]
+__all__ = ["differentiable_primitives", "equations", "float32_results", "live_equations",
+           "primitives"]

@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.io import Batch, leaves
-from winit_jax.parity.jaxprs import equations
+from winit_jax.parity.jaxprs import differentiable_primitives, live_equations
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
@@ -63,14 +63,18 @@ def _loss_jaxpr(run: Run, batch: Batch):
 
 def port_kinks(run: Run, batch: Batch) -> Kinks:
     """The port's ``Kinks``, read from the primitives of its forward pass and loss (a
-    comparison counts only on real numbers: a causal mask compares integer positions)."""
-    eqns = list(equations(_loss_jaxpr(run, batch)))
-    names = {e.primitive.name for e in eqns}
-    jumps = bool(names & JUMP_PRIMITIVES) or any(
+    comparison counts only on real numbers: a causal mask compares integer positions; a
+    kink only where a derivative goes through it)."""
+    jaxpr = _loss_jaxpr(run, batch)
+    eqns = live_equations(jaxpr, derivative=False)  # an unused sign() moves nothing
+    jumps = bool({e.primitive.name for e in eqns} & JUMP_PRIMITIVES) or any(
         e.primitive.name in COMPARISONS and any(
             jnp.issubdtype(getattr(v.aval, "dtype", jnp.int32), jnp.inexact) for v in e.invars)
         for e in eqns)
-    return Kinks(slope=bool(names & KINK_PRIMITIVES) or jumps, value=jumps)
+    # a kink counts where the derivative goes through it: softmax's stabilising max sits
+    # under stop_gradient in every cross-entropy and attention
+    kinked = bool(differentiable_primitives(jaxpr) & KINK_PRIMITIVES)
+    return Kinks(slope=kinked or jumps, value=jumps)
 
 
 def _port_value_and_grad(run: Run, static: dict) -> Callable:
