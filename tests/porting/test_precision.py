@@ -106,7 +106,8 @@ class _MlpPort(nnx.Module):
 def test_kinks_are_found_where_a_derivative_goes_through_them():
     """Smooth functions whose jaxprs hold a max or an abs: softmax and cross-entropy subtract
     their max under stop_gradient, logsumexp takes the abs of a sum of exponentials, and
-    optax's cross-entropy computes a sign it never uses; none is a kink. ReLU, leaky ReLU
+    optax's cross-entropy computes a sign it never uses, a causal mask selects by integer
+    positions; none is a kink. ReLU, leaky ReLU
     (a select on a comparison of reals), a one-pass variance's clamp max(0, E[x^2] - E[x]^2)
     and a max-pool are; a clamp of a sum of squares is not."""
     import jax.numpy as jnp
@@ -124,7 +125,9 @@ def test_kinks_are_found_where_a_derivative_goes_through_them():
     smooth = [lambda x: jax.nn.softmax(x).sum(), lambda x: jax.nn.log_softmax(x).sum(),
               lambda x: jax.nn.logsumexp(x),
               lambda x: optax.softmax_cross_entropy_with_integer_labels(x, labels).mean(),
-              lambda x: jnp.maximum(0.0, jnp.mean((x - x.mean()) ** 2)), jnp.tanh]
+              lambda x: jnp.maximum(0.0, jnp.mean((x - x.mean()) ** 2)), jnp.tanh,
+              # a causal mask: a selection no real number sets
+              lambda x: jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((3, 4), bool)), x, -1e9)).sum()]
     kinks = [lambda x: jax.nn.relu(x).sum(), lambda x: jnp.where(x > 0, x, 0.1 * x).sum(),
              lambda x: jnp.maximum(0.0, jnp.mean(x ** 2) - jnp.mean(x) ** 2),
              lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2), (1, 2),

@@ -39,11 +39,13 @@ def live_equations(jaxpr, *, derivative: bool) -> list:
     """The equations of ``jaxpr`` (sub-jaxprs included) whose results reach its outputs.
     ``derivative``: only through real values and not only through ``stop_gradient`` (those
     a derivative goes through: softmax's stabilising max is not one, ReLU's is), with an
-    ``abs``, ``max`` or ``min`` that is the identity on what it gets (logsumexp's ``abs`` of
-    a sum of exponentials) left out. Inside control flow (scan, cond, while) every equation
+    ``abs`` or ``max`` that is the identity on what it gets (logsumexp's ``abs`` of a sum of
+    exponentials) and a ``select_n`` by a mask no real number sets (a causal mask) left
+    out. Inside control flow (scan, cond, while) every equation
     counts."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    return _live(jaxpr, [True] * len(jaxpr.outvars), derivative)[0]
+    return _live(jaxpr, [True] * len(jaxpr.outvars), derivative,
+                 [_real(v) for v in jaxpr.invars])[0]
 
 
 def differentiable_primitives(jaxpr) -> set[str]:
@@ -52,17 +54,30 @@ def differentiable_primitives(jaxpr) -> set[str]:
     return {e.primitive.name for e in live_equations(jaxpr, derivative=True)}
 
 
+def _real(v) -> bool:
+    import jax.numpy as jnp
+
+    dtype = getattr(getattr(v, "aval", None), "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)  # PRNG keys are not
+
+
+def _from_reals(jaxpr, invars_from_reals: list[bool]) -> set:
+    """The variables of ``jaxpr`` whose values depend on real numbers (a forward pass): the
+    reals, and what is computed from one (``x > 0``'s mask; not a causal mask of integer
+    positions, nor an attention mask given as input)."""
+    out = {v for v, real in zip(jaxpr.invars, invars_from_reals) if real}
+    for eqn in jaxpr.eqns:
+        if any(not hasattr(v, "val") and (v in out or _real(v)) for v in eqn.invars):
+            out.update(eqn.outvars)
+    return out
+
+
 def _carries(v, derivative: bool) -> bool:
     """A variable (not a Literal, which holds its value); for a derivative, a real-valued
     one (integer indices and boolean masks carry none)."""
     if hasattr(v, "val"):
         return False
-    if not derivative:
-        return True
-    import jax.numpy as jnp
-
-    dtype = getattr(getattr(v, "aval", None), "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)  # PRNG keys are not
+    return not derivative or _real(v)
 
 
 def _subs(eqn) -> list:
@@ -93,10 +108,13 @@ def _nonnegative(jaxpr) -> set:
     return out
 
 
-def _live(jaxpr, out_live: list[bool], derivative: bool) -> tuple[list, list[bool]]:
-    """(the live equations, which inputs are live), walking the equations backwards."""
+def _live(jaxpr, out_live: list[bool], derivative: bool, invars_from_reals: list[bool]
+          ) -> tuple[list, list[bool]]:
+    """(the live equations, which inputs are live), walking the equations backwards;
+    ``invars_from_reals``: which inputs depend on real numbers."""
     live = {v for v, keep in zip(jaxpr.outvars, out_live) if keep and _carries(v, derivative)}
     nonneg = _nonnegative(jaxpr) if derivative else set()
+    from_reals = _from_reals(jaxpr, invars_from_reals)
     found: list = []
     for eqn in reversed(jaxpr.eqns):
         outs = [_carries(v, derivative) and v in live for v in eqn.outvars]
@@ -106,7 +124,8 @@ def _live(jaxpr, out_live: list[bool], derivative: bool) -> tuple[list, list[boo
         if (eqn.primitive.name in _CALLS and len(subs) == 1
                 and len(subs[0].invars) == len(eqn.invars)
                 and len(subs[0].outvars) == len(eqn.outvars)):
-            inner, ins = _live(subs[0], outs, derivative)
+            inner, ins = _live(subs[0], outs, derivative, [
+                not hasattr(v, "val") and v in from_reals for v in eqn.invars])
             found += inner
             live |= {v for v, keep in zip(eqn.invars, ins) if keep and _carries(v, derivative)}
             continue
@@ -117,6 +136,9 @@ def _live(jaxpr, out_live: list[bool], derivative: bool) -> tuple[list, list[boo
             return hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0 and float(v.val) <= 0
         identity = derivative and (
             (eqn.primitive.name == "abs" and at_least_zero(eqn.invars[0]))
+            # a selection by a mask no real number sets (a causal or attention mask)
+            or (eqn.primitive.name == "select_n" and not (
+                not hasattr(eqn.invars[0], "val") and eqn.invars[0] in from_reals))
             or (eqn.primitive.name == "max"
                 and all(at_least_zero(v) or at_most_zero(v) for v in eqn.invars)
                 and any(at_least_zero(v) for v in eqn.invars)))
