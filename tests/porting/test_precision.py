@@ -113,8 +113,12 @@ def test_kinks_are_found_where_a_derivative_goes_through_them():
     import jax.numpy as jnp
     import optax
 
-    from winit_jax.parity.jaxprs import differentiable_primitives, live_equations, primitives
-    from winit_jax.parity.stage_forward import JUMP_PRIMITIVES, KINK_PRIMITIVES
+    from winit_jax.parity.jaxprs import (
+        differentiable_primitives,
+        live_equations,
+        primitives,
+    )
+    from winit_jax.parity.kinks import JUMP_PRIMITIVES, KINK_PRIMITIVES
 
     x = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
     labels = jnp.array([0, 3, 1])

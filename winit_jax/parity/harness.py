@@ -21,9 +21,9 @@ from winit_jax.parity.report import (
     ParityReport,
 )
 from winit_jax.parity.run import Findings, fill_abstract, prepare, restored
+from winit_jax.parity.single_steps import PART as SINGLE_STEP
 from winit_jax.parity.stage_forward import forward_and_gradient_stage
 from winit_jax.parity.stage_init import init_stage
-from winit_jax.parity.single_steps import PART as SINGLE_STEP
 from winit_jax.parity.stage_layers import layer_stage, train_mode_layers
 from winit_jax.parity.stage_metric import metric_stage
 from winit_jax.parity.stage_steps import Training, step_stage

@@ -13,9 +13,10 @@ import copy
 import numpy as np
 from flax import nnx
 
+from winit_jax.parity.kinks import PROBE_ULPS, PROBES, Kinks
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import Check, Outcome
-from winit_jax.parity.run import Run, torch_outputs_and_grads
+from winit_jax.parity.run import Run, port_outputs_and_grads, torch_outputs_and_grads
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
 from winit_jax.parity.transfer import set_from, torch_values
@@ -45,11 +46,9 @@ def _port_step(run: Run, given, batch, train: bool) -> tuple[dict, dict, dict]:
     torch module ``given``'s state. Eager: a jitted gradient (nnx.jit) of the same model,
     its variables set anew between the calls, gave step 1's gradients of a MobileNetV2 port
     1-3 % off."""
-    from winit_jax.parity.stage_forward import _port_outputs_and_grads
-
     set_from(run.paired, given)
     (run.model.train if train else run.model.eval)()
-    y, g = _port_outputs_and_grads(run, run.model, batch)
+    y, g = port_outputs_and_grads(run, run.model, batch)
     return y, g, torch_values(run.paired, "flax")
 
 
@@ -69,11 +68,11 @@ def _rows(s: int, step_f, step_t, step_w, run: Run, zero, stats, n_per_channel):
 
 
 def single_step_checks(run: Run, states: list[dict], train: bool, zero: dict, stats: dict,
-                       n_per_channel, kinks) -> list[Check]:
+                       n_per_channel, kinks: Kinks) -> list[Check]:
     """One set of checks per step: ``states`` holds torch's float32 state before each step
     (``state_dict`` copies), ``zero`` the tensors whose gradient is 0 in exact arithmetic,
     ``stats`` the running statistics (name -> (role, ...)), ``kinks`` the port's
-    (``stage_forward.Kinks``). A failure may be a rounding flip only where the port has a
+    (``kinks.Kinks``). A failure may be a rounding flip only where the port has a
     kink that moves it (a gradient: a kink, the step's outputs and statistics agreeing; an
     output or a statistic: a value that jumps) and only if on a nearby input (``PROBES``,
     each entry moved by ``PROBE_ULPS`` ulps) the port is within tolerance of torch's
@@ -127,8 +126,6 @@ def _nearby(run: Run, given, batch, train: bool, s: int, zero, stats, n_per_chan
     """Per row of step ``s``, the port's smallest gap to torch's float64 step over up to
     ``PROBES`` batches moved by +-``PROBE_ULPS`` float32 ulps (a fixed seed), stopping once
     every row of ``wanted`` (name -> tolerance) has come within its tolerance."""
-    from winit_jax.parity.stage_forward import PROBE_ULPS, PROBES
-
     rng = np.random.default_rng(s)
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
     out = {}

@@ -3,113 +3,25 @@ held to tolerances measured on the run; nearby-input probes for a kink flip in f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.parity.io import Batch, leaves
-from winit_jax.parity.jaxprs import differentiable_primitives, live_equations
+from winit_jax.parity.io import Batch
+from winit_jax.parity.kinks import PROBE_ULPS, PROBES, port_kinks
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
 )
-from winit_jax.parity.run import Findings, Run, torch_outputs_and_grads
+from winit_jax.parity.run import (
+    Findings,
+    Run,
+    port_outputs_and_grads,
+    port_value_and_grad,
+    torch_outputs_and_grads,
+)
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, exact_zeros, measured
-from winit_jax.parity.transfer import torch_values
-
-PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
-PROBE_ULPS = 4  # how near: each input entry moved by +-4 float32 ulps (relative)
-# primitives whose derivative jumps somewhere (ReLU is max, max-pooling reduce_window_max,
-# masks and clipping select_n / clamp): a model without any cannot flip at a kink
-KINK_PRIMITIVES = frozenset({
-    "max", "min", "abs", "sign", "clamp", "select_n", "sort", "argmax", "argmin",
-    "reduce_max", "reduce_min", "reduce_window_max", "reduce_window_min", "floor", "ceil",
-    "round", "rem", "reduce_precision", "cummax", "cummin"})
-
-
-# primitives whose value itself jumps somewhere (a float comparison feeding a mask,
-# rounding, an index of the largest): only these can turn a rounding difference into a
-# jump of an output or a statistic; a kink (ReLU is continuous) moves the value by about
-# the rounding, and only its derivative jumps
-JUMP_PRIMITIVES = frozenset({"sign", "floor", "ceil", "round", "rem", "argmax", "argmin",
-                             "sort", "reduce_precision"})
-COMPARISONS = frozenset({"gt", "lt", "ge", "le", "eq", "ne"})
-
-
-class Kinks(NamedTuple):
-    """Where a rounding flip can move a port's results: ``slope``, a kink on its path (a
-    derivative jumps: gradients may flip); ``value``, a value that jumps (outputs and
-    statistics may flip too)."""
-
-    slope: bool
-    value: bool
-
-
-def _loss_jaxpr(run: Run, batch: Batch):
-    graph, state = nnx.split(run.model)
-    args, arrays = batch.flax_arrays()
-    static = batch.flax_static()
-
-    def loss(state, args, arrays, targets):
-        y = run.out_f(nnx.merge(graph, state)(*args, **arrays, **static))
-        return run.call(y, targets)
-    return jax.make_jaxpr(loss)(state, args, arrays, batch.targets_flax)
-
-
-def port_kinks(run: Run, batch: Batch) -> Kinks:
-    """The port's ``Kinks``, read from the primitives of its forward pass and loss (a
-    comparison counts only on real numbers: a causal mask compares integer positions; a
-    kink only where a derivative goes through it)."""
-    jaxpr = _loss_jaxpr(run, batch)
-    eqns = live_equations(jaxpr, derivative=False)  # an unused sign() moves nothing
-    jumps = bool({e.primitive.name for e in eqns} & JUMP_PRIMITIVES) or any(
-        e.primitive.name in COMPARISONS and any(
-            jnp.issubdtype(getattr(v.aval, "dtype", jnp.int32), jnp.inexact) for v in e.invars)
-        for e in eqns)
-    # a kink counts where the derivative goes through it: softmax's stabilising max sits
-    # under stop_gradient in every cross-entropy and attention
-    kinked = bool(differentiable_primitives(jaxpr) & KINK_PRIMITIVES)
-    return Kinks(slope=kinked or jumps, value=jumps)
-
-
-def _port_value_and_grad(run: Run, static: dict) -> Callable:
-    """``f(model, args, kwargs, targets) -> ((loss, output), gradients)`` of the port
-    (``nnx``); ``static``: the keyword inputs that are not arrays."""
-    def loss(m, args, kwargs, c):
-        y = run.out_f(m(*args, **kwargs, **static))
-        return run.call(y, c), y
-    return nnx.value_and_grad(loss, has_aux=True)
-
-
-def _port_outputs_and_grads(run: Run, model, batch: Batch, value_and_grad=None
-                            ) -> tuple[dict, dict]:
-    """The port's compared outputs (``{torch leaf key: array}``) and its loss's gradient
-    per paired tensor, in torch's layout.
-
-    Eager by default (one call: compiling costs more, a warm ViT check took 0.22 s eager,
-    2.1 s jitted); the nearby-input probes pass one jitted ``_port_value_and_grad`` for
-    their ``PROBES`` calls (a MobileNetV2's eager gradient took 2.3 s a call).
-    """
-    args, arrays = batch.flax_arrays()
-    f = value_and_grad or _port_value_and_grad(run, batch.flax_static())
-    (_, y_flax), grads = f(model, args, arrays, batch.targets_flax)
-    # read the gradients in torch's layout through the pairs: write them into the model's
-    # parameters for a moment, convert, and put the parameters back
-    params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
-    originals = [v.get_value() for v in params]
-    nnx.update(model, grads)
-    try:
-        grads_flax = torch_values(run.paired, "flax")
-    finally:
-        for var, value in zip(params, originals):
-            var.set_value(value)
-    out = leaves(y_flax)
-    return {kt: np.asarray(out[kf]) for kt, kf in run.keys}, grads_flax
 
 
 def _output_name(key: str) -> str:
@@ -138,7 +50,7 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
     y_float64, grads_float64 = (torch_outputs_and_grads(run, ref.eval(), batch, float64=True,
                                                         layers=ref_layers)
                                 if ref is not None else (y_torch, grads_torch))
-    y_flax, grads_flax = _port_outputs_and_grads(run, run.model, batch)
+    y_flax, grads_flax = port_outputs_and_grads(run, run.model, batch)
     float32_reference = ref is not None  # torch in float64 beside a float32 check
     rows = [("forward", _output_name(k), y_flax[k], y_torch[k], y_float64[k],
              "max |diff| / max |torch output|") for k in y_torch]
@@ -210,12 +122,12 @@ def _nearby_gaps(run, ref, ref_layers, batch: Batch, wanted: dict[str, float]
     step = np.float32(PROBE_ULPS * np.finfo(np.float32).eps)
     out = {}
     # compiled once for the probes
-    value_and_grad = nnx.jit(_port_value_and_grad(run, batch.flax_static()))
+    value_and_grad = nnx.jit(port_value_and_grad(run, batch.flax_static()))
     for _ in range(PROBES):
         moved = run.data.moved(batch, rng, step)
         y_float64, grads_float64 = torch_outputs_and_grads(run, ref, moved, float64=True,
                                                            layers=ref_layers)
-        y_flax, grads_flax = _port_outputs_and_grads(run, run.model, moved, value_and_grad)
+        y_flax, grads_flax = port_outputs_and_grads(run, run.model, moved, value_and_grad)
         gaps = {**{_output_name(k): rel_gap(y_flax[k], y) for k, y in y_float64.items()},
                 **{k: rel_gap(grads_flax[k], g) for k, g in grads_float64.items()}}
         out = {k: min(out.get(k, np.inf), v) for k, v in gaps.items()}

@@ -13,6 +13,7 @@ from flax import nnx
 
 from winit_jax.kinds import ParityError
 from winit_jax.parity.jaxprs import float32_results
+from winit_jax.parity.kinks import port_kinks
 from winit_jax.parity.layers import tensor_prefix, torch_layers
 from winit_jax.parity.optimizer import translate_optimizer
 from winit_jax.parity.report import (
@@ -27,8 +28,8 @@ from winit_jax.parity.run import (
 )
 from winit_jax.parity.single_steps import single_step_checks, superseded
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.steps64 import float64_checks as _float64_checks
 from winit_jax.parity.steps64 import PART as PART64
+from winit_jax.parity.steps64 import float64_checks as _float64_checks
 from winit_jax.parity.steps64 import float64_trajectory
 from winit_jax.parity.steps64 import move_one_ulp as _move_one_ulp
 from winit_jax.parity.tolerance import (
@@ -298,7 +299,6 @@ def step_stage(run: Run, ref, train, training: Training) -> Findings:
     judged_otherwise = False
     if trajectory64 is not None:
         # each step from torch's own float32 state: rounding cannot compound there
-        from winit_jax.parity.stage_forward import port_kinks
         found.checks += single_step_checks(run, states, train, zero, stats, n_per_channel,
                                            port_kinks(run, run.inputs))
         if trajectory64.losses is not None:  # the float64 steps judge the optimiser's part
