@@ -179,10 +179,10 @@ def _check(torch_module, model, inputs, *, kwargs, targets, loss, steps, batches
             found.append(layer_stage(run, ref, kink))
         train_rows = []
         if run.schedule:
-            start = copy.deepcopy(torch_module.state_dict())
+            start = copy.deepcopy(torch_module.state_dict()) if layers and train else None
             steps = step_stage(run, ref, train, training)
             found.append(steps)
-            if layers and train and any(c.part == SINGLE_STEP and c.outcome is Outcome.FAILED
+            if start is not None and any(c.part == SINGLE_STEP and c.outcome is Outcome.FAILED
                                         for c in steps.checks):
                 # a step fails from torch's own state: where, layer by layer, in train mode
                 train_rows = train_mode_layers(run, ref is not None, start)

@@ -30,7 +30,7 @@ _CALLS = frozenset({"pjit", "jit", "closed_call", "core_call", "remat", "checkpo
                     "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
 # primitives whose result is >= 0 when their operands are (exp, abs and the like always)
 _NONNEG_ALWAYS = frozenset({"exp", "abs", "sqrt", "rsqrt", "logistic", "exp2"})
-_NONNEG_KEEPS = frozenset({"add", "mul", "div", "reduce_sum", "reduce_max", "max",
+_NONNEG_KEEPS = frozenset({"add", "mul", "div", "reduce_sum", "reduce_max",
                            "broadcast_in_dim", "reshape", "convert_element_type", "squeeze",
                            "expand_dims", "transpose", "copy", "stop_gradient", "slice"})
 
@@ -45,7 +45,7 @@ def live_equations(jaxpr, *, derivative: bool) -> list:
     counts."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     return _live(jaxpr, [True] * len(jaxpr.outvars), derivative,
-                 [_real(v) for v in jaxpr.invars])[0]
+                 [is_real(v) for v in jaxpr.invars])[0]
 
 
 def differentiable_primitives(jaxpr) -> set[str]:
@@ -54,7 +54,9 @@ def differentiable_primitives(jaxpr) -> set[str]:
     return {e.primitive.name for e in live_equations(jaxpr, derivative=True)}
 
 
-def _real(v) -> bool:
+def is_real(v) -> bool:
+    """Whether a jaxpr variable (or Literal) holds real numbers (not integers, booleans or
+    PRNG keys)."""
     import jax.numpy as jnp
 
     dtype = getattr(getattr(v, "aval", None), "dtype", None)
@@ -67,7 +69,7 @@ def _from_reals(jaxpr, invars_from_reals: list[bool]) -> set:
     positions, nor an attention mask given as input)."""
     out = {v for v, real in zip(jaxpr.invars, invars_from_reals) if real}
     for eqn in jaxpr.eqns:
-        if any(not hasattr(v, "val") and (v in out or _real(v)) for v in eqn.invars):
+        if any(not hasattr(v, "val") and (v in out or is_real(v)) for v in eqn.invars):
             out.update(eqn.outvars)
     return out
 
@@ -77,7 +79,7 @@ def _carries(v, derivative: bool) -> bool:
     one (integer indices and boolean masks carry none)."""
     if hasattr(v, "val"):
         return False
-    return not derivative or _real(v)
+    return not derivative or is_real(v)
 
 
 def _subs(eqn) -> list:
@@ -90,11 +92,15 @@ def _subs(eqn) -> list:
     return out
 
 
+def _scalar(v) -> float | None:
+    """The value of a scalar Literal, else None."""
+    return float(v.val) if hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0 else None
+
+
 def _nonnegative(jaxpr) -> set:
     """The variables of ``jaxpr`` that are >= 0 by construction (a forward pass)."""
     def known(v):
-        return (float(v.val) >= 0 if hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0
-                else v in out)
+        return _scalar(v) >= 0 if _scalar(v) is not None else not hasattr(v, "val") and v in out
     out: set = set()
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
@@ -106,6 +112,23 @@ def _nonnegative(jaxpr) -> set:
         if ok:
             out.update(eqn.outvars)
     return out
+
+
+def _no_kink(eqn, nonneg: set, from_reals: set) -> bool:
+    """Whether ``eqn``, a kink by its primitive, is none here: an ``abs`` or a ``max`` with
+    0 that is the identity on a non-negative operand (``nonneg``), a ``select_n`` by a mask
+    no real number sets (a causal or attention mask; ``from_reals``)."""
+    def held(v, where):
+        return not hasattr(v, "val") and v in where
+    name, ins = eqn.primitive.name, eqn.invars
+    if name == "abs":
+        return held(ins[0], nonneg)
+    if name == "select_n":
+        return not held(ins[0], from_reals)
+    if name == "max":  # max(x, c) with x >= 0 >= c (ReLU's 0)
+        return (all(held(v, nonneg) or (_scalar(v) is not None and _scalar(v) <= 0)
+                    for v in ins) and any(held(v, nonneg) for v in ins))
+    return False
 
 
 def _live(jaxpr, out_live: list[bool], derivative: bool, invars_from_reals: list[bool]
@@ -129,20 +152,7 @@ def _live(jaxpr, out_live: list[bool], derivative: bool, invars_from_reals: list
             found += inner
             live |= {v for v, keep in zip(eqn.invars, ins) if keep and _carries(v, derivative)}
             continue
-        def at_least_zero(v):
-            return not hasattr(v, "val") and v in nonneg
-
-        def at_most_zero(v):  # a scalar literal <= 0 (ReLU's 0)
-            return hasattr(v, "val") and getattr(v.val, "ndim", 0) == 0 and float(v.val) <= 0
-        identity = derivative and (
-            (eqn.primitive.name == "abs" and at_least_zero(eqn.invars[0]))
-            # a selection by a mask no real number sets (a causal or attention mask)
-            or (eqn.primitive.name == "select_n" and not (
-                not hasattr(eqn.invars[0], "val") and eqn.invars[0] in from_reals))
-            or (eqn.primitive.name == "max"
-                and all(at_least_zero(v) or at_most_zero(v) for v in eqn.invars)
-                and any(at_least_zero(v) for v in eqn.invars)))
-        if not identity:
+        if not (derivative and _no_kink(eqn, nonneg, from_reals)):
             found.append(eqn)
             for sub in subs:
                 found += list(equations(sub))
@@ -157,5 +167,5 @@ def float32_results(jaxpr) -> list[str]:
             if any(str(getattr(v.aval, "dtype", "")) == "float32" for v in eqn.outvars)]
 
 
-__all__ = ["differentiable_primitives", "equations", "float32_results", "live_equations",
-           "primitives"]
+__all__ = ["differentiable_primitives", "equations", "float32_results", "is_real",
+           "live_equations", "primitives"]

@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from winit_jax.parity.io import Batch
-from winit_jax.parity.jaxprs import differentiable_primitives, live_equations
+from winit_jax.parity.jaxprs import differentiable_primitives, is_real, live_equations
 from winit_jax.parity.run import Run
 
 PROBES = 8  # nearby inputs tried when a float32 forward/gradient check fails
@@ -43,6 +42,15 @@ class Kinks(NamedTuple):
     value: bool
 
 
+def may_flip(kinks: Kinks, value: bool, values_agree: bool) -> bool:
+    """Whether a failing check may be a rounding flip, to be probed on nearby inputs: an
+    output or a statistic (``value``) only where a value can jump; a gradient where a kink
+    is on a derivative path and the outputs agree (``values_agree``: a flip at a kink moves
+    a derivative, not a value; where the values are off and none can jump, the pass itself
+    is off)."""
+    return kinks.value if value else kinks.slope and (kinks.value or values_agree)
+
+
 def _loss_jaxpr(run: Run, batch: Batch):
     graph, state = nnx.split(run.model)
     args, arrays = batch.flax_arrays()
@@ -61,9 +69,7 @@ def port_kinks(run: Run, batch: Batch) -> Kinks:
     jaxpr = _loss_jaxpr(run, batch)
     eqns = live_equations(jaxpr, derivative=False)  # an unused sign() moves nothing
     jumps = bool({e.primitive.name for e in eqns} & JUMP_PRIMITIVES) or any(
-        e.primitive.name in COMPARISONS and any(
-            jnp.issubdtype(getattr(v.aval, "dtype", jnp.int32), jnp.inexact) for v in e.invars)
-        for e in eqns)
+        e.primitive.name in COMPARISONS and any(is_real(v) for v in e.invars) for e in eqns)
     # a kink counts where the derivative goes through it: softmax's stabilising max sits
     # under stop_gradient in every cross-entropy and attention
     kinked = bool(differentiable_primitives(jaxpr) & KINK_PRIMITIVES)
@@ -71,4 +77,4 @@ def port_kinks(run: Run, batch: Batch) -> Kinks:
 
 
 __all__ = ["COMPARISONS", "JUMP_PRIMITIVES", "KINK_PRIMITIVES", "PROBES", "PROBE_ULPS", "Kinks",
-           "port_kinks"]
+           "may_flip", "port_kinks"]

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 from flax import nnx
 
-from winit_jax.parity.kinks import PROBE_ULPS, PROBES, Kinks
+from winit_jax.parity.kinks import PROBE_ULPS, PROBES, Kinks, may_flip
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import Check, Outcome
 from winit_jax.parity.run import Run, port_outputs_and_grads, torch_outputs_and_grads
@@ -72,9 +72,8 @@ def single_step_checks(run: Run, states: list[dict], train: bool, zero: dict, st
     """One set of checks per step: ``states`` holds torch's float32 state before each step
     (``state_dict`` copies), ``zero`` the tensors whose gradient is 0 in exact arithmetic,
     ``stats`` the running statistics (name -> (role, ...)), ``kinks`` the port's
-    (``kinks.Kinks``). A failure may be a rounding flip only where the port has a
-    kink that moves it (a gradient: a kink, the step's outputs and statistics agreeing; an
-    output or a statistic: a value that jumps) and only if on a nearby input (``PROBES``,
+    (``kinks.Kinks``). A failure may be a rounding flip only where ``kinks.may_flip`` says
+    so (the step's outputs and statistics are its values) and only if on a nearby input (``PROBES``,
     each entry moved by ``PROBE_ULPS`` ulps) the port is within tolerance of torch's
     float64 step: it is then inconclusive (one ReLU6 flip in a train-mode step moved a
     faithful MobileNetV2 port's gradients by 1-3 %, 100-300x the tolerance); a slip that
@@ -96,14 +95,11 @@ def single_step_checks(run: Run, states: list[dict], train: bool, zero: dict, st
                                          "variance" if extra else ""))
                 step_checks[name] = compared(PART, name, rel_gap(ours, theirs),
                                              measured(noise, floor) + extra, how)
-            # a flip at a kink moves a gradient while the values agree: where an output or a
-            # statistic is off and no value can jump, the step itself is off
-            values_agree = kinks.value or all(
-                step_checks[name].outcome is not Outcome.FAILED
-                for name, *_r, value in rows if value)
+            values_agree = all(step_checks[name].outcome is not Outcome.FAILED
+                               for name, *_r, value in rows if value)
             flips = {name for name, *_r, value in rows
                      if step_checks[name].outcome is Outcome.FAILED
-                     and (kinks.value if value else kinks.slope and values_agree)}
+                     and may_flip(kinks, value, values_agree)}
             if flips and run.data.movable(batch):
                 nearby = _nearby(run, given, batch, train, s, zero, stats, n_per_channel,
                                  {name: step_checks[name].tol for name in flips})
@@ -142,10 +138,11 @@ def _nearby(run: Run, given, batch, train: bool, s: int, zero, stats, n_per_chan
 
 
 def superseded(checks: list[Check], chaotic_failed=frozenset()) -> list[Check]:
-    """The free-running float32 step checks that float32 chaos decides nothing about (left
-    inconclusive, or failed where the tolerance is rounding's and more than a tenth of what
-    the steps changed: ``chaotic_failed``, ``(part, name)``), marked not tested where the
-    single steps and the float64 steps judge the training instead."""
+    """The free-running float32 step checks that float32 rounding decides (left
+    inconclusive, or failed where ``chaotic_failed`` holds their ``(part, name)``: the
+    tolerance rounding's and more than a tenth of what the steps changed, or the same steps
+    in float64 agreeing), marked not tested where the single steps and the float64 steps
+    judge the training instead."""
     return [demoted(c, Outcome.NOT_TESTED, "not tested: free-running float32 training is "
                     "chaotic here; the single steps and the float64 steps judge it")
             if c.part in ("step", "batch_stats") and (

@@ -8,7 +8,7 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.parity.io import Batch
-from winit_jax.parity.kinks import PROBE_ULPS, PROBES, port_kinks
+from winit_jax.parity.kinks import PROBE_ULPS, PROBES, may_flip, port_kinks
 from winit_jax.parity.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
@@ -87,16 +87,16 @@ def forward_and_gradient_stage(run: Run, ref) -> Findings:
     failing = {c.name: c for c in checks if c.outcome is Outcome.FAILED}
     if failing and float32_reference and run.data.movable(batch):
         kinks = port_kinks(run, batch)
-        values_agree = kinks.value or all(c.outcome is not Outcome.FAILED for c in checks
-                                          if c.part == "forward")
+        values_agree = all(c.outcome is not Outcome.FAILED for c in checks
+                           if c.part == "forward")
         failing = {k: c for k, c in failing.items()
-                   if (kinks.value if c.part == "forward" else kinks.slope and values_agree)}
-    if failing and float32_reference and run.data.movable(batch):
-        nearby = _nearby_gaps(run, ref, ref_layers, batch,
-                              {name: c.tol for name, c in failing.items()})
-        checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 result "
-                          f"on a nearby input ({nearby[c.name]:.2g}): inconclusive")
-                  if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
+                   if may_flip(kinks, c.part == "forward", values_agree)}
+        if failing:
+            nearby = _nearby_gaps(run, ref, ref_layers, batch,
+                                  {name: c.tol for name, c in failing.items()})
+            checks = [demoted(c, Outcome.INCONCLUSIVE, "within tolerance of torch's float64 "
+                              f"result on a nearby input ({nearby[c.name]:.2g}): inconclusive")
+                      if c.name in failing and nearby[c.name] <= c.tol else c for c in checks]
     found = Findings(checks=checks)
     if zero:
         found.notes.append(f"not tested, zero in both frameworks: {', '.join(sorted(zero)[:5])}"

@@ -43,15 +43,31 @@ def rounding_dominates(noise: float, floor: float) -> bool:
 ZERO_GRADIENT = 1e-12
 
 
+def _nonzero(float64_grads: dict) -> tuple[float, dict]:
+    """(the model's largest float64 gradient entry, ``{tensor: mask}`` of the entries above
+    ``ZERO_GRADIENT`` times it: not zero in exact arithmetic), for the non-empty tensors."""
+    top = max((float(np.max(np.abs(g))) for g in float64_grads.values() if np.size(g)),
+              default=0.0)
+    return top, {k: np.abs(g) > ZERO_GRADIENT * top for k, g in float64_grads.items()
+                 if np.size(g)}
+
+
 def exact_zeros(float64_grads: dict) -> dict[str, str]:
     """``{tensor: how it was measured}`` for the gradients that are zero in exact arithmetic
     (a conv bias before a BatchNorm, attention key biases): the largest entry of the float64
     gradient below ``ZERO_GRADIENT`` times the model's largest."""
-    top = max((float(np.max(np.abs(g))) for g in float64_grads.values() if np.size(g)),
-              default=0.0)
-    return {k: f"float64 gradient {np.max(np.abs(g)):.1e} vs the model's largest {top:.1e}"
-            for k, g in float64_grads.items()
-            if top > 0 and np.size(g) and np.max(np.abs(g)) <= ZERO_GRADIENT * top}
+    top, nonzero = _nonzero(float64_grads)
+    largest = {k: np.max(np.abs(float64_grads[k])) for k in nonzero}
+    return {k: f"float64 gradient {g:.1e} vs the model's largest {top:.1e}"
+            for k, g in largest.items() if top > 0 and g <= ZERO_GRADIENT * top}
+
+
+def moving_entries(float64_grads: dict) -> dict:
+    """``{tensor: mask}`` of the entries whose float64 gradient is not zero in exact
+    arithmetic, for the tensors where only some are (a packed in-projection's key-bias
+    third)."""
+    _, nonzero = _nonzero(float64_grads)
+    return {k: m for k, m in nonzero.items() if m.any() and not m.all()}
 
 
 def judge(gap: float, tol: float) -> Outcome:
@@ -71,4 +87,4 @@ def demoted(check: Check, outcome: Outcome, why: str) -> Check:
 
 
 __all__ = ["ZERO_GRADIENT", "compared", "demoted", "exact_zeros", "judge", "measured",
-           "rounding_dominates"]
+           "moving_entries", "rounding_dominates"]
