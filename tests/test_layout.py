@@ -115,8 +115,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_library_has_no_import_cycle():
-    """Arrows one way inside the library too: core (initializers, sampling, activations,
-    schemes) <- kinds, cells <- forward, lsuv, torch_like <- parity <- its examples."""
+    """Arrows one way inside the library too: core (initializers <- torch_draws, sampling,
+    activations, schemes) <- kinds, cells <- forward, lsuv, torch_like <- parity <- its examples."""
     graph = import_graph()
     assert "winit_jax.kinds" in graph and "winit_jax.parity.harness" in graph
     assert cycles(graph) == []

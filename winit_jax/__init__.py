@@ -32,12 +32,12 @@ from winit_jax.initializers import lecun_uniform as lecun_uniform
 from winit_jax.initializers import orthogonal as orthogonal
 from winit_jax.initializers import standard_normal as standard_normal
 from winit_jax.initializers import symmetric_uniform as symmetric_uniform
-from winit_jax.initializers import torch_linear_bias as torch_linear_bias
-from winit_jax.initializers import torch_linear_kernel as torch_linear_kernel
 from winit_jax.initializers import variance_scaling as variance_scaling
 from winit_jax.schemes import SCHEMES as SCHEMES
 from winit_jax.schemes import Scheme as Scheme
 from winit_jax.schemes import get_scheme as get_scheme
+from winit_jax.torch_draws import torch_linear_bias as torch_linear_bias
+from winit_jax.torch_draws import torch_linear_kernel as torch_linear_kernel
 
 try:
     __version__ = _metadata.version("winit-jax")

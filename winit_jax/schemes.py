@@ -13,7 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from winit_jax import initializers
+from winit_jax import initializers, torch_draws
 
 
 def _lsuv_model(model, batch, *, check: bool = True):
@@ -123,8 +123,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            var_w=lambda n, m: RELU_GAIN_SQ / max(n, m),
            jax_init=lambda: initializers.orthogonal(math.sqrt(RELU_GAIN_SQ))),
     Scheme("torch_default", "U(+-1/sqrt(fan_in)), bias too", "torch nn.Linear", "uniform",
-           var_w=lambda n, m: 1.0 / (3 * n), jax_init=initializers.torch_linear_kernel,
-           var_b=lambda n: 1.0 / (3 * n), jax_bias_init=initializers.torch_linear_bias),
+           var_w=lambda n, m: 1.0 / (3 * n), jax_init=torch_draws.torch_linear_kernel,
+           var_b=lambda n: 1.0 / (3 * n), jax_bias_init=torch_draws.torch_linear_bias),
     # var_w is the orthogonal start's; after LSUV each layer's Var(y) is 1 on its batch.
     Scheme("lsuv", "orthogonal, then LSUV: Var(y)=1", "Mishkin & Matas 2016", "orthogonal",
            var_w=lambda n, m: 1.0 / max(n, m), jax_init=lambda: initializers.orthogonal(1.0),

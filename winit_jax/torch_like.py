@@ -29,14 +29,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from winit_jax import sampling
-from winit_jax.initializers import constant as constant
-from winit_jax.initializers import kaiming_normal as kaiming_normal
-from winit_jax.initializers import packed_xavier_uniform as packed_xavier_uniform
-from winit_jax.initializers import trunc_normal as trunc_normal
-from winit_jax.initializers import uniform_sum as uniform_sum
 from winit_jax.initializers import variance_scaling
 from winit_jax.kinds import at_path, init_rule, is_flax_layer
 from winit_jax.kinds.stack import stack_slice
+from winit_jax.torch_draws import constant as constant
+from winit_jax.torch_draws import kaiming_normal as kaiming_normal
+from winit_jax.torch_draws import packed_xavier_uniform as packed_xavier_uniform
+from winit_jax.torch_draws import trunc_normal as trunc_normal
+from winit_jax.torch_draws import uniform_sum as uniform_sum
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from flax import nnx
 import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.initializers import constant, torch_linear_kernel
+from winit_jax.torch_draws import constant, torch_linear_kernel
 
 torch = require_torch()
 nn = torch.nn

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flax import nnx
 
-from winit_jax.initializers import constant
 from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
+from winit_jax.torch_draws import constant
 
 
 def _to_flax(t, f):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from winit_jax.initializers import constant, packed_xavier_uniform, torch_linear_kernel
 from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
+from winit_jax.torch_draws import constant, packed_xavier_uniform, torch_linear_kernel
 
 _QKV = ("query", "key", "value")
 

@@ -27,12 +27,7 @@ import math
 import numpy as np
 from flax import nnx
 
-from winit_jax.initializers import (
-    constant,
-    torch_linear_bias,
-    torch_linear_kernel,
-    variance_scaling,
-)
+from winit_jax.initializers import variance_scaling
 from winit_jax.kinds._base import (
     Kind,
     ParityError,
@@ -42,6 +37,7 @@ from winit_jax.kinds._base import (
     register,
     value,
 )
+from winit_jax.torch_draws import constant, torch_linear_bias, torch_linear_kernel
 
 
 def _bias(out, source):

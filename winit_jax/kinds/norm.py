@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flax import nnx
 
-from winit_jax.initializers import constant
 from winit_jax.kinds._base import Kind, channels_first, np_copy, register, value
+from winit_jax.torch_draws import constant
 
 _NAMES = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var"))
 

@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from winit_jax.initializers import symmetric_uniform, uniform_sum
+from winit_jax.initializers import symmetric_uniform
 from winit_jax.kinds._base import Kind, ParityError, np_copy, register, value
+from winit_jax.torch_draws import uniform_sum
 
 _BASES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
