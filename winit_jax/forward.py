@@ -39,10 +39,12 @@ class _Stop(Exception):
 
 @functools.lru_cache(maxsize=None)
 def _recording_class(cls: type) -> type:
-    def __call__(self, x, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
         hook = self.__dict__["_winit_hook"]
+        # the first input (a model called by keyword only: its first keyword input)
+        x = args[0] if args else next(iter(kwargs.values()), None)
         hook.before(self, x)
-        y = cls.__call__(self, x, *args, **kwargs)
+        y = cls.__call__(self, *args, **kwargs)
         return hook.after(self, x, y)
 
     return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,

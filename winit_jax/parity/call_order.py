@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from winit_jax.kinds import ParityError
+from winit_jax.kinds import ParityError, at_path
 from winit_jax.kinds.attention import projection_role
 from winit_jax.kinds.parameters import FlaxParameters
 from winit_jax.parity.io import first_line, inputs_text
@@ -36,35 +36,66 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     except Exception as e:
         raise ParityError(f"inputs: {inputs_text(batch, 'torch')} does not fit the torch "
                           f"module: {first_line(e)}") from None
-    types = tuple({type(layer) for _, layer in flax_layers(model)
-                   if not isinstance(layer, FlaxParameters)})
+    layers = flax_layers(model)
+    # a module's own parameters are "called" when the module is: its owner is watched
+    types = tuple({type(at_path(model, path)) if isinstance(layer, FlaxParameters)
+                   else type(layer) for path, layer in layers})
     graph, state = nnx.split(model)
-    f_order, f_input = [], {}
+    f_order, f_input, open_calls, done = [], {}, [], []
     args, arrays = batch.flax_arrays()
     static = batch.flax_static()
+
+    def entered(path, layer, x):  # in the order calls start, as torch's pre-hooks
+        path = "/".join(map(str, path))
+        f_order.append(path)
+        f_input.setdefault(path, x)
+        open_calls.append((path, layer, x))
+
+    def left(k, y):
+        done.append(open_calls.pop()[0])
+        return y
 
     def run(state, args, arrays):
         merged = nnx.merge(graph, state)
         merged.eval()
-        _, calls = layer_io(merged, *args, types=types, **arrays, **static)
-        for c in calls:
-            path = "/".join(map(str, c.path))
-            f_order.append(path)
-            f_input.setdefault(path, c.input)
+        layer_io(merged, *args, types=types, on_call=entered, on_output=left, **arrays,
+                 **static)
         return 0
     try:
         jax.eval_shape(run, state, args, arrays)
     except Exception as e:
-        raise ParityError(f"inputs: {inputs_text(batch, 'flax')} (after flax_inputs) does not "
-                          f"fit the nnx model: {first_line(e)}") from None
+        raise port_error(e, batch, open_calls, done) from None
     return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+
+
+def port_error(e: Exception, batch, open_calls: list, done: list) -> ParityError:
+    """The error of a port's forward pass on the check's inputs: the inputs are blamed only
+    where the port rejects them before any of its layers has run; an error that rises
+    later is the port's own code, named by the innermost layer that was running (or the
+    last one that had run) with the shapes it had."""
+    if not done and not open_calls:
+        return ParityError(f"inputs: {inputs_text(batch, 'flax')} (after flax_inputs) does not "
+                           f"fit the nnx model: {first_line(e)}")
+    if open_calls:
+        path, layer, x = open_calls[-1]
+        shape = getattr(x, "shape", None)
+        where = (f"inside nnx layer {path or '<root>'} ({type(layer).__name__}, input shape "
+                 f"{tuple(shape) if shape is not None else type(x).__name__})")
+        if not done:
+            return ParityError(f"inputs: {inputs_text(batch, 'flax')} (after flax_inputs) does "
+                               f"not fit the nnx model: {first_line(e)} ({where}, its first "
+                               "layer)")
+    else:
+        where = f"in the port's code after nnx layer {done[-1] or '<root>'}"
+    return ParityError(f"the port's forward pass failed {where}: {first_line(e)} ({len(done)} "
+                       "layer calls had run; the inputs fit: the error is the port's)")
 
 
 def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     """The layers left, paired by the order of their first calls: the two sequences must
     have as many layers, each place of the same kind and shapes; else one error naming the
-    first place they part. Parallel branches (layers that take the same input) are paired
-    only where both sides name their roles alike (``PROJECTION_ROLES``: ``to_q`` with
+    first place they part. Parallel branches (layers that take the same input, neither holding the
+    other) are paired only where both sides name their roles alike (``PROJECTION_ROLES``: ``to_q`` with
     ``query``); else refused, naming both."""
     t_order, f_order, t_input, f_input = orders
     t_seq = [n for n in t_order if n in t_left]
@@ -72,9 +103,10 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     for seq, left, inputs, other_seq, other_left, side in (
             (t_seq, t_left, t_input, f_seq, f_left, "torch"),
             (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
+        sep = "." if side == "torch" else "/"
         for i, a in enumerate(seq[:len(other_seq)]):
             twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
-                     and inputs.get(b) is inputs.get(a)]
+                     and inputs.get(b) is inputs.get(a) and not _nested(a, b, sep)]
             partner = other_seq[i]
             role = projection_role(partner)
             if role is not None and projection_role(a) == role and all(
@@ -104,6 +136,12 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
                           f"other side's calls ({len(t_seq)} torch and {len(f_seq)} nnx layers "
                           "left unpaired are called)")
     return list(zip(t_seq, f_seq))
+
+
+def _nested(a: str, b: str, sep: str) -> bool:
+    """Whether one layer holds the other (a module and its own first child take the same
+    input: that is nesting, not two branches)."""
+    return a == "" or b == "" or b.startswith(a + sep) or a.startswith(b + sep)
 
 
 def confirm_mapping(found: dict, orders) -> None:

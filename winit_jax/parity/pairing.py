@@ -81,14 +81,16 @@ class Pair:
                 f"nnx {label(self.flax_path, self.flax_layer)}")
 
 
-def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
+def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict, list[str]]:
     """Layers of a scanned stack as one view per block: where torch numbers the blocks of a
     container (``blocks.0.linear1`` ... ``blocks.3.linear1``) and the nnx model holds one
     module at that path (``blocks``, built with ``nnx.vmap``), each nnx layer under it
     becomes ``blocks/0/linear1`` ... ``blocks/3/linear1``, views of its index k. Only a
-    real stack counts: every variable of the layer with a leading axis of the block count;
-    anything else (a ``ConvBNAct`` module where torch numbers a ``Sequential``'s ``0, 1, 2``)
-    is an ordinary layer, left to the other rules.
+    real stack counts: every variable of every layer under the container with a leading axis
+    of the block count; anything else (a ``ConvBNAct`` module where torch numbers a
+    ``Sequential``'s ``0, 1, 2``) is an ordinary layer, left to the other rules. Also returns,
+    for a container whose variables all share a leading axis of another length, the message
+    that names it, raised only if pairing then leaves layers unpaired.
     """
     containers: dict[str, int] = {}
     for name in t_all:
@@ -98,31 +100,42 @@ def _unstacked(f_all: dict, t_all: dict, model) -> tuple[dict, dict]:
                 c = "/".join(parts[:i])
                 containers[c] = max(containers.get(c, 0), int(part) + 1)
     out, stack_of = {}, {}
-    for path, layer in f_all.items():
+    under: dict[str, list[str]] = {}
+    container_of: dict[str, str] = {}
+    for path in f_all:
         stacks = [c for c in containers if path.startswith(c + "/")
                   and not path[len(c) + 1:].split("/")[0].isdigit()
                   and not isinstance(at_path(model, c), (nnx.List, list, tuple))]
-        if not stacks:
+        if stacks:
+            container_of[path] = max(stacks, key=len)
+            under.setdefault(container_of[path], []).append(path)
+    # a stack only where every variable of every layer under the container has the leading
+    # axis of the block count; anything else is an ordinary layer, left to the other rules
+    real, hints = set(), []
+    for c, paths in under.items():
+        shapes = [(f"{p}/{n}", var.get_value().shape) for p in paths
+                  for n, var in flax_variables(f_all[p]).items()]
+        leads = {shape[:1] for _, shape in shapes}
+        if leads == {(containers[c],)}:
+            real.add(c)
+        elif len(leads) == 1 and all(len(shape) >= 2 for _, shape in shapes):
+            # every variable stacked along one leading axis, of another length: said only if
+            # the layers are then left unpaired (an ordinary module may look like this)
+            name, shape = shapes[0]
+            hints.append(f"nnx {name}: torch numbers {containers[c]} blocks in {c} and the "
+                         f"nnx model holds one module there (a scanned stack), but this "
+                         f"variable's shape is {shape}, without a leading axis of "
+                         f"{containers[c]}")
+    for path, layer in f_all.items():
+        c = container_of.get(path)
+        if c not in real:
             out[path] = layer
             continue
-        c = max(stacks, key=len)
         depth = containers[c]
-        variables = {n: var.get_value().shape for n, var in flax_variables(layer).items()}
-        leads = {shape[:1] for shape in variables.values()}
-        if leads != {(depth,)}:
-            if len(leads) == 1 and all(len(s) >= 2 for s in variables.values()):
-                # every variable stacked along one leading axis, of another length
-                name, shape = next(iter(variables.items()))
-                raise ParityError(f"nnx {path}/{name}: torch numbers {depth} blocks in {c} "
-                                  f"and the nnx model holds one module there (a scanned "
-                                  f"stack), but this variable's shape is {shape}, without a "
-                                  f"leading axis of {depth}")
-            out[path] = layer  # not a stack: an ordinary layer, left to the other rules
-            continue
         for k in range(depth):
             out[f"{c}/{k}/{path[len(c) + 1:]}"] = stack_slice(layer, k)
             stack_of[f"{c}/{k}/{path[len(c) + 1:]}"] = (c, depth)
-    return out, stack_of
+    return out, stack_of, hints
 
 
 def stacks(paired) -> dict[str, int]:
@@ -226,7 +239,7 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
     found_t = torch_layers_with_owners(torch_module)
     t_all = {name: layer for name, layer, _ in found_t}
     owners = {name: owner for name, _, owner in found_t}
-    f_all, stack_of = _unstacked(dict(flax_layers(model)), t_all, model)
+    f_all, stack_of, stack_hints = _unstacked(dict(flax_layers(model)), t_all, model)
     t_left, f_left = dict(t_all), dict(f_all)
     found: dict[str, tuple[str, Kind, str]] = {}
 
@@ -290,6 +303,8 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
             changed = True
             break
 
+    if stack_hints and (t_left or f_left):
+        raise ParityError(stack_hints[0])
     ties = torch_ties(torch_module)
     orders = None
     if order is not None and (t_left or f_left or any(r == "mapping"
