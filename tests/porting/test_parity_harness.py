@@ -203,8 +203,8 @@ def test_two_layers_that_could_be_swapped_are_refused_until_mapped():
             self.second = nnx.Linear(4, 4, rngs=rngs)
     f = Port(nnx.Rngs(0))
     before = np.asarray(f.first.kernel[...]).copy()
-    with pytest.raises(P.ParityError, match=r"ambiguous: torch a \(Linear\) fits nnx 'first' "
-                                            r"and nnx 'second' alike; pass mapping="):
+    with pytest.raises(P.ParityError, match=r"ambiguous: torch a \(Linear\) fits nnx first \(Linear\) "
+                                            r"and nnx second \(Linear\) alike; pass mapping="):
         P.from_torch(t, f)
     np.testing.assert_array_equal(np.asarray(f.first.kernel[...]), before)
     P.from_torch(t, f, mapping={"a": "second", "b": "first"})

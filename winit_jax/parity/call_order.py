@@ -19,10 +19,6 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     with the same input are parallel branches, whose call order proves nothing): torch in
     eval mode without gradients (forward pre-hooks), the port run abstractly
     (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
-    import jax
-
-    from winit_jax.forward import layer_io
-
     named = dict(torch_module.named_modules())
     t_order, t_input = [], {}
 
@@ -36,16 +32,31 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     except Exception as e:
         raise ParityError(f"inputs: {inputs_text(batch, 'torch')} does not fit the torch "
                           f"module: {first_line(e)}") from None
-    layers = flax_layers(model)
-    # a module's own parameters are "called" when the module is: its owner is watched
+    f_order, f_input = port_calls(model, batch)
+    return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+
+
+def port_calls(model, batch) -> tuple[list[str], dict]:
+    """The port's layer paths in the order their calls start on ``batch`` (as torch's
+    pre-hooks fire; a module's own parameters are "called" when the module is), and ``{path:
+    the input of its first call}``: the port run abstractly in eval mode (``jax.eval_shape``).
+
+    Raises:
+      ParityError: the port fails on the inputs (``port_error``: the inputs, or the port's
+        layer where its own code failed).
+    """
+    import jax
+
+    from winit_jax.forward import layer_io
+
     types = tuple({type(at_path(model, path)) if isinstance(layer, FlaxParameters)
-                   else type(layer) for path, layer in layers})
+                   else type(layer) for path, layer in flax_layers(model)})
     graph, state = nnx.split(model)
     f_order, f_input, open_calls, done = [], {}, [], []
     args, arrays = batch.flax_arrays()
     static = batch.flax_static()
 
-    def entered(path, layer, x):  # in the order calls start, as torch's pre-hooks
+    def entered(path, layer, x):
         path = "/".join(map(str, path))
         f_order.append(path)
         f_input.setdefault(path, x)
@@ -65,7 +76,7 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
         jax.eval_shape(run, state, args, arrays)
     except Exception as e:
         raise port_error(e, batch, open_calls, done) from None
-    return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+    return f_order, f_input
 
 
 def port_error(e: Exception, batch, open_calls: list, done: list) -> ParityError:
@@ -117,9 +128,9 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
                     (other_left[partner], left[b])
                 if fits(*pair_b)[1] is None:
                     raise ParityError(
-                        f"call order: {side} {a!r} and {b!r} take the same input (parallel "
-                        f"branches) and both fit {'nnx' if side == 'torch' else 'torch'} "
-                        f"{partner!r}; the order they run in cannot tell which is which: "
+                        f"call order: {side} {a or '<root>'!r} and {b or '<root>'!r} take "
+                        f"the same input (parallel branches) and both fit "
+                        f"{'nnx' if side == 'torch' else 'torch'} {partner or '<root>'!r}; the order they run in cannot tell which is which: "
                         f"pass mapping= (torch name: nnx path) or name them alike")
     for i, (tn, fp) in enumerate(zip(t_seq, f_seq)):
         _, why = fits(t_left[tn], f_left[fp])
@@ -159,4 +170,4 @@ def confirm_mapping(found: dict, orders) -> None:
                               "entries look swapped")
 
 
-__all__ = ["by_call_order", "call_orders", "confirm_mapping"]
+__all__ = ["by_call_order", "call_orders", "confirm_mapping", "port_calls", "port_error"]

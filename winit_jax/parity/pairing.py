@@ -47,7 +47,7 @@ from winit_jax.parity.layers import (
     template,
     torch_layers_with_owners,
 )
-from winit_jax.parity.ties import refuse_untied, tied_layers, torch_ties
+from winit_jax.parity.ties import refuse_untied, refuse_untied_left, tied_layers, torch_ties
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +306,14 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
     if stack_hints and (t_left or f_left):
         raise ParityError(stack_hints[0])
     ties = torch_ties(torch_module)
+
+    def untied():
+        """Pairing is failing: a port that unties what torch ties is named first, whatever
+        else is ambiguous (two pairs holding one torch tensor, or a tied layer left that an
+        nnx layer with tensors of its own fits)."""
+        refuse_untied([Pair(tn, t_all[tn], fp, f_all[fp], kind, rule, owners[tn])
+                       for tn, (fp, kind, rule) in found.items()], ties)
+        refuse_untied_left(t_left, f_left, owners, ties)
     orders = None
     if order is not None and (t_left or f_left or any(r == "mapping"
                                                       for _, _, r in found.values())):
@@ -314,9 +322,15 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
     if orders is not None:
         confirm_mapping(found, orders)
         if t_left or f_left:
-            for tn, fp in by_call_order(t_left, f_left, orders):
+            try:
+                matched = by_call_order(t_left, f_left, orders)
+            except ParityError:
+                untied()
+                raise
+            for tn, fp in matched:
                 take(tn, fp, "call order")
     if t_left or f_left:
+        untied()
         hint = ("; pass the inputs (pair(..., inputs=x), or check's) to pair what is left by "
                 "call order" if order is None else "")
         raise ParityError(_unpaired_message(t_left, f_left) + hint)
@@ -340,9 +354,10 @@ def _unpaired_message(t_left, f_left) -> str:
                      if fits(*((layer, ol) if side == "torch" else (ol, layer)))[1] is None]
             if len(cands) >= 2:
                 hint = ({name: cands[0]} if side == "torch" else {cands[0]: name})
-                return (f"ambiguous: {side} {label(name, layer)} fits {other_side} {cands[0]!r} "
-                        f"and {other_side} {cands[1]!r} alike; pass mapping={hint} (torch name: "
-                        "nnx path) or give the layers the same names in both")
+                return (f"ambiguous: {side} {label(name, layer)} fits {other_side} "
+                        f"{label(cands[0], others[cands[0]])} and {other_side} "
+                        f"{label(cands[1], others[cands[1]])} alike; pass mapping={hint} (torch "
+                        "name: nnx path) or give the layers the same names in both")
     side, (name, layer) = (("torch", next(iter(t_left.items()))) if t_left
                            else ("nnx", next(iter(f_left.items()))))
     others = f_left if side == "torch" else t_left

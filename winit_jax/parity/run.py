@@ -24,6 +24,7 @@ from winit_jax.parity.io import (
     leaves,
     matched,
 )
+from winit_jax.parity.call_order import port_calls
 from winit_jax.parity.layers import tensor_prefix
 from winit_jax.parity.losses import regression_loss, target_loss
 from winit_jax.parity.pairing import Pair, resolve
@@ -210,8 +211,9 @@ def _probe(torch_module, model, first: Batch, torch_out, out_f, *, picked: bool)
         y_flax = nnx.eval_shape(lambda m, a, k: out_f(m(*a, **k, **static)), _eval_copy(model),
                                 args, arrays)
     except Exception as e:
-        raise ParityError(f"inputs: {inputs_text(first, 'flax')} (after flax_inputs) does not "
-                          f"fit the nnx model: {first_line(e)}") from None
+        port_calls(model, first)  # raises, naming the inputs or the port's failing layer
+        raise ParityError(f"flax_outputs: fails on the port's output: {first_line(e)}"
+                          ) from None
     keys = matched(y_torch, y_flax)
     theirs, ours = leaves(y_torch), leaves(y_flax)
     for kt, kf in keys:

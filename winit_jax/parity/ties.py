@@ -55,6 +55,29 @@ def refuse_untied(paired: list, ties: dict) -> None:
                               "them in torch")
 
 
+def refuse_untied_left(t_left: dict, f_left: dict, owners: dict, ties: dict) -> None:
+    """Where pairing is failing: a torch layer left whose tensors torch ties to others (BERT's
+    decoder: its weight is the word embeddings', its bias the head's ``bias``) that an nnx
+    layer left fits, with tensors of its own: the port unties what torch ties. One error
+    naming the ties and the nnx layer(s), whatever else is ambiguous; else nothing."""
+    from winit_jax.parity.layers import fits, label
+
+    for tname, t in t_left.items():
+        names = [_full(tname, owners.get(tname), n) for n in torch_tensor_names(t)]
+        tied = [n for n in names if n in ties]
+        if not tied:
+            continue
+        holders = [p for p, f in f_left.items() if fits(t, f)[1] is None]
+        if holders:
+            what = " and ".join(f"{n} to {ties[n]}" for n in tied)
+            layers = " or ".join(label(p, f_left[p]) for p in holders)
+            raise ParityError(f"tied weights: torch ties {what} (one tensor each), and the port "
+                              f"holds tensors of its own for them in nnx {layers}: the port "
+                              "unties them; use one variable for both (e.g. nnx.Embed.attend "
+                              "for a tied head, plus the head's own bias), or untie them in "
+                              "torch")
+
+
 def tied_layers(t_left: dict, t_all: dict, owners: dict, paired: set, ties: dict) -> dict:
     """Takes out of ``t_left`` the torch layers whose every tensor is tied to a tensor of a
     paired layer (GPT-2's ``lm_head``): they need no partner. Returns ``{tensor name: the
@@ -69,4 +92,4 @@ def tied_layers(t_left: dict, t_all: dict, owners: dict, paired: set, ties: dict
     return held
 
 
-__all__ = ["refuse_untied", "tied_layers", "torch_ties"]
+__all__ = ["refuse_untied", "refuse_untied_left", "tied_layers", "torch_ties"]
