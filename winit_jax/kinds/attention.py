@@ -91,6 +91,9 @@ PROJECTION_ROLES = {
     "k": ("k", "key", "to_k", "k_proj", "k_lin", "wk"),
     "v": ("v", "value", "to_v", "v_proj", "v_lin", "wv"),
     "out": ("o", "out", "to_out", "o_proj", "out_proj", "out_lin", "proj_attn", "wo"),
+    # a gated MLP's two parallel input projections: HF's, Meta's LLaMA (w1, w3), T5's (wi_0/1)
+    "gate": ("gate_proj", "w1", "wi_0", "gate"),
+    "up": ("up_proj", "w3", "wi_1", "up"),
 }
 _ROLE_OF = {name: role for role, names in PROJECTION_ROLES.items() for name in names}
 

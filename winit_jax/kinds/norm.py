@@ -44,8 +44,15 @@ LAYER_NORM = register(Kind("LayerNorm", ("torch.nn.LayerNorm",), (nnx.LayerNorm,
 GROUP_NORM = register(Kind("GroupNorm", ("torch.nn.GroupNorm",), (nnx.GroupNorm,), _to_flax,
                            _to_torch, init=_affine, activation_to_torch=channels_first,
                            hint=f"{_HINT}, num_groups"))
-RMS_NORM = register(Kind("RMSNorm", ("torch.nn.RMSNorm",), (nnx.RMSNorm,), _to_flax, _to_torch,
-                         init=_affine, hint="epsilon (torch's default: the dtype's eps)"))
+# HF's own RMSNorm classes compute torch.nn.RMSNorm's x / sqrt(mean(x^2) + eps) * weight (in
+# float32, cast back), eps as ``variance_epsilon``; matched once transformers has imported
+# them. Gemma's (x * (1 + weight)) is another function and is not listed.
+_HF_RMS_NORMS = tuple(f"?transformers.models.{m}.modeling_{m}.{c}RMSNorm" for m, c in (
+    ("llama", "Llama"), ("mistral", "Mistral"), ("qwen2", "Qwen2"), ("qwen3", "Qwen3")))
+RMS_NORM = register(Kind("RMSNorm", ("torch.nn.RMSNorm", *_HF_RMS_NORMS), (nnx.RMSNorm,),
+                         _to_flax, _to_torch, init=_affine,
+                         hint="epsilon (torch's default: the dtype's eps; HF's "
+                              "variance_epsilon), the statistics' dtype"))
 BATCH_NORM = register(Kind(
     "BatchNorm", ("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d"),
     (nnx.BatchNorm,), _to_flax, _to_torch, init=_batch_norm_init,

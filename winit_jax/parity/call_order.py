@@ -111,6 +111,7 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     t_order, f_order, t_input, f_input = orders
     t_seq = [n for n in t_order if n in t_left]
     f_seq = [p for p in f_order if p in f_left]
+    _by_role(t_seq, f_seq, t_input, f_input)
     for seq, left, inputs, other_seq, other_left, side in (
             (t_seq, t_left, t_input, f_seq, f_left, "torch"),
             (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
@@ -153,6 +154,25 @@ def _nested(a: str, b: str, sep: str) -> bool:
     """Whether one layer holds the other (a module and its own first child take the same
     input: that is nesting, not two branches)."""
     return a == "" or b == "" or b.startswith(a + sep) or a.startswith(b + sep)
+
+
+def _by_role(t_seq: list, f_seq: list, t_input: dict, f_input: dict) -> None:
+    """Reorders ``f_seq`` in place so that, among parallel branches named by role on both
+    sides (a gated MLP's ``gate_proj``/``up_proj`` and a port's ``w1``/``w3``, which it may
+    run in the other order), each torch layer faces the port's layer of its role."""
+    for i, a in enumerate(t_seq[:len(f_seq)]):
+        role = projection_role(a)
+        if role is None or projection_role(f_seq[i]) == role:
+            continue
+        twins_t = [b for b in t_seq if b != a and t_input.get(b) is not None
+                   and t_input.get(b) is t_input.get(a)]
+        for j in range(i + 1, len(f_seq)):
+            same_input = (f_input.get(f_seq[j]) is not None
+                          and f_input.get(f_seq[j]) is f_input.get(f_seq[i]))
+            if (same_input and projection_role(f_seq[j]) == role
+                    and any(projection_role(b) == projection_role(f_seq[i]) for b in twins_t)):
+                f_seq[i], f_seq[j] = f_seq[j], f_seq[i]
+                break
 
 
 def confirm_mapping(found: dict, orders) -> None:
