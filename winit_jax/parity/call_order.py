@@ -49,7 +49,8 @@ def port_calls(model, batch) -> tuple[list[str], dict]:
 
     from winit_jax.forward import layer_io
 
-    types = tuple({type(at_path(model, path)) if isinstance(layer, FlaxParameters)
+    types = tuple({type(at_path(model, path) if path else model)
+                   if isinstance(layer, FlaxParameters)
                    else type(layer) for path, layer in flax_layers(model)})
     graph, state = nnx.split(model)
     f_order, f_input, open_calls, done = [], {}, [], []
