@@ -112,7 +112,7 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     t_order, f_order, t_input, f_input = orders
     t_seq = [n for n in t_order if n in t_left]
     f_seq = [p for p in f_order if p in f_left]
-    _by_role(t_seq, f_seq, t_input, f_input)
+    _align_parallel(t_seq, f_seq, t_left, f_left, t_input, f_input)
     for seq, left, inputs, other_seq, other_left, side in (
             (t_seq, t_left, t_input, f_seq, f_left, "torch"),
             (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
@@ -157,23 +157,33 @@ def _nested(a: str, b: str, sep: str) -> bool:
     return a == "" or b == "" or b.startswith(a + sep) or a.startswith(b + sep)
 
 
-def _by_role(t_seq: list, f_seq: list, t_input: dict, f_input: dict) -> None:
-    """Reorders ``f_seq`` in place so that, among parallel branches named by role on both
-    sides (a gated MLP's ``gate_proj``/``up_proj`` and a port's ``w1``/``w3``, which it may
-    run in the other order), each torch layer faces the port's layer of its role."""
+def _align_parallel(t_seq: list, f_seq: list, t_left: dict, f_left: dict, t_input: dict,
+                    f_input: dict) -> None:
+    """Reorders ``f_seq`` in place where the port runs parallel branches (layers that take
+    the same input) in another order than torch: a torch layer faces the port's branch of
+    its role where both sides name roles (a gated MLP's ``gate_proj``/``up_proj`` and a
+    port's ``w1``/``w3``), else the one branch whose shapes fit it. What stays ambiguous is
+    refused by ``by_call_order``."""
     for i, a in enumerate(t_seq[:len(f_seq)]):
-        role = projection_role(a)
-        if role is None or projection_role(f_seq[i]) == role:
+        here = f_seq[i]
+        branches = [j for j in range(i + 1, len(f_seq)) if f_input.get(f_seq[j]) is not None
+                    and f_input.get(f_seq[j]) is f_input.get(here)
+                    and not _nested(here, f_seq[j], "/")]
+        if not branches:
             continue
-        twins_t = [b for b in t_seq if b != a and t_input.get(b) is not None
-                   and t_input.get(b) is t_input.get(a)]
-        for j in range(i + 1, len(f_seq)):
-            same_input = (f_input.get(f_seq[j]) is not None
-                          and f_input.get(f_seq[j]) is f_input.get(f_seq[i]))
-            if (same_input and projection_role(f_seq[j]) == role
-                    and any(projection_role(b) == projection_role(f_seq[i]) for b in twins_t)):
-                f_seq[i], f_seq[j] = f_seq[j], f_seq[i]
-                break
+        role = projection_role(a)
+        if role is not None and projection_role(here) != role:
+            twins_t = [b for b in t_seq if b != a and t_input.get(b) is not None
+                       and t_input.get(b) is t_input.get(a)]
+            named = [j for j in branches if projection_role(f_seq[j]) == role]
+            if len(named) == 1 and any(projection_role(b) == projection_role(here)
+                                       for b in twins_t):
+                f_seq[i], f_seq[named[0]] = f_seq[named[0]], f_seq[i]
+                continue
+        if fits(t_left[a], f_left[here])[1] is not None:
+            fitting = [j for j in branches if fits(t_left[a], f_left[f_seq[j]])[1] is None]
+            if len(fitting) == 1:
+                f_seq[i], f_seq[fitting[0]] = f_seq[fitting[0]], f_seq[i]
 
 
 def confirm_mapping(found: dict, orders) -> None:
