@@ -23,7 +23,7 @@ import time, json, jax, numpy as np
 from flax import nnx
 import winit_jax as wj, winit_jax.torch_like as tl
 from winit_jax.models import ResNet18
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 import torch, torchvision
 def ready(tree):
     jax.block_until_ready([v.get_value() for _, v in nnx.iter_graph(tree)

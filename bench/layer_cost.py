@@ -17,7 +17,7 @@ from flax import nnx
 from torchvision.models import resnet18
 
 from winit_jax import parity as P
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 from winit_jax.models import ResNet18
 
 

@@ -17,7 +17,7 @@ from torchvision.models import resnet18
 
 import winit_jax.torch_like as tl
 from winit_jax import parity as P
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 from winit_jax.lab.cnn_example import mnist_cnn
 from winit_jax.models import ResNet18, TransformerEncoderLayer
 

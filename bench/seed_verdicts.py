@@ -17,7 +17,7 @@ from flax import nnx
 from torchvision.models import mobilenet_v2
 
 from winit_jax import parity as P
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 
 FIXED = {"forward": 1e-5, "gradient": 1e-4}  # before issue #31
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _mobilenet(seed):
-    from winit_jax.parity import examples as E
+    from winit_jax.lab import examples as E
     net, port, x, kw = E.mobilenet_v2(seed)
     return net, port, x, {**kw, "init_seeds": 0}
 

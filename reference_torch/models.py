@@ -10,7 +10,7 @@ from flax import nnx
 
 from winit_jax import parity
 from winit_jax.models import MLP, NOTEBOOK_A_SIZES
-from winit_jax.parity.transfer import check_dtype
+from winit_jax.parity.pairing.transfer import check_dtype
 
 
 def make_model(sizes=NOTEBOOK_A_SIZES):

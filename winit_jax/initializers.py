@@ -387,3 +387,17 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=None):
         return _place((w * jnp.asarray(scale, work)).astype(dtype), out_sharding)
 
     return init
+
+
+
+# torch's own draws moved to ``winit_jax.torch_draws`` (this module is their core, below
+# them): importing one from here fails saying where it went.
+_MOVED = ("constant", "kaiming_normal", "packed_xavier_uniform", "torch_linear_bias",
+          "torch_linear_kernel", "trunc_normal", "uniform_sum")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise ImportError(f"winit_jax.initializers.{name} moved to winit_jax.torch_draws: "
+                          f"from winit_jax.torch_draws import {name} (or winit_jax.{name})")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

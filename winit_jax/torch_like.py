@@ -9,7 +9,7 @@ different experiment.
 torch's draw for each layer kind is declared once, with the kind, in the layer-kind
 registry (``winit_jax.kinds``: ``linear``, ``norm``, ``attention``, ``recurrent``;
 each family's docstring states torch's rules in Flax's layouts); a porter's own layer pair
-comes in through ``winit_jax.parity.register_layer``. Every rule is a plain
+comes in through ``winit_jax.parity.layer_kind``. Every rule is a plain
 ``init(key, shape, dtype)`` on the ``variance_scaling`` core (or a constant), usable as
 ``kernel_init=`` too; a recipe (torchvision's ResNet, ViT, ConvNeXt) is data:
 ``overrides`` keyed by layer type or path.

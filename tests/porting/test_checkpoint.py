@@ -174,7 +174,7 @@ def _write(net, tmp_path, form: str):
 
 def _mobilenet():
     from tests.porting.test_natural_ports import _models
-    from winit_jax.parity.examples import nhwc
+    from winit_jax.parity import nhwc
     net, port, x = _models()
     return net, lambda: nnx.eval_shape(lambda: nnx.clone(port)), dict(inputs=x,
                                                                       flax_inputs=nhwc)
@@ -182,13 +182,13 @@ def _mobilenet():
 
 def _unet():
     from tests.porting.test_unet import UNet, data, torch_unet
-    from winit_jax.parity.examples import nhwc
+    from winit_jax.parity import nhwc
     return (torch_unet(), lambda: nnx.eval_shape(lambda: UNet(nnx.Rngs(0))),
             dict(inputs=data(), flax_inputs=(nhwc, None)))
 
 
 def _vit():
-    from winit_jax.parity.examples import vit
+    from winit_jax.lab.examples import vit
     net, port, _, _ = vit()
     return net, lambda: nnx.eval_shape(lambda: nnx.clone(port)), {}
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.parity.examples import nchw, nhwc
+from winit_jax.parity import nchw, nhwc
 from winit_jax.parity.io import Data
 
 torch = require_torch()

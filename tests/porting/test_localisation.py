@@ -13,7 +13,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 
 torch = require_torch()
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from tests.conftest import require_torch
 from winit_jax import parity as P
-from winit_jax.parity.examples import nhwc
+from winit_jax.parity import nhwc
 
 torch = require_torch()
 nn = torch.nn
@@ -231,7 +231,7 @@ def _convnext(**slip):
     net = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), LayerNorm2d(16, eps=1e-6),
                         CNBlock(16, 0.5, 0.0, partial(nn.LayerNorm, eps=1e-6)))
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 24)).astype(np.float32)
-    from winit_jax.parity.examples import nchw
+    from winit_jax.parity import nchw
     return net, _ConvNeXtPort(16, nnx.Rngs(0), **slip), x, dict(flax_inputs=nhwc,
                                                                  flax_outputs=nchw, init_seeds=0)
 

@@ -17,7 +17,7 @@ from tests.conftest import require_torch
 from winit_jax import optim
 from winit_jax import parity as P
 from winit_jax.parity import ParityError, from_torch, pair, translate_optimizer
-from winit_jax.parity.transfer import torch_values
+from winit_jax.parity.pairing.transfer import torch_values
 
 torch = require_torch()
 T = torch.optim

@@ -120,7 +120,7 @@ def test_subclasses_pair_and_a_class_merely_named_linear_does_not():
     assert P.pair(t, f)[0].kind.name == "Linear"
     with pytest.raises(P.ParityError, match=r"torch <root> \(Linear's own parameters weight\) vs "
                                             r"nnx <root> \(Linear\): no layer kind pairs these "
-                                            r"two \(winit_jax.parity.register_layer adds one\)"):
+                                            r"two \(winit_jax.parity.layer_kind builds one"):
         P.pair(Linear(), nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
 
 
@@ -181,9 +181,9 @@ def test_a_registered_layer_pair_works_everywhere():
                                             r"weight, scale\) has no partner .* torch gives "
                                             r"weight, which the nnx layer does not have"):
         P.pair(t, f)
-    kind = P.register_layer(TorchScaled, FlaxScaled,
-                            tensors={"weight": ("kernel", "transpose"), "scale": "scale"},
-                            init={"kernel": torch_linear_kernel(), "scale": constant(1.0)})
+    kind = P.register(P.layer_kind(
+        TorchScaled, FlaxScaled, tensors={"weight": ("kernel", "transpose"), "scale": "scale"},
+        init={"kernel": torch_linear_kernel(), "scale": constant(1.0)}))
     try:
         # torch_like.init knows it (and draws torch's law: checked by check's init part)
         tl.init(f, jax.random.key(0))
@@ -209,10 +209,20 @@ def test_a_registered_pair_with_the_wrong_layout_fails_check():
     t = TorchScaled(5, 5)
     f = FlaxScaled(5, 5, nnx.Rngs(0))
     x = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)
-    kind = P.register_layer(TorchScaled, FlaxScaled, tensors={"weight": "kernel",
-                                                             "scale": "scale"})
+    kind = P.layer_kind(TorchScaled, FlaxScaled, tensors={"weight": "kernel", "scale": "scale"})
+    assert not P.check(t, f, x, init_seeds=0, kinds=[kind]).ok
+
+
+def test_register_layer_still_works_and_names_the_one_way():
+    """Code written before layer_kind: register_layer registers as before, with a
+    DeprecationWarning naming layer_kind and the three scopes."""
+    with pytest.warns(DeprecationWarning, match=r"parity\.register\(parity\.layer_kind"):
+        kind = P.register_layer(TorchScaled, FlaxScaled, tensors={"weight": ("kernel",
+                                                                             "transpose"),
+                                                                  "scale": "scale"})
     try:
-        assert not P.check(t, f, x, init_seeds=0).ok
+        t, f, _ = _scaled_models()
+        assert {p.kind.name for p in P.pair(t, f)} == {"TorchScaled"}
     finally:
         P.unregister(kind)
 
@@ -397,9 +407,10 @@ def test_a_porters_kind_changes_only_the_pairs_it_is_about():
     Conv1D's N(0, 0.02) (sample std within 5 standard errors, sigma / sqrt(2n); torch's
     Linear default would be 1/sqrt(3 * 64) = 0.072) and copies in HF's (in, out) layout."""
     before = _linear_draws()
-    kind = P.register_layer(Conv1D, nnx.Linear, tensors={"weight": "kernel", "bias": "bias"},
-                            init={"kernel": jax.nn.initializers.normal(0.02),
-                                  "bias": jax.nn.initializers.zeros})
+    kind = P.register(P.layer_kind(Conv1D, nnx.Linear,
+                                   tensors={"weight": "kernel", "bias": "bias"},
+                                   init={"kernel": jax.nn.initializers.normal(0.02),
+                                         "bias": jax.nn.initializers.zeros}))
     try:
         assert all(np.array_equal(a, b) for a, b in zip(before, _linear_draws()))
         torch.manual_seed(0)

@@ -17,7 +17,7 @@ import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
 from winit_jax.models import ResNet18, TransformerEncoderLayer
-from winit_jax.parity.examples import nchw, nhwc
+from winit_jax.parity import nchw, nhwc
 
 torch = require_torch()
 nn = torch.nn
@@ -301,7 +301,7 @@ def test_gru_from_torch():
 def test_small_cnn_port_that_flattens_channels_last_fails():
     """The classic slip: flattening the NHWC activations as they are permutes the head's
     inputs. The harness's forward check catches it (control: the careful port passes)."""
-    from winit_jax.parity import examples as E
+    from winit_jax.lab import examples as E
 
     torch.manual_seed(0)
     torch_module = E.torch_cnn()

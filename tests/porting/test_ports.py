@@ -10,7 +10,7 @@ import winit_jax.torch_like as tl
 from tests.conftest import require_torch
 from winit_jax import parity as P
 from winit_jax.kinds.cells import TorchLSTMCell
-from winit_jax.parity import examples as E
+from winit_jax.lab import examples as E
 
 torch = require_torch()
 

@@ -15,7 +15,7 @@ import tests.porting.vision_ports as V
 from tests.conftest import require_torch
 from tests.porting import bert_port, llama_port
 from winit_jax import parity as P
-from winit_jax.parity.examples import nhwc
+from winit_jax.parity import nhwc
 
 torch = require_torch()
 transformers = pytest.importorskip("transformers")

@@ -3,7 +3,7 @@
 ``norm``, ``attention``, ``activation`` (PReLU), ``recurrent`` (Flax's cells), ``cells``
 (torch's RNN cells in nnx, with their kinds), ``parameters`` (bare parameters of any
 module); ``stochastic`` (the layers that draw random numbers in train mode). A porter adds
-a kind with ``winit_jax.parity.register_layer`` or ``winit_jax.parity.registered``."""
+a kind with ``winit_jax.parity.layer_kind`` (then ``kinds=``, ``registered`` or ``register``)."""
 
 from winit_jax.kinds import _base
 from winit_jax.kinds import activation as activation  # noqa: F401  (registers)

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_flag(p)
     p.set_defaults(func=cmd_sweep, frameworks=["jax"])
 
-    from winit_jax.parity.examples import EXAMPLES
+    from winit_jax.lab.examples import EXAMPLES
     examples = (*EXAMPLES, "mnist_cnn")  # the notebooks' digits: the lab's own example
     p = sub.add_parser("parity", help="check an nnx port against its torch original: init, "
                                       "forward, gradients, training steps")
@@ -189,7 +189,7 @@ def cmd_parity(args, parser) -> int:
 
     from winit_jax import parity
     from winit_jax.lab.experiment import torch_available
-    from winit_jax.parity import examples as E
+    from winit_jax.lab import examples as E
 
     if not torch_available():
         parser.error("argument --torch: torch is not installed (pip install 'winit-jax[torch]')")

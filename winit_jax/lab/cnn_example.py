@@ -1,4 +1,4 @@
-"""The notebooks' digits through ``parity.check``: ``winit_jax.parity.examples``' small CNN
+"""The notebooks' digits through ``parity.check``: ``winit_jax.lab.examples``' small CNN
 trained one epoch of the embedded sample, scored on the real MNIST test split."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
     from winit_jax import parity
     from winit_jax.lab import data
     from winit_jax.lab.experiment import default_data_dir
-    from winit_jax.parity.examples import flax_cnn, nhwc, torch_cnn
+    from winit_jax.lab.examples import flax_cnn, torch_cnn
+    from winit_jax.parity import nhwc
 
     images, labels = data.load_sample()
     x = (images.astype(np.float32) / np.float32(256))[:, None]  # notebook A's /256, NCHW

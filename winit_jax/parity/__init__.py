@@ -3,10 +3,15 @@ weights across both ways (``from_torch``, ``to_torch``), torch's optimiser as op
 (``translate_optimizer``), and ``check`` (init, forward, gradients, training steps,
 BatchNorm statistics, a held-out metric).
 
-What each layer kind is lives in ``winit_jax.kinds``, below this package; a porter adds
-their own layer pair with ``register_layer`` (or, for one block of code,
-``with registered(...)``). torch and scipy are imported only when a function needs them.
+What each layer kind is lives in ``winit_jax.kinds``, below this package; a porter builds
+their own layer pair with ``layer_kind`` and passes ``kinds=[kind]`` (or uses ``with
+registered(kind):``, or ``register(kind)`` for the process). Pairing and weights are the
+subpackage ``pairing``; the parts of ``check`` are the ``stage_*`` modules. torch and scipy
+are imported only when a function needs them.
 """
+
+import sys as _sys
+
 
 from winit_jax.kinds import Kind as Kind
 from winit_jax.kinds import ParityError as ParityError
@@ -19,6 +24,8 @@ from winit_jax.parity.checkpoint import Plan as Plan
 from winit_jax.parity.checkpoint import load_checkpoint as load_checkpoint
 from winit_jax.parity.checkpoint import make_plan as make_plan
 from winit_jax.parity.harness import check as check
+from winit_jax.parity.io import nchw as nchw
+from winit_jax.parity.io import nhwc as nhwc
 from winit_jax.parity.losses import accuracy as accuracy
 from winit_jax.parity.losses import cross_entropy as cross_entropy
 from winit_jax.parity.optimizer import translate_optimizer as translate_optimizer
@@ -26,18 +33,31 @@ from winit_jax.parity.optimizer import translate_schedule as translate_schedule
 from winit_jax.parity.pairing import Pair as Pair
 from winit_jax.parity.pairing import Pairing as Pairing
 from winit_jax.parity.pairing import pair as pair
-from winit_jax.parity.registration import register_layer as register_layer
+from winit_jax.parity.pairing.registration import layer_kind as layer_kind
+from winit_jax.parity.pairing.registration import register_layer as register_layer
 from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
 from winit_jax.parity.report import Outcome as Outcome
 from winit_jax.parity.report import ParityReport as ParityReport
 from winit_jax.parity.saving import save_checkpoint as save_checkpoint
 from winit_jax.parity.stats import rel_gap as rel_gap
-from winit_jax.parity.transfer import from_torch as from_torch
-from winit_jax.parity.transfer import to_torch as to_torch
+from winit_jax.parity.pairing.transfer import from_torch as from_torch
+from winit_jax.parity.pairing.transfer import to_torch as to_torch
 
 __all__ = ["TOLERANCES", "Check", "Kind", "LoadReport", "Outcome", "Pair", "Pairing", "ParityError",
            "ParityReport", "Plan", "accuracy", "check", "cross_entropy", "from_torch", "kinds",
-           "load_checkpoint", "make_plan", "pair", "register", "register_layer", "registered",
+           "layer_kind", "load_checkpoint", "make_plan", "nchw", "nhwc", "pair", "register", "register_layer",
+           "registered",
            "rel_gap", "save_checkpoint", "to_torch", "translate_optimizer", "translate_schedule",
            "unregister"]
+
+# Modules that moved into ``pairing`` keep their old import paths (``import
+# winit_jax.parity.transfer`` is ``winit_jax.parity.pairing.transfer``).
+from winit_jax.parity.pairing import call_order as _call_order  # noqa: E402
+from winit_jax.parity.pairing import layers as _layers  # noqa: E402
+from winit_jax.parity.pairing import registration as _registration  # noqa: E402
+from winit_jax.parity.pairing import ties as _ties  # noqa: E402
+from winit_jax.parity.pairing import transfer as _transfer  # noqa: E402
+
+for _module in (_call_order, _layers, _registration, _ties, _transfer):
+    _sys.modules.setdefault(f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}", _module)

@@ -106,7 +106,7 @@ def make_plan(torch_module, model, *, mapping: Mapping[str, str] | None = None,
     """
     from winit_jax.kinds.stack import SliceVariable
     from winit_jax.parity.pairing import resolve
-    from winit_jax.parity.transfer import _by_inputs
+    from winit_jax.parity.pairing.transfer import _by_inputs
 
     mapping, pairing = _by_inputs(torch_module, model, mapping, pairing, inputs, kwargs,
                                   flax_inputs)

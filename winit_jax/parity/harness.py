@@ -27,7 +27,7 @@ from winit_jax.parity.stage_init import init_stage
 from winit_jax.parity.stage_layers import layer_stage, train_mode_layers
 from winit_jax.parity.stage_metric import metric_stage
 from winit_jax.parity.stage_steps import Training, step_stage
-from winit_jax.parity.transfer import check_dtype, flax_updates
+from winit_jax.parity.pairing.transfer import check_dtype, flax_updates
 
 
 def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets=None,

@@ -292,10 +292,22 @@ def inputs_text(batch: Batch, side: str) -> str:
     return text + (f" and keyword inputs {names}" if names else "")
 
 
+def nhwc(x):
+    """torch's channels-first images (N, C, H, W) in Flax's channels-last layout (N, H, W, C):
+    ``check(..., flax_inputs=nhwc)``."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def nchw(y):
+    """A channels-last output back to torch's channels-first layout; (N, C) as it is:
+    ``check(..., flax_outputs=nchw)``."""
+    return y if y.ndim < 3 else y.transpose((0, y.ndim - 1) + tuple(range(1, y.ndim - 1)))
+
+
 def first_line(e: Exception) -> str:
     """An exception's first line (its class name where it has no message)."""
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 __all__ = ["Batch", "Data", "describe", "first_leaf", "first_line", "flax_call", "inputs_text",
-           "is_array", "leaves", "matched"]
+           "is_array", "leaves", "matched", "nchw", "nhwc"]

@@ -17,7 +17,7 @@ from winit_jax import optim
 from winit_jax.kinds import ParityError, at_path
 from winit_jax.optim.rules import RULES, Rule
 from winit_jax.optim.transforms import leaf_path, rule_transformation
-from winit_jax.parity.layers import tensor_prefix
+from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.pairing import Pairing
 
 # Schedulers that read a metric cannot be replayed ahead of time.

@@ -20,9 +20,9 @@ from winit_jax.parity.checkpoint_files import (
     np_dtype,
     write_safetensors,
 )
-from winit_jax.parity.layers import tensor_prefix
+from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.pairing import resolve
-from winit_jax.parity.transfer import _by_inputs, torch_values
+from winit_jax.parity.pairing.transfer import _by_inputs, torch_values
 
 
 def save_checkpoint(model, path, *, torch_module, mapping: Mapping[str, str] | None = None,

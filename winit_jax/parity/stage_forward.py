@@ -9,7 +9,7 @@ from flax import nnx
 
 from winit_jax.parity.io import Batch
 from winit_jax.parity.kinks import PROBE_ULPS, PROBES, may_flip, port_kinks
-from winit_jax.parity.layers import torch_layers
+from winit_jax.parity.pairing.layers import torch_layers
 from winit_jax.parity.report import (
     Outcome,
 )

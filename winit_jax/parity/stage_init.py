@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from winit_jax.kinds import ParityError
-from winit_jax.parity.layers import torch_layers
+from winit_jax.parity.pairing.layers import torch_layers
 from winit_jax.parity.report import (
     KS_ALPHA,
     Check,
@@ -17,7 +17,7 @@ from winit_jax.parity.report import (
 )
 from winit_jax.parity.run import Findings, Run
 from winit_jax.parity.stats import compare_draws, random_tensors
-from winit_jax.parity.transfer import torch_values
+from winit_jax.parity.pairing.transfer import torch_values
 
 
 def _reset_torch(module):

@@ -38,8 +38,8 @@ from winit_jax.kinds import (
     registered,
 )
 from winit_jax.kinds.stack import stack_slice
-from winit_jax.parity.call_order import by_call_order, call_orders, confirm_mapping
-from winit_jax.parity.layers import (
+from winit_jax.parity.pairing.call_order import by_call_order, call_orders, confirm_mapping
+from winit_jax.parity.pairing.layers import (
     fits,
     flax_layers,
     label,
@@ -47,7 +47,7 @@ from winit_jax.parity.layers import (
     template,
     torch_layers_with_owners,
 )
-from winit_jax.parity.ties import refuse_untied, refuse_untied_left, tied_layers, torch_ties
+from winit_jax.parity.pairing.ties import refuse_untied, refuse_untied_left, tied_layers, torch_ties
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,8 +86,8 @@ def flax_layers(model) -> list[tuple[str, nnx.Module]]:
         if any(isinstance(v, nnx.BatchStat) for v in own.values()):
             raise ParityError(
                 f"nnx layer {path or '<root>'} ({type(m).__name__}) has batch statistics "
-                f"{sorted(own)} of a kind winit_jax.parity does not know; register the pair "
-                "with winit_jax.parity.register_layer")
+                f"{sorted(own)} of a kind winit_jax.parity does not know; build the pair "
+                "with winit_jax.parity.layer_kind (kinds=[...])")
         if own:
             found.append((path, FlaxParameters(m)))
     return found
@@ -124,7 +124,7 @@ def misfit(kind: Kind, t, f) -> str | None:
 def fits(t, f) -> tuple[Kind | None, str | None]:
     kind = kind_for(t, f)
     if kind is None:
-        return None, "no layer kind pairs these two (winit_jax.parity.register_layer adds one)"
+        return None, "no layer kind pairs these two (winit_jax.parity.layer_kind builds one: kinds=[...])"
     return kind, misfit(kind, t, f)
 
 

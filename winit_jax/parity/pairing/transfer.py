@@ -16,8 +16,8 @@ import numpy as np
 from flax import nnx
 
 from winit_jax.kinds import ParityError, at_path, is_param, np_copy, torch_tensor_names
-from winit_jax.parity.layers import tensor_prefix, torch_layers
-from winit_jax.parity.pairing import Pair, Pairing, pair, resolve
+from winit_jax.parity.pairing.layers import tensor_prefix, torch_layers
+from winit_jax.parity.pairing.rules import Pair, Pairing, pair, resolve
 
 DTYPES = ("float32", "float64")
 

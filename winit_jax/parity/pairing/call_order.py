@@ -10,7 +10,7 @@ from winit_jax.kinds import ParityError, at_path
 from winit_jax.kinds.attention import projection_role
 from winit_jax.kinds.parameters import FlaxParameters
 from winit_jax.parity.io import first_line, inputs_text
-from winit_jax.parity.layers import fits, flax_layers, label, torch_layers
+from winit_jax.parity.pairing.layers import fits, flax_layers, label, torch_layers
 
 
 def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict, dict]:

@@ -1,7 +1,12 @@
-"""A porter's own layer pair, in one call: ``register_layer``."""
+"""A porter's own layer pair as a ``Kind``: ``layer_kind``. The one way to add it: build it
+here, then pass ``kinds=[kind]`` to the call that needs it (``pair``, ``check``,
+``from_torch``, ``load_checkpoint`` ...), use it for one block of code (``with
+parity.registered(kind):``) or for the whole process (``parity.register(kind)``, undone by
+``parity.unregister(kind)``)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -16,19 +21,20 @@ def _permutation(layout, ndim: int) -> tuple[int, ...]:
         return tuple(reversed(range(ndim)))
     perm = tuple(layout)
     if sorted(perm) != list(range(ndim)):
-        raise ValueError(f"register_layer: layout {layout!r} is not a permutation of "
+        raise ValueError(f"layer_kind: layout {layout!r} is not a permutation of "
                          f"{ndim} axes")
     return perm
 
 
-def register_layer(torch_class: type, flax_class: type, *,
+def layer_kind(torch_class: type, flax_class: type, *,
                    tensors: Mapping[str, str | tuple] | None = None,
                    to_flax: Callable | None = None, to_torch: Callable | None = None,
                    init: Mapping[str, Callable] | Callable | None = None,
                    name: str | None = None, linear_map: bool = False,
                    activation_to_torch: Callable | None = None) -> Kind:
-    """Teaches ``winit_jax`` a porter's own layer pair: ``torch_like.init``, ``from_torch``,
-    ``to_torch``, ``pairs`` and ``check`` then all know it (subclasses included).
+    """A porter's own layer pair as a ``Kind`` (nothing registered): with it, ``pair``,
+    ``torch_like.init``, ``from_torch``, ``to_torch``, ``check`` and the checkpoint loader
+    know the pair (subclasses included).
 
     Args:
       torch_class: the torch module class.
@@ -49,7 +55,8 @@ def register_layer(torch_class: type, flax_class: type, *,
         layout, where the layouts differ.
 
     Returns:
-      The registered ``Kind`` (``winit_jax.parity.unregister(kind)`` removes it).
+      The ``Kind``: pass ``kinds=[kind]``, or ``with parity.registered(kind):``, or
+      ``parity.register(kind)`` for the whole process.
 
     Examples:
       >>> import jax.numpy as jnp, torch
@@ -61,17 +68,16 @@ def register_layer(torch_class: type, flax_class: type, *,
       >>> class NnxScale(nnx.Module):
       ...     def __init__(self, d):
       ...         self.gamma = nnx.Param(jnp.ones(d))
-      >>> kind = register_layer(Scale, NnxScale, tensors={"gamma": "gamma"})
+      >>> kind = layer_kind(Scale, NnxScale, tensors={"gamma": "gamma"})
       >>> from winit_jax import parity
-      >>> [p.kind.name for p in parity.pair(Scale(3), NnxScale(3))]
+      >>> [p.kind.name for p in parity.pair(Scale(3), NnxScale(3), kinds=[kind])]
       ['Scale']
-      >>> parity.unregister(kind)
     """
     if (to_flax is None) != (to_torch is None):
-        raise ValueError("register_layer: give both to_flax and to_torch, or tensors")
+        raise ValueError("layer_kind: give both to_flax and to_torch, or tensors")
     if to_flax is None:
         if not tensors:
-            raise ValueError("register_layer: give tensors={torch name: nnx path} or both "
+            raise ValueError("layer_kind: give tensors={torch name: nnx path} or both "
                              "converters")
         spec = {t: (f, "same") if isinstance(f, str) else tuple(f) for t, f in tensors.items()}
 
@@ -90,6 +96,15 @@ def register_layer(torch_class: type, flax_class: type, *,
                     v.transpose(np.argsort(_permutation(layout, v.ndim))))
             return out
     rule = init if init is None or callable(init) else (lambda layer, _init=dict(init): _init)
-    return register(Kind(name or torch_class.__name__, (torch_class,), (flax_class,), to_flax,
-                         to_torch, init=rule, linear_map=linear_map,
-                         activation_to_torch=activation_to_torch))
+    return Kind(name or torch_class.__name__, (torch_class,), (flax_class,), to_flax, to_torch,
+                init=rule, linear_map=linear_map, activation_to_torch=activation_to_torch)
+
+
+def register_layer(torch_class: type, flax_class: type, **options) -> Kind:
+    """``register(layer_kind(...))``, kept for code written before ``layer_kind``; warns
+    (``DeprecationWarning``) naming the one way."""
+    warnings.warn("parity.register_layer(...) is parity.register(parity.layer_kind(...)): "
+                  "build the kind with parity.layer_kind, then pass kinds=[kind], use "
+                  "`with parity.registered(kind):`, or parity.register(kind)",
+                  DeprecationWarning, stacklevel=2)
+    return register(layer_kind(torch_class, flax_class, **options))
