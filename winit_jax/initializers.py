@@ -399,5 +399,5 @@ _MOVED = ("constant", "kaiming_normal", "packed_xavier_uniform", "torch_linear_b
 def __getattr__(name: str):
     if name in _MOVED:
         raise ImportError(f"winit_jax.initializers.{name} moved to winit_jax.torch_draws: "
-                          f"from winit_jax.torch_draws import {name} (or winit_jax.{name})")
+                          f"from winit_jax.torch_draws import {name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
