@@ -152,6 +152,16 @@ def test_the_porting_tests_import_of_the_lab_only_its_examples():
                 or m.split(".")[0] in ("optax", "orbax", "matplotlib", "mlxtend", "rich")]
 
 
+def test_pairing_is_a_subpackage_below_the_stages_of_check():
+    """``parity/pairing`` imports of the rest of ``parity`` only ``io`` (inputs) and ``lazy``
+    (traced tensors); the stages import it, never the reverse."""
+    files = _package_files("winit_jax/parity/pairing")
+    others = [m for f in files for m in _imports(f) if m.startswith("winit_jax.parity.")
+              and not m.startswith("winit_jax.parity.pairing")]
+    assert files and {m.rsplit(".", 1)[0] if m.count(".") > 2 else m for m in others} <= {
+        "winit_jax.parity.io", "winit_jax.parity.lazy"}, sorted(others)
+
+
 def test_names_that_moved_keep_working_or_say_where_they_went():
     """Old import paths of moved names: the pairing modules (now ``parity.pairing.*``) still
     import; torch's draws (now ``torch_draws``, whose core ``initializers`` is: importing
