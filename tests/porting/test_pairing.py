@@ -4,6 +4,7 @@ nothing. Public API only."""
 
 import copy
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -446,3 +447,31 @@ def test_kinds_given_to_one_call_pair_without_a_global_registration():
         P.pair(t, port)
     assert [p.kind.name for p in P.pair(t, port, kinds=[kind])] == ["Conv1D"]
     assert kind not in P.kinds()
+
+
+def test_the_root_is_named_in_a_candidate_list_never_blank():
+    """A model's own parameters (a ViT's class token) among the candidates of an ambiguity:
+    labelled <root> with what it holds (before: a blank '')."""
+    class TorchRoot(nn.Module):  # the tokens on two children of the root
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Module()
+            self.embed.cls = nn.Parameter(torch.zeros(4))
+            self.encoder = nn.Module()
+            self.encoder.pos = nn.Parameter(torch.zeros(4))
+
+    class Encoder(nnx.Module):
+        def __init__(self):
+            self.pos_embed = nnx.Param(jnp.zeros(4))
+
+    class FlaxRoot(nnx.Module):
+        def __init__(self):
+            self.cls_token = nnx.Param(jnp.zeros(4))
+            self.blocks = Encoder()
+    with pytest.raises(P.ParityError) as e:
+        P.pair(TorchRoot(), FlaxRoot())
+    message = str(e.value)
+    assert re.search(r"ambiguous: torch embed \(Module's own parameters cls\) fits nnx <root> "
+                     r"\(FlaxRoot's own parameters cls_token\) and nnx blocks \(Encoder's own "
+                     r"parameters pos_embed\) alike", message), message
+    assert "nnx ''" not in message  # (the mapping hint {'embed': ''} is the root's path)
