@@ -1,7 +1,7 @@
 """Ports written with Flax's naming habits, not torch's, pair without a mapping: what names
 and shapes leave unpaired is paired by the order in which each side calls its layers.
 torchvision's MobileNetV2 (``Conv2dNormActivation`` is a ``Sequential``: ``0, 1, 2``) against
-a port whose ``ConvBNAct`` holds ``conv`` and ``bn``, its blocks ``expand``, ``depthwise``,
+a port whose ``ConvBN`` holds ``conv`` and ``bn``, its blocks ``expand``, ``depthwise``,
 ``project``; a realistic slip is still localised; a port whose call order really differs
 is refused by name, never paired wrongly; a swapped mapping entry is refused."""
 
@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import require_torch
+from tests.porting.vision_ports import CNBlock, ConvBN, InvertedResidual
 from winit_jax import parity as P
 from winit_jax.parity import nhwc
 
@@ -18,49 +19,22 @@ torch = require_torch()
 nn = torch.nn
 
 
-class ConvBNAct(nnx.Module):
-    def __init__(self, cin, cout, rngs, k=3, stride=1, groups=1, act=True, padding=None):
-        pad = padding or (((k - 1) // 2,) * 2,) * 2
-        self.conv = nnx.Conv(cin, cout, (k, k), strides=stride, padding=pad,
-                             feature_group_count=groups, use_bias=False, rngs=rngs)
-        self.bn = nnx.BatchNorm(cout, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-                                rngs=rngs)
-        self.act = act
-
-    def __call__(self, x):
-        y = self.bn(self.conv(x))
-        return jax.nn.relu6(y) if self.act else y
-
-
-class Block(nnx.Module):
-    def __init__(self, cin, cout, stride, t, rngs, padding=None):
-        hidden = cin * t
-        self.expand = ConvBNAct(cin, hidden, rngs, k=1) if t != 1 else None
-        self.depthwise = ConvBNAct(hidden, hidden, rngs, stride=stride, groups=hidden,
-                                   padding=padding)
-        self.project = ConvBNAct(hidden, cout, rngs, k=1, act=False)
-        self.residual = stride == 1 and cin == cout
-
-    def __call__(self, x):
-        y = self.expand(x) if self.expand is not None else x
-        y = self.project(self.depthwise(y))
-        return x + y if self.residual else y
-
-
 class MobileNetV2(nnx.Module):
-    """torchvision's MobileNetV2 (width 1), ported with Flax's names."""
+    """torchvision's MobileNetV2 (width 1), ported with Flax's names: ``stem``, ``blocks``,
+    ``last``, ``head`` where torchvision numbers ``features`` (the blocks are
+    ``tests/porting/vision_ports.py``'s)."""
 
     def __init__(self, rngs, same_padding=()):
-        self.stem = ConvBNAct(3, 32, rngs, stride=2)
+        self.stem = ConvBN(3, 32, rngs, stride=2, act=jax.nn.relu6)
         blocks, cin, i = [], 32, 1
         for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                            (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
             for j in range(n):
-                blocks.append(Block(cin, c, s if j == 0 else 1, t, rngs,
-                                    padding="SAME" if i in same_padding else None))
+                blocks.append(InvertedResidual(cin, c, s if j == 0 else 1, t, rngs,
+                                               "same padding" if i in same_padding else None))
                 cin, i = c, i + 1
         self.blocks = nnx.List(blocks)
-        self.last = ConvBNAct(cin, 1280, rngs, k=1)
+        self.last = ConvBN(cin, 1280, rngs, k=1, act=jax.nn.relu6)
         self.head = nnx.Linear(1280, 10, rngs=rngs)
 
     def __call__(self, x):
@@ -195,29 +169,13 @@ def test_call_sequences_that_part_are_refused_naming_both():
 
 # --- torchvision's ConvNeXt pieces with the official repo's names ----------------------------
 
-class _CNBlockPort(nnx.Module):
-    """ConvNeXt's block as the official repo writes it: dwconv, norm, pwconv1, pwconv2,
-    gamma (``(dim,)`` where torchvision's ``layer_scale`` is ``(dim, 1, 1)``)."""
-
-    def __init__(self, dim, rngs, approximate=False):
-        self.dwconv = nnx.Conv(dim, dim, (7, 7), padding=((3, 3), (3, 3)),
-                               feature_group_count=dim, rngs=rngs)
-        self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
-        self.pwconv1 = nnx.Linear(dim, 4 * dim, rngs=rngs)
-        self.pwconv2 = nnx.Linear(4 * dim, dim, rngs=rngs)
-        self.gamma = nnx.Param(jax.numpy.full((dim,), 0.5))
-        self.approximate = approximate
-
-    def __call__(self, x):
-        y = jax.nn.gelu(self.pwconv1(self.norm(self.dwconv(x))), approximate=self.approximate)
-        return x + self.gamma[...] * self.pwconv2(y)
-
-
 class _ConvNeXtPort(nnx.Module):
-    def __init__(self, dim, rngs, **slip):
+    def __init__(self, dim, rngs, approximate=False):
         self.stem = nnx.Conv(3, dim, (4, 4), strides=4, padding="VALID", rngs=rngs)
         self.stem_norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)  # on NHWC
-        self.block = _CNBlockPort(dim, rngs, **slip)
+        # the official repo's names, its LayerScale called gamma
+        self.block = CNBlock(dim, rngs, "tanh gelu" if approximate else None,
+                             scale_name="gamma")
 
     def __call__(self, x):
         return self.block(self.stem_norm(self.stem(x)))

@@ -157,9 +157,14 @@ def test_an_untied_bert_decoder_is_refused_naming_the_tie():
     ("flax eps", ("bert.encoder.layer.0.attention.output.LayerNorm", "inside")),
 ])
 def test_bert_passes_and_its_slips_are_localised(slip, where):
-    net, ids, kw = _bert()
-    P.check(net, bert_port.BertMLM(nnx.Rngs(0)), ids, **kw).assert_ok()
-    d = P.check(net, bert_port.BertMLM(nnx.Rngs(0), slip=slip), ids, **kw).first_divergence
+    _passes_and_localises(_bert, bert_port.BertMLM, slip, where)
+
+
+def _passes_and_localises(models, port, slip, where):
+    """The faithful port passes every part; the slipped one first parts at ``where``."""
+    net, ids, kw = models()
+    P.check(net, port(nnx.Rngs(0)), ids, **kw).assert_ok()
+    d = P.check(net, port(nnx.Rngs(0), slip=slip), ids, **kw).first_divergence
     assert d is not None and (d.torch_name, d.where) == where, str(d)
 
 
@@ -203,10 +208,7 @@ def test_llama_pairs_with_metas_names():
     ("gate and up swapped", ("model.layers.0.mlp.down_proj", "before")),
 ])
 def test_llama_passes_and_its_slips_are_localised(slip, where):
-    net, ids, kw = _llama()
-    P.check(net, llama_port.Llama(nnx.Rngs(0)), ids, **kw).assert_ok()
-    d = P.check(net, llama_port.Llama(nnx.Rngs(0), slip=slip), ids, **kw).first_divergence
-    assert d is not None and (d.torch_name, d.where) == where, str(d)
+    _passes_and_localises(_llama, llama_port.Llama, slip, where)
 
 
 # --- errors of the port's own code name its layer ----------------------------------------------

@@ -161,18 +161,21 @@ class MobileNetV2(nnx.Module):
 # --- ConvNeXt, the official repo's names -------------------------------------------------------
 
 class CNBlock(nnx.Module):
-    def __init__(self, dim, rngs, slip=None):
+    """dwconv, norm, pwconv1, pwconv2 and the LayerScale (``(dim,)`` where torchvision's
+    ``layer_scale`` is ``(dim, 1, 1)``), named ``scale_name`` (the official repo: gamma)."""
+
+    def __init__(self, dim, rngs, slip=None, scale_name="layer_scale"):
         self.dwconv = nnx.Conv(dim, dim, (7, 7), padding=((3, 3), (3, 3)),
                                feature_group_count=dim, rngs=rngs)
         self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
         self.pwconv1 = nnx.Linear(dim, 4 * dim, rngs=rngs)
         self.pwconv2 = nnx.Linear(4 * dim, dim, rngs=rngs)
-        self.layer_scale = nnx.Param(jnp.full((dim,), 1e-6))
-        self.approximate = slip == "tanh gelu"
+        setattr(self, scale_name, nnx.Param(jnp.full((dim,), 0.5)))
+        self.scale_name, self.approximate = scale_name, slip == "tanh gelu"
 
     def __call__(self, x):
         y = jax.nn.gelu(self.pwconv1(self.norm(self.dwconv(x))), approximate=self.approximate)
-        return x + self.layer_scale[...] * self.pwconv2(y)
+        return x + getattr(self, self.scale_name)[...] * self.pwconv2(y)
 
 
 class Downsample(nnx.Module):
