@@ -31,37 +31,96 @@ def _reset_torch(module):
 
 
 def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
-    """Every paired tensor drawn by ``torch_like.init`` against torch's own draw, pooled
-    over the seeds: KS with p >= 1e-3 / (tensors) (Bonferroni); constants exactly."""
+    """Every paired tensor drawn for the port against torch's own draw, pooled over the
+    seeds: KS with p >= 1e-3 / (tensors) (Bonferroni); constants exactly; rows torch keeps
+    at zero in every draw (``padding_idx``) zero in the port's too.
+
+    The port's draws: an ``InitRecipe`` given as ``overrides``; without a hand recipe
+    (``overrides``), where torch's model can be
+    built again (Hugging Face, diffusers) or ``fresh_torch`` builds it, the recipe inferred
+    from torch's own draws (``inference.infer_recipe``); else ``torch_like.init`` with the
+    kinds' defaults and ``overrides``. Torch's draws: that factory's model, else each
+    module's ``reset_parameters``. A failure names the law torch showed and the port's."""
     import torch
 
     from winit_jax import torch_like
+    from winit_jax.parity.inference import InitRecipe, infer_recipe, rebuild
 
     found = Findings()
     ours, theirs = {}, {}
-    names = {p.torch_name for p in run.paired}
+    all_layers = {name for name, _ in torch_layers(run.torch_module)}
     saved = copy.deepcopy(run.torch_module.state_dict())
+    factory, _ = rebuild(run.torch_module, fresh_torch)
+    recipe = overrides if isinstance(overrides, InitRecipe) else None
+    inferred = None  # the recipe inferred here: torch's own laws
+    if recipe is not None:
+        found.notes.append(f"init: the port drawn by the recipe given ({recipe.source})")
+    elif overrides is None and factory is not None:
+        recipe = infer_recipe(run.torch_module, run.model, fresh_torch=fresh_torch,
+                              pairing=run.paired)
+        inferred = recipe
+        found.notes.append(f"init: the port drawn by the recipe inferred from torch's own "
+                           f"draws ({recipe.source}; parity.infer_recipe)")
+    dtype = next(run.torch_module.parameters()).dtype
     for seed in range(seeds):
-        torch_like.init(run.model, jax.random.key(seed), overrides=overrides,
-                        pairing=run.paired)
+        if recipe is not None:
+            recipe.init(run.model, jax.random.key(seed))
+        else:
+            torch_like.init(run.model, jax.random.key(seed), overrides=overrides,
+                            pairing=run.paired)
         for k, v in torch_values(run.paired, "flax").items():
-            ours.setdefault(k, []).append(v.ravel())
-        torch.manual_seed(seed)
-        if fresh_torch is None:
+            ours.setdefault(k, []).append(np.asarray(v))
+        torch.manual_seed(1000 + seed)  # not the seeds the recipe was inferred from
+        if factory is None:
             _reset_torch(run.torch_module)
             layers = None
         else:
-            fresh = fresh_torch().to(next(run.torch_module.parameters()).dtype)
+            fresh = factory().to(dtype)
             layers = dict(torch_layers(fresh))
-            if set(layers) != names:
-                raise ParityError("fresh_torch builds a module with other layers than torch_module")
+            if set(layers) != all_layers:
+                extra = sorted(set(layers) ^ all_layers)[:3]
+                raise ParityError(f"fresh_torch builds a module with other layers than "
+                                  f"torch_module: {', '.join(extra)}")
         for k, v in torch_values(run.paired, "torch", layers).items():
-            theirs.setdefault(k, []).append(v.ravel())
-    ours = {k: np.concatenate(v) for k, v in ours.items()}
-    theirs = {k: np.concatenate(v) for k, v in theirs.items()}
-    threshold = KS_ALPHA / max(1, len(random_tensors(theirs)))
-    for d in compare_draws(ours, theirs, threshold):
+            theirs.setdefault(k, []).append(np.asarray(v))
+    pooled_ours = {k: np.concatenate([x.ravel() for x in v]) for k, v in ours.items()}
+    pooled = {k: np.concatenate([x.ravel() for x in v]) for k, v in theirs.items()}
+    threshold = KS_ALPHA / max(1, len(random_tensors(pooled)))
+    for d in compare_draws(pooled_ours, pooled, threshold):
+        how = f"{d.how}, {seeds} seeds"
+        if not d.ok:
+            how += (f"; torch: {_law(theirs[d.name], inferred, d.name)}; port: "
+                    f"{_law(ours[d.name], recipe, d.name)}")
         found.checks.append(Check("init", d.name, Outcome.PASSED if d.ok else Outcome.FAILED,
-                                threshold, p_value=d.p, how=f"{d.how}, {seeds} seeds"))
+                                  threshold, p_value=d.p, how=how))
+    for k, draws in theirs.items():
+        rows = _zero_rows(draws)
+        if rows:
+            kept = all(not np.any(x[list(rows)]) for x in ours[k])
+            found.checks.append(Check(
+                "init", f"{k} (rows {list(rows)[:4]} zero)",
+                Outcome.PASSED if kept else Outcome.FAILED, 0.0,
+                how=f"torch keeps rows {list(rows)[:8]} at zero in every draw (padding_idx); "
+                    f"the port's {'do' if kept else 'do not'}"))
     run.torch_module.load_state_dict(saved)
     return found
+
+
+def _zero_rows(draws) -> tuple[int, ...]:
+    """Rows (axis 0) zero in every draw of a 2-d or larger tensor, where others are not."""
+    first = draws[0]
+    if first.ndim < 2:
+        return ()
+    rows = tuple(r for r in range(first.shape[0]) if all(not np.any(d[r]) for d in draws))
+    return rows if len(rows) < first.shape[0] else ()
+
+
+def _law(draws, recipe=None, name=None) -> str:
+    """The law a tensor was drawn from: the recipe's, where one drew it, else what its
+    draws show."""
+    from winit_jax.parity.inference import identify
+
+    if recipe is not None and name in recipe.laws:
+        return recipe.laws[name].describe()
+    law = identify(list(draws), KS_ALPHA)
+    return law.describe() if law.family != "default" else f"undetermined ({law.note})"
