@@ -24,6 +24,8 @@ from winit_jax.parity.checkpoint import Plan as Plan
 from winit_jax.parity.checkpoint import load_checkpoint as load_checkpoint
 from winit_jax.parity.checkpoint import make_plan as make_plan
 from winit_jax.parity.harness import check as check
+from winit_jax.parity.inference import InitRecipe as InitRecipe
+from winit_jax.parity.inference import infer_recipe as infer_recipe
 from winit_jax.parity.io import nchw as nchw
 from winit_jax.parity.io import nhwc as nhwc
 from winit_jax.parity.losses import accuracy as accuracy
@@ -44,8 +46,8 @@ from winit_jax.parity.stats import rel_gap as rel_gap
 from winit_jax.parity.pairing.transfer import from_torch as from_torch
 from winit_jax.parity.pairing.transfer import to_torch as to_torch
 
-__all__ = ["TOLERANCES", "Check", "Kind", "LoadReport", "Outcome", "Pair", "Pairing", "ParityError",
-           "ParityReport", "Plan", "accuracy", "check", "cross_entropy", "from_torch", "kinds",
+__all__ = ["TOLERANCES", "Check", "InitRecipe", "Kind", "LoadReport", "Outcome", "Pair", "Pairing", "ParityError",
+           "ParityReport", "Plan", "accuracy", "check", "cross_entropy", "from_torch", "infer_recipe", "kinds",
            "layer_kind", "load_checkpoint", "make_plan", "nchw", "nhwc", "pair", "register", "register_layer",
            "registered",
            "rel_gap", "save_checkpoint", "to_torch", "translate_optimizer", "translate_schedule",
