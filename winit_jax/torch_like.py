@@ -54,13 +54,24 @@ def resnet_recipe(*, zero_init_residual: bool = False, last_bn: str = "bn2") -> 
     return recipe
 
 
-def timm_vit_recipe(head: str = "head*") -> dict:
-    """timm's ViT (``init_weights``' default): Linear weights ``trunc_normal_(std=0.02)`` with
-    torch's absolute bounds (+-2: no cut in practice), biases 0, LayerNorm 1/0, the
-    classification head (modules matching ``head``) all zero. Not torchvision's: see
-    ``torchvision_vit_recipe``."""
-    return {nnx.Linear: {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)},
-            head: {"kernel": constant(0.0), "bias": constant(0.0)}}
+def timm_vit_recipe(*, init_values: float | None = None, cls_token: str = "cls_token",
+                    pos_embed: str = "pos_embed", layer_scale: str = "*/ls[0-9]/*") -> dict:
+    """timm's ViT as ``VisionTransformer.init_weights()`` draws it by default (timm 1.0,
+    ``weight_init=''``): every Linear, the head included, ``trunc_normal_(std=0.02)`` with
+    torch's absolute bounds (+-2: no cut in practice) and bias 0; the position embedding
+    (parameters matching ``pos_embed``) ``trunc_normal_(std=0.02)``; the class token (matching
+    ``cls_token``) N(0, 1e-6^2); LayerNorm 1/0 and the patch embedding's Conv torch's default
+    (the rules' own); with ``init_values``, each LayerScale parameter (matching
+    ``layer_scale``: timm's ``blocks/0/ls1/gamma``) that constant. timm's "jax" mode, which
+    zeroes the head, is another recipe. Checked against timm's own model by
+    ``parity.check``'s init part (``tests/porting/test_inferred_init.py``). Not
+    torchvision's: see ``torchvision_vit_recipe``."""
+    recipe: dict = {nnx.Linear: {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)},
+                    cls_token: jax.nn.initializers.normal(1e-6),
+                    pos_embed: trunc_normal(std=0.02)}
+    if init_values is not None:
+        recipe[layer_scale] = constant(init_values)
+    return recipe
 
 
 def _trunc_normal_fan_in():

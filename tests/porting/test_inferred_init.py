@@ -211,3 +211,60 @@ def test_a_bad_recipe_file_is_refused_by_name(tmp_path):
     bad.write_text('{"version": 99}')
     with pytest.raises(P.ParityError, match=r"recipe: .*bad\.json is not an init recipe"):
         InitRecipe.load(bad)
+
+
+# --- timm's VisionTransformer: built again by its own init_weights, no fresh_torch ------------
+
+def _timm_vit():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.models.VisionTransformer(**V.TIMM_VIT).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    return net, (lambda: V.TimmViT(nnx.Rngs(0))), x, dict(flax_inputs=P.nhwc)
+
+
+MODELS["timm_vit"] = _timm_vit
+# timm 1.0's init_weights(''): Linear trunc_normal(0.02) (the head too) and bias 0, pos_embed
+# trunc_normal(0.02), cls_token N(0, 1e-6^2), LayerScale init_values, the patch Conv torch's
+# default: kaiming_uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)), fan_in 3 * 8 * 8
+EXPECTED["timm_vit"] = {"blocks.0.attn.qkv.weight": ("normal", 0.02, ()),
+                        "head.weight": ("normal", 0.02, ()),
+                        "blocks.1.ls2.gamma": ("constant", 1e-5, ()),
+                        "pos_embed": ("normal", 0.02, ()),
+                        "cls_token": ("normal", 1e-6, ())}
+
+
+def test_timm_vit_is_built_again_by_its_own_init_weights():
+    """No fresh_torch: timm's model re-runs its init on a copy. The laws are timm's (the
+    class token's 64 values drawn 32 times to reach 2,000); the patch stem is torch's Conv
+    default, a uniform of bound 1/sqrt(192)."""
+    recipe = _recipe("timm_vit")
+    assert "init_weights() on a copy" in recipe.source
+    for key, (family, value, _) in EXPECTED["timm_vit"].items():
+        law = recipe.laws[key]
+        assert law.family == family, (key, law.describe())
+        if family == "normal":
+            assert abs(law.params["std"] - value) < 5 * value / np.sqrt(2 * law.n), key
+        elif family == "constant":
+            assert law.params["value"] == pytest.approx(value, rel=1e-6)
+    stem = recipe.laws["patch_embed.proj.weight"]
+    assert stem.family == "uniform" and stem.params["high"] == pytest.approx(
+        1 / np.sqrt(192), rel=0.02)
+
+
+@pytest.mark.slow
+def test_timm_vit_init_part_passes_and_the_fixed_built_in_recipe_agrees():
+    """The init part with no recipe passes; timm_vit_recipe (fixed: the head drawn like
+    every Linear, the class token, the position embedding, LayerScale) passes against timm's
+    own draws too; the old recipe's zero head fails there, named."""
+    import winit_jax.torch_like as tl
+
+    net, port, x, kw = _timm_vit()
+    P.check(net, nnx.eval_shape(port), x, init_seeds=4, layers=False, **kw).assert_ok()
+    recipe = tl.timm_vit_recipe(init_values=1e-5, layer_scale="*/scale[12]/*")
+    P.check(net, nnx.eval_shape(port), x, init_seeds=4, layers=False, overrides=recipe,
+            **kw).assert_ok()
+    old = {**recipe, "head": {"kernel": tl.constant(0.0), "bias": tl.constant(0.0)}}
+    failed = P.check(net, nnx.eval_shape(port), x, init_seeds=4, layers=False, overrides=old,
+                     **kw).failures()
+    assert {c.name for c in failed if c.part == "init"} == {"head.weight"}

@@ -272,3 +272,68 @@ class ViT(nnx.Module):
         else:
             x = jnp.concatenate([cls, x], axis=1)
         return self.head(self.encoder(x)[:, 0])
+
+
+# --- timm's VisionTransformer (LayerScale), big_vision's names ----------------------------------
+
+TIMM_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
+                num_classes=10, init_values=1e-5)
+
+
+class Scale(nnx.Module):
+    """timm's LayerScale: one vector, multiplied in."""
+
+    def __init__(self, dim, value):
+        self.scale = nnx.Param(jnp.full((dim,), value))
+
+    def __call__(self, x):
+        return x * self.scale[...]
+
+
+class TimmBlock(nnx.Module):
+    def __init__(self, d, heads, hidden, rngs):
+        self.ln1 = nnx.LayerNorm(d, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+        self.attn = nnx.Dict(qkv=nnx.Linear(d, 3 * d, rngs=rngs), out=nnx.Linear(d, d, rngs=rngs))
+        self.scale1 = Scale(d, 1e-5)
+        self.ln2 = nnx.LayerNorm(d, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+        self.mlp = Mlp(d, hidden, rngs)
+        self.scale2 = Scale(d, 1e-5)
+        self.heads = heads
+
+    def attention(self, x):
+        b, n, d = x.shape
+        qkv = self.attn["qkv"](x).reshape(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        w = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(d // self.heads), axis=-1)
+        return self.attn["out"]((w @ v).transpose(0, 2, 1, 3).reshape(b, n, d))
+
+    def __call__(self, x):
+        x = x + self.scale1(self.attention(self.ln1(x)))
+        return x + self.scale2(self.mlp(self.ln2(x)))
+
+
+class TimmViT(nnx.Module):
+    """timm's ``cls_token`` and ``pos_embed`` on the model itself (their names kept: a module
+    holding two parameters pairs them by name), the rest named as big_vision does."""
+
+    def __init__(self, rngs, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+                 mlp_ratio=2.0, num_classes=10, init_values=1e-5):
+        d, n = embed_dim, (img_size // patch_size) ** 2
+        self.embedding = nnx.Conv(3, d, (patch_size, patch_size), strides=patch_size,
+                                  padding="VALID", rngs=rngs)
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, d)))
+        self.pos_embed = nnx.Param(jnp.zeros((1, n + 1, d)))
+        self.encoder = nnx.List([TimmBlock(d, num_heads, int(d * mlp_ratio), rngs)
+                                 for _ in range(depth)])
+        self.encoder_norm = nnx.LayerNorm(d, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+        self.head = nnx.Linear(d, num_classes, rngs=rngs)
+
+    def __call__(self, x):  # (N, H, W, 3)
+        x = self.embedding(x)
+        b, d = x.shape[0], x.shape[-1]
+        x = x.reshape(b, -1, d)
+        x = jnp.concatenate([jnp.broadcast_to(self.cls_token[...], (b, 1, d)), x], axis=1)
+        x = x + self.pos_embed[...]
+        for block in self.encoder:
+            x = block(x)
+        return self.head(self.encoder_norm(x)[:, 0])

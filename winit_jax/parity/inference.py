@@ -1,6 +1,7 @@
 """A port initialised as its torch model initialises itself, with no recipe written by hand:
 torch's model is built again several times (Hugging Face's ``type(m)(m.config)``,
-diffusers' ``from_config``, or the porter's ``fresh_torch``), each tensor's law is
+diffusers' ``from_config``, a model's own ``init_weights()`` on a copy (timm), or the
+porter's ``fresh_torch``), each tensor's law is
 identified from those draws among the families real models use, and the result is a
 ``InitRecipe``: data (JSON), applied to the port through the checkpoint loader's ``Plan``
 (so every layout, transpose, packed projection and scanned stack is handled as loading
@@ -177,7 +178,27 @@ def rebuild(torch_module, fresh_torch: Callable | None = None):
         return (lambda: cls(copy.deepcopy(config))), f"{cls.__name__}(config), as HF builds it"
     if config is not None and hasattr(cls, "from_config"):  # diffusers
         return (lambda: cls.from_config(config)), f"{cls.__name__}.from_config(config)"
+    init_weights = getattr(torch_module, "init_weights", None)
+    if callable(init_weights) and _no_required_arguments(init_weights):
+        # a model whose class re-runs its own init (timm's init_weights)
+        def again():
+            fresh = copy.deepcopy(torch_module)
+            fresh.init_weights()
+            return fresh
+        return again, f"{cls.__name__}.init_weights() on a copy"
     return None, "the model cannot be built again from what it holds"
+
+
+def _no_required_arguments(fn) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL,
+                                                                       p.VAR_KEYWORD)
+               for p in params)
 
 
 @dataclasses.dataclass
