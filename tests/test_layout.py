@@ -116,7 +116,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_library_has_no_import_cycle():
     """Arrows one way inside the library too: core (initializers <- torch_draws, sampling,
-    activations, schemes) <- kinds, cells <- forward, lsuv, torch_like <- parity (pairing <- the stages of check)."""
+    activations, schemes) <- kinds, cells <- forward, lsuv, torch_like <- parity (pairing <-
+    the stages of check)."""
     graph = import_graph()
     assert "winit_jax.kinds" in graph and "winit_jax.parity.harness" in graph
     assert cycles(graph) == []

@@ -77,8 +77,16 @@ def _resnet18():
         flax_inputs=P.nhwc, fresh_torch=build)
 
 
+def _unet():
+    from tests.porting.test_unet import UNet, data, torch_unet
+
+    sample, t = data()
+    return torch_unet(), (lambda: UNet(nnx.Rngs(0))), (sample, t), dict(
+        flax_inputs=(P.nhwc, None), flax_outputs=P.nchw, torch_outputs=lambda out: out.sample)
+
+
 MODELS = {"bert": _bert, "gpt2": _gpt2, "llama": _llama, "convnext": _convnext,
-          "resnet18": _resnet18}
+          "resnet18": _resnet18, "unet": _unet}
 
 
 def _recipe(name):
@@ -110,10 +118,15 @@ EXPECTED = {
                  "features.0.0.bias": ("constant", 0.0, ())},
     "resnet18": {"layer1.0.conv1.weight": ("normal", (2 / (64 * 9)) ** 0.5, ()),
                  "layer4.1.bn2.weight": ("constant", 1.0, ())},
+    # diffusers' UNet2DModel (built again by from_config) keeps torch's layer defaults:
+    # U(+-1/sqrt(fan_in)) for convolutions and Linears, GroupNorm ones
+    "unet": {"conv_in.weight": ("uniform", 1 / (3 * 9) ** 0.5, ()),
+             "down_blocks.1.attentions.0.to_q.weight": ("uniform", 1 / 32 ** 0.5, ()),
+             "mid_block.resnets.0.norm1.weight": ("constant", 1.0, ())},
 }
 
 
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "convnext", "resnet18"])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "convnext", "resnet18", "unet"])
 def test_the_inferred_laws_are_the_libraries_own(name):
     """Each std within 5 standard errors of the library's (sigma / sqrt(2n) for a pooled
     sample of n values; Bonferroni is moot at this margin), each constant exact."""
@@ -124,13 +137,15 @@ def test_the_inferred_laws_are_the_libraries_own(name):
         assert law.zero_rows == zero_rows, (key, law.describe())
         if family == "constant":
             assert law.params["value"] == pytest.approx(value, rel=1e-6), key
+        elif family == "uniform":  # the fitted bound within 2 % (its error is ~ bound / n)
+            assert law.params["high"] == pytest.approx(value, rel=0.02), (key, law.describe())
         else:
             assert abs(law.params["std"] - value) < 5 * value / np.sqrt(2 * law.n), (
                 key, law.describe())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "convnext", "resnet18"])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "convnext", "resnet18", "unet"])
 def test_check_init_part_passes_with_no_recipe_written(name):
     net, port, x, kw = MODELS[name]()
     report = P.check(net, nnx.eval_shape(port), x, init_seeds=4, layers=False, **kw)

@@ -188,8 +188,8 @@ def cmd_parity(args, parser) -> int:
     from flax import nnx
 
     from winit_jax import parity
-    from winit_jax.lab.experiment import torch_available
     from winit_jax.lab import examples as E
+    from winit_jax.lab.experiment import torch_available
 
     if not torch_available():
         parser.error("argument --torch: torch is not installed (pip install 'winit-jax[torch]')")
@@ -358,8 +358,7 @@ def _variance(args, dataset, rows, **kw):
 
 
 def cmd_compare(args, parser) -> int:
-    from winit_jax.lab import plots, report
-    from winit_jax.lab import verdict
+    from winit_jax.lab import plots, report, verdict
     from winit_jax.lab.experiment import compare, run_kinds, summarise
     from winit_jax.lab.runs import finish
     from winit_jax.lab.train import TrainConfig

@@ -16,8 +16,8 @@ def mnist_cnn(*, data_dir=None, batch_size: int = 100, seed: int = 0):
 
     from winit_jax import parity
     from winit_jax.lab import data
-    from winit_jax.lab.experiment import default_data_dir
     from winit_jax.lab.examples import flax_cnn, torch_cnn
+    from winit_jax.lab.experiment import default_data_dir
     from winit_jax.parity import nhwc
 
     images, labels = data.load_sample()

@@ -10,7 +10,7 @@ import importlib
 
 import numpy as np
 
-from winit_jax.parity.io import nchw, nhwc
+from winit_jax.parity.io import nhwc
 
 
 def example(name: str):

@@ -12,7 +12,6 @@ are imported only when a function needs them.
 
 import sys as _sys
 
-
 from winit_jax.kinds import Kind as Kind
 from winit_jax.kinds import ParityError as ParityError
 from winit_jax.kinds import kinds as kinds
@@ -37,20 +36,20 @@ from winit_jax.parity.pairing import Pairing as Pairing
 from winit_jax.parity.pairing import pair as pair
 from winit_jax.parity.pairing.registration import layer_kind as layer_kind
 from winit_jax.parity.pairing.registration import register_layer as register_layer
+from winit_jax.parity.pairing.transfer import from_torch as from_torch
+from winit_jax.parity.pairing.transfer import to_torch as to_torch
 from winit_jax.parity.report import TOLERANCES as TOLERANCES
 from winit_jax.parity.report import Check as Check
 from winit_jax.parity.report import Outcome as Outcome
 from winit_jax.parity.report import ParityReport as ParityReport
 from winit_jax.parity.saving import save_checkpoint as save_checkpoint
 from winit_jax.parity.stats import rel_gap as rel_gap
-from winit_jax.parity.pairing.transfer import from_torch as from_torch
-from winit_jax.parity.pairing.transfer import to_torch as to_torch
 
-__all__ = ["TOLERANCES", "Check", "InitRecipe", "Kind", "LoadReport", "Outcome", "Pair", "Pairing", "ParityError",
-           "ParityReport", "Plan", "accuracy", "check", "cross_entropy", "from_torch", "infer_recipe", "kinds",
-           "layer_kind", "load_checkpoint", "make_plan", "nchw", "nhwc", "pair", "register", "register_layer",
-           "registered",
-           "rel_gap", "save_checkpoint", "to_torch", "translate_optimizer", "translate_schedule",
+__all__ = ["TOLERANCES", "Check", "InitRecipe", "Kind", "LoadReport", "Outcome", "Pair",
+           "Pairing", "ParityError", "ParityReport", "Plan", "accuracy", "check", "cross_entropy",
+           "from_torch", "infer_recipe", "kinds", "layer_kind", "load_checkpoint", "make_plan",
+           "nchw", "nhwc", "pair", "register", "register_layer", "registered", "rel_gap",
+           "save_checkpoint", "to_torch", "translate_optimizer", "translate_schedule",
            "unregister"]
 
 # Modules that moved into ``pairing`` keep their old import paths (``import

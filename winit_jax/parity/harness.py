@@ -15,6 +15,7 @@ from winit_jax.kinds import ParityError, registered
 from winit_jax.kinds.stochastic import active_dropout
 from winit_jax.parity.localise import first_divergence
 from winit_jax.parity.pairing import Pairing
+from winit_jax.parity.pairing.transfer import check_dtype, flax_updates
 from winit_jax.parity.randomness import refuse_random
 from winit_jax.parity.report import (
     Outcome,
@@ -27,7 +28,6 @@ from winit_jax.parity.stage_init import init_stage
 from winit_jax.parity.stage_layers import layer_stage, train_mode_layers
 from winit_jax.parity.stage_metric import metric_stage
 from winit_jax.parity.stage_steps import Training, step_stage
-from winit_jax.parity.pairing.transfer import check_dtype, flax_updates
 
 
 def check(torch_module, model, inputs, *, kwargs: Mapping | None = None, targets=None,

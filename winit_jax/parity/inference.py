@@ -15,9 +15,9 @@ draws, a Kolmogorov-Smirnov test at level ``LEVEL`` / (random tensors) (Bonferro
 simplest family that passes chosen; a tensor with fewer than ``MIN_VALUES`` pooled values
 (too few to tell a normal from a uniform of the same variance: their KS distance is 0.05)
 gets its layer kind's torch default, with a note, as does one no family fits; torch's model
-is built again (up to ``MAX_DRAWS`` times) until every random tensor has that many values. Where torch
-cannot be rebuilt, the one instance given is all there is: its entries are read, and the
-recipe says so.
+is built again (up to ``MAX_DRAWS`` times) until every random tensor has that many values.
+Where torch cannot be rebuilt, the one instance given is all there is: its entries are
+read, and the recipe says so.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from winit_jax import optim
 from winit_jax.kinds import ParityError, at_path
 from winit_jax.optim.rules import RULES, Rule
 from winit_jax.optim.transforms import leaf_path, rule_transformation
-from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.pairing import Pairing
+from winit_jax.parity.pairing.layers import tensor_prefix
 
 # Schedulers that read a metric cannot be replayed ahead of time.
 _METRIC_SCHEDULERS = ("ReduceLROnPlateau",)

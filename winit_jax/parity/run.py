@@ -24,14 +24,14 @@ from winit_jax.parity.io import (
     leaves,
     matched,
 )
-from winit_jax.parity.pairing.call_order import port_calls
-from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.losses import regression_loss, target_loss
 from winit_jax.parity.pairing import Pair, resolve
+from winit_jax.parity.pairing.call_order import port_calls
+from winit_jax.parity.pairing.layers import tensor_prefix
+from winit_jax.parity.pairing.transfer import torch_values
 from winit_jax.parity.report import (
     TOLERANCES,
 )
-from winit_jax.parity.pairing.transfer import torch_values
 
 
 @dataclasses.dataclass

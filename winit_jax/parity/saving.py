@@ -20,8 +20,8 @@ from winit_jax.parity.checkpoint_files import (
     np_dtype,
     write_safetensors,
 )
-from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.pairing import resolve
+from winit_jax.parity.pairing.layers import tensor_prefix
 from winit_jax.parity.pairing.transfer import _by_inputs, torch_values
 
 

@@ -15,11 +15,11 @@ from flax import nnx
 
 from winit_jax.parity.kinks import PROBE_ULPS, PROBES, Kinks, may_flip
 from winit_jax.parity.pairing.layers import torch_layers
+from winit_jax.parity.pairing.transfer import set_from, torch_values
 from winit_jax.parity.report import Check, Outcome
 from winit_jax.parity.run import Run, port_outputs_and_grads, torch_outputs_and_grads
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
-from winit_jax.parity.pairing.transfer import set_from, torch_values
 
 PART = "single step"
 

@@ -3,7 +3,6 @@ held to tolerances measured on the run; nearby-input probes for a kink flip in f
 
 from __future__ import annotations
 
-
 import numpy as np
 from flax import nnx
 

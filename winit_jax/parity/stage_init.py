@@ -10,6 +10,7 @@ import numpy as np
 
 from winit_jax.kinds import ParityError
 from winit_jax.parity.pairing.layers import torch_layers
+from winit_jax.parity.pairing.transfer import torch_values
 from winit_jax.parity.report import (
     KS_ALPHA,
     Check,
@@ -17,7 +18,8 @@ from winit_jax.parity.report import (
 )
 from winit_jax.parity.run import Findings, Run
 from winit_jax.parity.stats import compare_draws, random_tensors
-from winit_jax.parity.pairing.transfer import torch_values
+
+RECIPE_SEEDS = 1000  # infer_recipe builds torch's model with seeds 0..63
 
 
 def _reset_torch(module):
@@ -70,7 +72,9 @@ def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
                             pairing=run.paired)
         for k, v in torch_values(run.paired, "flax").items():
             ours.setdefault(k, []).append(np.asarray(v))
-        torch.manual_seed(1000 + seed)  # not the seeds the recipe was inferred from
+        # torch's reference draws: seeds apart from those the recipe was inferred from
+        # (RECIPE_SEEDS on), so that the test is not of a fit against its own data
+        torch.manual_seed(seed if inferred is None else RECIPE_SEEDS + seed)
         if factory is None:
             _reset_torch(run.torch_module)
             layers = None

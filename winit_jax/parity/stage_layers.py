@@ -14,6 +14,7 @@ from flax import nnx
 
 from winit_jax.kinds import np_copy
 from winit_jax.parity.io import Batch
+from winit_jax.parity.pairing.transfer import set_from
 from winit_jax.parity.report import (
     LayerRow,
     Outcome,
@@ -21,7 +22,6 @@ from winit_jax.parity.report import (
 from winit_jax.parity.run import Findings, Run, as_float64
 from winit_jax.parity.stats import rel_gap
 from winit_jax.parity.tolerance import compared, demoted, measured
-from winit_jax.parity.pairing.transfer import set_from
 
 # The smallest per-layer tolerance in float32: 16 float32 ulps (relative to the layer's
 # scale), where torch's own float32-vs-float64 gap is smaller than rounding can explain.

@@ -14,8 +14,9 @@ from flax import nnx
 from winit_jax.kinds import ParityError
 from winit_jax.parity.jaxprs import float32_results
 from winit_jax.parity.kinks import port_kinks
-from winit_jax.parity.pairing.layers import tensor_prefix, torch_layers
 from winit_jax.parity.optimizer import translate_optimizer
+from winit_jax.parity.pairing.layers import tensor_prefix, torch_layers
+from winit_jax.parity.pairing.transfer import torch_values
 from winit_jax.parity.report import (
     Check,
     Outcome,
@@ -40,7 +41,6 @@ from winit_jax.parity.tolerance import (
     moving_entries,
     rounding_dominates,
 )
-from winit_jax.parity.pairing.transfer import torch_values
 
 # A step check whose measured tolerance exceeds this fraction of what the steps changed
 # could not fail a port whose training is that fraction off (a learning rate or a loss 10 %

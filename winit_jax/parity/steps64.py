@@ -14,10 +14,10 @@ from flax import nnx
 
 from winit_jax.parity.jaxprs import float32_results
 from winit_jax.parity.pairing.layers import torch_layers
+from winit_jax.parity.pairing.transfer import torch_values
 from winit_jax.parity.report import TOLERANCES
 from winit_jax.parity.run import Run, first_line, float32_parts
 from winit_jax.parity.stats import rel_gap
-from winit_jax.parity.pairing.transfer import torch_values
 
 PART = "step (float64)"
 # where the update itself runs partly in float32: 16 float32 ulps

@@ -106,9 +106,10 @@ def port_error(e: Exception, batch, open_calls: list, done: list) -> ParityError
 def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
     """The layers left, paired by the order of their first calls: the two sequences must
     have as many layers, each place of the same kind and shapes; else one error naming the
-    first place they part. Parallel branches (layers that take the same input, neither holding the
-    other) are paired only where both sides name their roles alike (``PROJECTION_ROLES``: ``to_q`` with
-    ``query``); else refused, naming both."""
+    first place they part. Parallel branches (layers that take the same input, neither
+    holding the other) are paired only where both sides name their roles alike
+    (``PROJECTION_ROLES``: ``to_q`` with ``query``), or by the one branch whose shapes fit
+    (``_align_parallel``); else refused, naming both."""
     t_order, f_order, t_input, f_input = orders
     t_seq = [n for n in t_order if n in t_left]
     f_seq = [p for p in f_order if p in f_left]
@@ -132,7 +133,8 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
                     raise ParityError(
                         f"call order: {side} {a or '<root>'!r} and {b or '<root>'!r} take "
                         f"the same input (parallel branches) and both fit "
-                        f"{'nnx' if side == 'torch' else 'torch'} {partner or '<root>'!r}; the order they run in cannot tell which is which: "
+                        f"{'nnx' if side == 'torch' else 'torch'} {partner or '<root>'!r}; "
+                        "the order they run in cannot tell which is which: "
                         f"pass mapping= (torch name: nnx path) or name them alike")
     for i, (tn, fp) in enumerate(zip(t_seq, f_seq)):
         _, why = fits(t_left[tn], f_left[fp])
@@ -201,4 +203,5 @@ def confirm_mapping(found: dict, orders) -> None:
                               "entries look swapped")
 
 
-__all__ = ["by_call_order", "call_orders", "confirm_mapping", "port_calls", "port_error"]
+__all__ = ["by_call_order", "call_orders", "confirm_mapping", "port_calls",
+           "port_error"]

@@ -124,7 +124,8 @@ def misfit(kind: Kind, t, f) -> str | None:
 def fits(t, f) -> tuple[Kind | None, str | None]:
     kind = kind_for(t, f)
     if kind is None:
-        return None, "no layer kind pairs these two (winit_jax.parity.layer_kind builds one: kinds=[...])"
+        return None, ("no layer kind pairs these two (winit_jax.parity.layer_kind builds one: "
+                      "kinds=[...])")
     return kind, misfit(kind, t, f)
 
 
