@@ -243,3 +243,20 @@ def test_an_error_in_the_ports_own_code_names_its_layer_not_the_inputs():
             return super().__call__(input_ids, None)
     with pytest.raises(P.ParityError, match=r"^inputs: .* does not fit the nnx model"):
         P.check(net, TakesNoMask(nnx.Rngs(0)), ids, **kw)
+
+
+def test_a_meta_skeleton_whose_forward_needs_values_is_refused_saying_what_to_do():
+    """BERT's forward calls .item() (its mask): pairing it by call order on the meta device
+    cannot run. One ParityError naming the module where it rose and the ways out (before: a
+    message blaming the inputs); the CPU skeleton plans, as the message says."""
+    net, ids, kw = _bert()
+    with torch.device("meta"):
+        meta = transformers.BertForMaskedLM(transformers.BertConfig(**bert_port.CONFIG))
+    port = nnx.eval_shape(lambda: bert_port.BertMLM(nnx.Rngs(0)))
+    with pytest.raises(P.ParityError, match=r"^torch_module is on the meta device \(a skeleton\) "
+                                            r"and its forward needs values \(inside torch bert "
+                                            r"\(BertModel\)\): Tensor\.item\(\) .* build the "
+                                            r"skeleton on the CPU"):
+        P.make_plan(meta, port, inputs=ids, kwargs=kw["kwargs"])
+    plan = P.make_plan(net, port, inputs=ids, kwargs=kw["kwargs"])
+    assert "layers/1/attn/key/kernel" in plan.variables

@@ -21,19 +21,51 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
     named = dict(torch_module.named_modules())
     t_order, t_input = [], {}
+    running: list[str] = []  # the torch modules whose forward is running, outermost first
 
     def seen(mod, inp, name):
         t_order.append(name)
         t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
+
+    def enter(mod, inp, name):
+        running.append(name)
+
+    def leave(mod, inp, out, name):
+        if running and running[-1] == name:
+            running.pop()
     try:
-        batch.torch_eval(torch_module, [(named[name],
-                                         lambda mod, inp, name=name: seen(mod, inp, name))
-                                        for name, _ in torch_layers(torch_module) if name in named])
+        batch.torch_eval(
+            torch_module,
+            [(m, lambda mod, inp, name=name: enter(mod, inp, name))
+             for name, m in named.items()]
+            + [(named[name], lambda mod, inp, name=name: seen(mod, inp, name))
+               for name, _ in torch_layers(torch_module) if name in named],
+            [(m, lambda mod, inp, out, name=name: leave(mod, inp, out, name))
+             for name, m in named.items()])
     except Exception as e:
-        raise ParityError(f"inputs: {inputs_text(batch, 'torch')} does not fit the torch "
-                          f"module: {first_line(e)}") from None
+        raise torch_error(e, batch, torch_module, running) from None
     f_order, f_input = port_calls(model, batch)
     return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
+
+
+def torch_error(e: Exception, batch, torch_module, running: list[str]) -> ParityError:
+    """The error of torch's forward pass on the inputs, named by the innermost module that
+    was running; on the meta device (a skeleton), one that needs values (``.item()``,
+    data-dependent control flow) says so and what to do instead."""
+    where = ""
+    if running:
+        name = running[-1]
+        module = dict(torch_module.named_modules())[name]
+        where = f" (inside torch {name or '<root>'} ({type(module).__name__}))"
+    on_meta = any(p.is_meta for p in torch_module.parameters())
+    if on_meta:
+        return ParityError(
+            f"torch_module is on the meta device (a skeleton) and its forward needs values"
+            f"{where}: {first_line(e)}; pairing by call order runs torch's forward: build the "
+            "skeleton on the CPU (no weights are read from it), or pair once where it can "
+            "run and save the plan (parity.make_plan(...).save; Plan.load), or pass mapping=")
+    return ParityError(f"inputs: {inputs_text(batch, 'torch')} does not fit the torch module"
+                       f"{where}: {first_line(e)}")
 
 
 def port_calls(model, batch) -> tuple[list[str], dict]:
@@ -204,4 +236,4 @@ def confirm_mapping(found: dict, orders) -> None:
 
 
 __all__ = ["by_call_order", "call_orders", "confirm_mapping", "port_calls",
-           "port_error"]
+           "port_error", "torch_error"]
