@@ -68,19 +68,62 @@ def test_gpt2_from_every_kind_of_file_equals_from_torch_bit_for_bit(tmp_path):
     assert same(port, want)
 
 
-def test_bfloat16_stays_bfloat16(tmp_path):
+def test_each_variable_takes_the_ports_declared_dtype(tmp_path):
+    """A bfloat16 file: into a float32 port, float32 (exactly the bfloat16 values, counted
+    as conversions); into a port declared bfloat16, bfloat16 with no conversion; dtype=
+    overrides the port."""
     net = torch_gpt2().to(torch.bfloat16)
     st.save_model(net, tmp_path / "bf16.safetensors")
-    port = abstract_gpt2()
-    P.load_checkpoint(tmp_path / "bf16.safetensors", port, torch_module=meta_gpt2())
-    got = port.transformer.h[0].attn.c_attn.kernel.get_value()
-    assert got.dtype == jax.numpy.bfloat16
     want = net.transformer.h[0].attn.c_attn.weight.detach().float().numpy()  # Conv1D: (in, out)
+    port = abstract_gpt2()
+    report = P.load_checkpoint(tmp_path / "bf16.safetensors", port, torch_module=meta_gpt2())
+    got = port.transformer.h[0].attn.c_attn.kernel.get_value()
+    assert got.dtype == np.float32 and np.array_equal(np.asarray(got), want)
+    assert set(report.converted.values()) == {"bfloat16 -> float32"}
+    assert len(report.converted) == len(report.filled) and "converted: " in str(report)
+    bf16 = abstract_gpt2()  # the port declared bfloat16 (as param_dtype= would)
+    for _, var in nnx.iter_graph(bf16):
+        if isinstance(var, nnx.Param):
+            var.set_value(jax.ShapeDtypeStruct(var.get_value().shape, jax.numpy.bfloat16))
+    report = P.load_checkpoint(tmp_path / "bf16.safetensors", bf16, torch_module=meta_gpt2())
+    got = bf16.transformer.h[0].attn.c_attn.kernel.get_value()
+    assert got.dtype == jax.numpy.bfloat16 and not report.converted
     assert np.array_equal(np.asarray(got, np.float32), want)
     port = abstract_gpt2()
     P.load_checkpoint(tmp_path / "bf16.safetensors", port, torch_module=meta_gpt2(),
-                      dtype=np.float32)
-    assert port.transformer.wte.embedding.get_value().dtype == np.float32
+                      dtype=jax.numpy.bfloat16)
+    assert port.transformer.wte.embedding.get_value().dtype == jax.numpy.bfloat16
+
+
+def test_a_bfloat16_resnet_keeps_a_ports_float32_batch_statistics(tmp_path):
+    """Flax keeps BatchNorm statistics float32 whatever param_dtype: a bfloat16 ResNet-18 file
+    leaves them float32 (before: silently bfloat16), its parameters bfloat16."""
+    from torchvision.models import resnet18
+
+    from winit_jax.models import ResNet18
+    torch.manual_seed(0)
+    net = resnet18(num_classes=10).to(torch.bfloat16)
+    st.save_model(net, tmp_path / "r18.safetensors")
+    port = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0),
+                                           param_dtype=jax.numpy.bfloat16))
+    with torch.device("meta"):
+        skeleton = resnet18(num_classes=10)
+    report = P.load_checkpoint(tmp_path / "r18.safetensors", port, torch_module=skeleton,
+                               ignore=["*num_batches_tracked"])
+    assert port.bn1.mean.get_value().dtype == np.float32
+    assert port.bn1.scale.get_value().dtype == jax.numpy.bfloat16
+    assert np.array_equal(np.asarray(port.bn1.mean.get_value()),
+                          net.bn1.running_mean.float().numpy())
+    assert set(report.converted.values()) == {"bfloat16 -> float32"}
+    assert all(path.endswith(("/mean", "/var")) for path in report.converted)
+
+
+def test_a_training_checkpoint_is_unwrapped_and_the_report_says_so(tmp_path):
+    net = torch_gpt2()
+    torch.save({"state_dict": net.state_dict(), "epoch": 3}, tmp_path / "train.pt")
+    report = P.load_checkpoint(tmp_path / "train.pt", abstract_gpt2(), torch_module=meta_gpt2())
+    assert "train.pt is a training checkpoint: its 'state_dict' entry read (epoch left)" in str(
+        report)
 
 
 def test_the_round_trip_through_save_checkpoint_is_exact(tmp_path):
@@ -110,8 +153,12 @@ def test_the_round_trip_through_save_checkpoint_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("slip,message", [
-    ("missing", r"checkpoint: transformer\.h\.1\.mlp\.c_fc\.bias is missing"),
-    ("extra", r"checkpoint: extra\.weight is not used: the torch module has no such tensor"),
+    ("missing", r"checkpoint: state dict does not fit this model: 1 keys the model needs are "
+                r"missing \(transformer\.h\.#\.mlp\.c_fc: bias\); nothing was changed"),
+    ("extra", r"checkpoint: state dict does not fit this model: 1 keys are not the model's "
+              r"\(extra: weight; pass ignore=\[\.\.\.\] to skip them\); the file's top-level "
+              r"names are \['extra', 'lm_head', 'transformer'\], the model's \['lm_head', "
+              r"'transformer'\]"),
     ("shape", r"checkpoint: transformer\.ln_f\.weight has shape \(31,\); the torch module's "
               r"is \(32,\)"),
 ])

@@ -6,6 +6,8 @@ no ``register_layer``. Each pairs, passes forward, gradients and every layer, an
 realistic slip is localised to the layer where it first shows. The expected pairs and
 places follow from each model's structure, not from a run."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -260,3 +262,34 @@ def test_a_meta_skeleton_whose_forward_needs_values_is_refused_saying_what_to_do
         P.make_plan(meta, port, inputs=ids, kwargs=kw["kwargs"])
     plan = P.make_plan(net, port, inputs=ids, kwargs=kw["kwargs"])
     assert "layers/1/attn/key/kernel" in plan.variables
+
+
+def test_another_models_checkpoint_is_refused_with_its_keys_grouped(tmp_path):
+    """A BertForSequenceClassification file into the masked-LM port: the missing keys (the
+    MLM head) and the unexpected ones (the pooler, the classifier) grouped by layer, the
+    top-level names of both, and the port left as it was."""
+    import safetensors.torch as st
+
+    net, ids, kw = _bert()
+    torch.manual_seed(1)
+    other = transformers.BertForSequenceClassification(
+        transformers.BertConfig(**bert_port.CONFIG))
+    st.save_model(other, tmp_path / "cls.safetensors")
+    port = bert_port.BertMLM(nnx.Rngs(0))
+    before = [np.asarray(v[...]).copy() for _, v in nnx.iter_graph(port)
+              if isinstance(v, nnx.Param)]
+    with pytest.raises(P.ParityError) as e:
+        P.load_checkpoint(tmp_path / "cls.safetensors", port, torch_module=net, inputs=ids,
+                          kwargs=kw["kwargs"])
+    text = str(e.value)
+    assert re.search(r"5 keys the model needs are missing \(cls\.predictions: bias; "
+                     r"cls\.predictions\.transform\.dense: bias, weight; cls\.predictions\."
+                     r"transform\.LayerNorm: bias, weight\)", text), text
+    assert re.search(r"4 keys are not the model's \(bert\.pooler\.dense: bias, weight; "
+                     r"classifier: bias, weight;", text), text
+    assert "the file's top-level names are ['bert', 'classifier'], the model's ['bert', 'cls']" \
+        in text
+    assert sorted(e.value.unexpected) == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
+                                          "classifier.bias", "classifier.weight"]
+    after = [np.asarray(v[...]) for _, v in nnx.iter_graph(port) if isinstance(v, nnx.Param)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))

@@ -186,12 +186,19 @@ class LoadReport:
     bytes_read: int
     seconds: float
     whole_reads: list[str]
+    # {nnx variable: "bfloat16 -> float32"}: tensors converted to the variable's dtype
+    converted: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{len(self.used)} checkpoint tensors into {len(self.filled)} nnx variables, "
+        text = (f"{len(self.used)} checkpoint tensors into {len(self.filled)} nnx variables, "
                 f"{len(self.ignored)} ignored ({', '.join(sorted(set(self.ignored.values())))}"
                 f"), {len(self.tied)} tied; {self.bytes_read / 1e6:.1f} MB read in "
                 f"{self.seconds:.2f} s")
+        if self.converted:
+            kinds = collections.Counter(self.converted.values())
+            text += "; converted: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        return "\n".join([text, *(f"note: {n}" for n in self.notes)])
 
 
 def _resolve_keys(plan: Plan, source: Source, ignore: Sequence[str]) -> tuple[dict, dict, dict]:
@@ -203,17 +210,17 @@ def _resolve_keys(plan: Plan, source: Source, ignore: Sequence[str]) -> tuple[di
     for name, owner in plan.ties.items():
         aliases.setdefault(owner, []).append(name)
         aliases.setdefault(name, []).append(owner)
-    rename, tied = {}, {}
+    rename, tied, missing = {}, {}, []
     for key in plan.keys_read():
         if key in have:
             rename[key] = key
             continue
         found = [a for a in aliases.get(key, []) if a in have]
         if not found:
-            raise ParityError(f"checkpoint: {key} is missing (the nnx model needs it; "
-                              f"{len(have)} keys in {source.what})")
+            missing.append(key)
+            continue
         rename[key], tied[found[0]] = found[0], f"read for {key} (tied)"
-    ignored = {}
+    ignored, unexpected = {}, []
     for key in source.keys():
         if key in rename.values():
             continue
@@ -224,9 +231,48 @@ def _resolve_keys(plan: Plan, source: Source, ignore: Sequence[str]) -> tuple[di
         elif any(fnmatch.fnmatchcase(key, pattern) for pattern in ignore):
             ignored[key] = "ignore= asked"
         else:
-            raise ParityError(f"checkpoint: {key} is not used: the torch module has no such "
-                              "tensor (pass ignore=[...] to skip it)")
+            unexpected.append(key)
+    if missing or unexpected:
+        raise _wrong_keys(missing, unexpected, plan, source)
     return rename, tied, ignored
+
+
+def _grouped(keys: list[str], most: int = 4) -> str:
+    """Keys grouped by layer, numbered layers as one (``bert.encoder.layer.#.output.dense:
+    weight, bias (x2)``), the first ``most`` groups."""
+    groups: dict[str, tuple[set, set]] = {}
+    for key in keys:
+        layer, _, tensor = key.rpartition(".")
+        template = ".".join("#" if part.isdigit() else part for part in layer.split("."))
+        tensors, layers = groups.setdefault(template or "<root>", (set(), set()))
+        tensors.add(tensor)
+        layers.add(layer)
+    shown = [f"{t}: {', '.join(sorted(ts))}" + (f" (x{len(ls)})" if len(ls) > 1 else "")
+             for t, (ts, ls) in list(groups.items())[:most]]
+    more = len(groups) - most
+    return "; ".join(shown) + (f"; and {more} more layers" if more > 0 else "")
+
+
+def _wrong_keys(missing: list[str], unexpected: list[str], plan: Plan,
+                source: Source) -> ParityError:
+    """One error for a checkpoint that does not fit: the missing and the unexpected keys
+    grouped by layer, and the top-level prefixes of the file against the model's."""
+    def prefixes(keys):
+        return sorted({k.split(".")[0] for k in keys})
+    file_top, model_top = prefixes(source.keys()), prefixes(plan.torch_tensors)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} keys the model needs are missing ({_grouped(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} keys are not the model's ({_grouped(unexpected)}; "
+                     "pass ignore=[...] to skip them)")
+    looks = ("" if file_top == model_top else
+             f"; the file's top-level names are {file_top}, the model's {model_top}: "
+             "another model's checkpoint?")
+    error = ParityError(f"checkpoint: {source.what} does not fit this model: "
+                        + "; ".join(parts) + looks + "; nothing was changed")
+    error.missing, error.unexpected = list(missing), list(unexpected)
+    return error
 
 
 def _renamed(node: dict, rename: dict, source: Source) -> dict:
@@ -306,8 +352,10 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
       inputs: as ``mapping`` (above).
       kwargs: as ``mapping`` (above).
       flax_inputs: as ``mapping`` (above).
-      dtype: cast floating tensors to it; default: each as the checkpoint holds it
-        (bfloat16 stays bfloat16).
+      dtype: cast every floating tensor to it; default: each to the dtype the model's
+        variable declares (a bfloat16 file into a port with float32 BatchNorm statistics
+        keeps them float32; into a bfloat16 port, no float32 detour), converted one tensor
+        at a time; the report counts the conversions.
       mesh: the ``jax.sharding.Mesh`` for variables sharded over an abstract mesh.
       ignore: ``fnmatch`` patterns of checkpoint keys to skip on purpose.
 
@@ -336,7 +384,7 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
         plan = Plan.load(plan)
     source = open_source(source)
     rename, tied, ignored = _resolve_keys(plan, source, ignore)
-    variables = {}
+    variables, converted = {}, {}
     for path, node in plan.variables.items():
         try:
             var = at_path(model, path)
@@ -352,8 +400,12 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
         have = dtype_name(var.get_value().dtype)
         if _is_float(node["dtype"]) != _is_float(have):
             raise ParityError(f"nnx {path}: dtype {have}; the checkpoint holds {node['dtype']}")
-        if dtype is not None and _is_float(node["dtype"]):
-            node = {"op": "cast", "shape": node["shape"], "dtype": dtype_name(dtype), "x": node}
+        # the port's declared dtype decides where the value lands (dtype= overrides), one
+        # tensor at a time: a bfloat16 file keeps a port's float32 BatchNorm statistics
+        target = dtype_name(dtype) if dtype is not None else have
+        if _is_float(node["dtype"]) and node["dtype"] != target:
+            converted[path] = f"{node['dtype']} -> {target}"
+            node = {"op": "cast", "shape": node["shape"], "dtype": target, "x": node}
         variables[path] = (var, node)
     arrays, whole = {}, []
     with ThreadPoolExecutor(max_workers=READERS) as pool:
@@ -385,7 +437,7 @@ def load_checkpoint(source, model, *, torch_module=None, plan: Plan | str | None
     source.close()
     used = {rename[k]: v for k, v in plan.keys_read().items()}
     return LoadReport(used, ignored, tied, list(variables), source.bytes_read,
-                      time.perf_counter() - start, whole)
+                      time.perf_counter() - start, whole, converted, list(source.notes))
 
 
 def _is_float(name: str) -> bool:

@@ -59,6 +59,7 @@ class Source:
 
     def __init__(self, what: str):
         self.what, self.bytes_read, self._lock = what, 0, threading.Lock()
+        self.notes: list[str] = []  # what the report must say of how it was read
 
     def _count(self, out: np.ndarray) -> np.ndarray:
         with self._lock:  # reads run in threads
@@ -237,12 +238,18 @@ def open_source(source) -> Source:
         except Exception as e:
             raise ParityError(f"source: {path} is not a torch checkpoint torch.load can read "
                               f"with weights_only=True: {str(e).splitlines()[0]}") from None
+        notes = []
         if isinstance(state, dict) and "state_dict" in state and isinstance(
                 state["state_dict"], dict):
+            others = sorted(k for k in state if k != "state_dict")
+            notes.append(f"{path.name} is a training checkpoint: its 'state_dict' entry read"
+                         + (f" ({', '.join(others[:4])} left)" if others else ""))
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise ParityError(f"source: {path} holds a {type(state).__name__}, not a state dict")
-        return StateDictSource(state, str(path))
+        out = StateDictSource(state, str(path))
+        out.notes.extend(notes)
+        return out
     raise ParityError(f"source: {path}: not a .safetensors file or directory, .pt, .pth or .bin")
 
 
