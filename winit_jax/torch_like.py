@@ -54,21 +54,24 @@ def resnet_recipe(*, zero_init_residual: bool = False, last_bn: str = "bn2") -> 
     return recipe
 
 
-def timm_vit_recipe(*, init_values: float | None = None, cls_token: str = "cls_token",
-                    pos_embed: str = "pos_embed", layer_scale: str = "*/ls[0-9]/*") -> dict:
+def timm_vit_recipe(*, init_values: float | None = None, cls_token: str | None = "cls_token",
+                    pos_embed: str | None = "pos_embed", layer_scale: str = "*/ls[0-9]/*"
+                    ) -> dict:
     """timm's ViT as ``VisionTransformer.init_weights()`` draws it by default (timm 1.0,
     ``weight_init=''``): every Linear, the head included, ``trunc_normal_(std=0.02)`` with
     torch's absolute bounds (+-2: no cut in practice) and bias 0; the position embedding
     (parameters matching ``pos_embed``) ``trunc_normal_(std=0.02)``; the class token (matching
-    ``cls_token``) N(0, 1e-6^2); LayerNorm 1/0 and the patch embedding's Conv torch's default
-    (the rules' own); with ``init_values``, each LayerScale parameter (matching
+    ``cls_token``) N(0, 1e-6^2) (None for either: a model without it); LayerNorm 1/0 and the
+    patch embedding's Conv torch's default (the rules' own); with ``init_values``, each LayerScale parameter (matching
     ``layer_scale``: timm's ``blocks/0/ls1/gamma``) that constant. timm's "jax" mode, which
     zeroes the head, is another recipe. Checked against timm's own model by
     ``parity.check``'s init part (``tests/porting/test_inferred_init.py``). Not
     torchvision's: see ``torchvision_vit_recipe``."""
-    recipe: dict = {nnx.Linear: {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)},
-                    cls_token: jax.nn.initializers.normal(1e-6),
-                    pos_embed: trunc_normal(std=0.02)}
+    recipe: dict = {nnx.Linear: {"kernel": trunc_normal(std=0.02), "bias": constant(0.0)}}
+    if cls_token is not None:
+        recipe[cls_token] = jax.nn.initializers.normal(1e-6)
+    if pos_embed is not None:
+        recipe[pos_embed] = trunc_normal(std=0.02)
     if init_values is not None:
         recipe[layer_scale] = constant(init_values)
     return recipe

@@ -43,8 +43,9 @@ def test_timm_recipe_and_an_unscaled_embedding_fail_the_init_part(vit):
     net, port, x, kwargs = vit
     kwargs = dict(kwargs)
     tv = tl.torchvision_vit_recipe()
-    kwargs["overrides"] = {**tl.timm_vit_recipe(), "class_token": tv["class_token"],
-                                "*pos_embedding": tv["*pos_embedding"]}
+    kwargs["overrides"] = {**tl.timm_vit_recipe(cls_token=None, pos_embed=None),
+                           "class_token": tv["class_token"],
+                           "*pos_embedding": tv["*pos_embedding"]}
     bad = {c.name for c in P.check(net, port, x, **kwargs).failures() if c.part == "init"}
     assert "conv_proj.weight" in bad and "encoder.layers.encoder_layer_0.mlp.0.weight" in bad
     recipe = tl.torchvision_vit_recipe()

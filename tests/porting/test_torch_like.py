@@ -384,7 +384,8 @@ def test_vit_and_convnext_recipes():
             self.norm = nnx.LayerNorm(256, rngs=rngs)
             self.head = nnx.Linear(256, 10, rngs=rngs)
 
-    vit = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0), overrides=tl.timm_vit_recipe())
+    vit = tl.init(Tiny(nnx.Rngs(0)), jax.random.key(0),
+                  overrides=tl.timm_vit_recipe(cls_token=None, pos_embed=None))
     w = np.asarray(vit.mlp.kernel[...], np.float64)
     # trunc_normal_(std=0.02) with torch's absolute bounds +-2: nothing is cut, std 0.02
     t = torch.empty(64, 256)

@@ -190,6 +190,7 @@ def cmd_parity(args, parser) -> int:
     from winit_jax import parity
     from winit_jax.lab import examples as E
     from winit_jax.lab.experiment import torch_available
+    from winit_jax.parity import nchw, nhwc
 
     if not torch_available():
         parser.error("argument --torch: torch is not installed (pip install 'winit-jax[torch]')")
@@ -213,7 +214,7 @@ def cmd_parity(args, parser) -> int:
         x = np.random.default_rng(0).standard_normal(args.input_shape).astype(np.float32)
         kwargs = dict(init_seeds=4, fresh_torch=torch_factory)
         if args.channels_last:
-            kwargs.update(flax_inputs=E.nhwc, flax_outputs=E.nchw)
+            kwargs.update(flax_inputs=nhwc, flax_outputs=nchw)
     if "batches" in kwargs and args.steps is not None:
         parser.error(f"argument --steps: the {args.example} example trains one step per batch "
                      "of its epoch")
@@ -469,7 +470,13 @@ def _sweep(args, parser) -> int:
 
 
 def _run_with_progress(run, total, quiet, describe):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), disable=quiet, transient=True) as progress:
