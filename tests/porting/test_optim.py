@@ -609,3 +609,27 @@ def test_a_float32_learning_rate_in_a_float64_check_is_named():
         assert any("the optimiser's update computes in float32" in n for n in slipped.notes)
         assert all("computes in float32" in c.how for c in slipped.failures())
         run(optim).assert_ok()
+
+
+def test_cross_entropy_ignores_torchs_ignore_index_in_both_frameworks():
+    """A masked LM's labels: -100 where nothing is predicted. torch's F.cross_entropy skips
+    them (its default ignore_index); the JAX side must too, under jit: both equal the mean
+    over the kept positions computed by hand. Mutant: the JAX loss without the mask."""
+    import jax.numpy as jnp
+    import optax
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, (2, 5))
+    labels[0, 1:3] = labels[1, 4] = -100
+    keep = labels != -100
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, np.where(keep, labels, 0)[..., None], -1)[..., 0]
+    by_hand = -np.mean(picked[keep])
+    theirs = float(P.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels)))
+    ours = float(jax.jit(P.cross_entropy)(jnp.asarray(logits), jnp.asarray(labels)))
+    assert abs(theirs - by_hand) < 1e-5 and abs(ours - by_hand) < 1e-5
+    unmasked = float(optax.softmax_cross_entropy_with_integer_labels(
+        jnp.asarray(logits), jnp.asarray(np.where(keep, labels, 0))).mean())
+    assert abs(unmasked - by_hand) > 1e-2  # the mask matters here

@@ -159,7 +159,9 @@ def test_an_untied_bert_decoder_is_refused_naming_the_tie():
     ("flax eps", ("bert.encoder.layer.0.attention.output.LayerNorm", "inside")),
 ])
 def test_bert_passes_and_its_slips_are_localised(slip, where):
-    _passes_and_localises(_bert, bert_port.BertMLM, slip, where)
+    d = _passes_and_localises(_bert, bert_port.BertMLM, slip, where)
+    if slip == "flax eps":  # the hint reads both layers' own settings (BERT's eps is 1e-12)
+        assert "epsilon (torch's 1e-12, the port's 1e-05)" in d.hint, d.hint
 
 
 def _passes_and_localises(models, port, slip, where):
@@ -168,6 +170,7 @@ def _passes_and_localises(models, port, slip, where):
     P.check(net, port(nnx.Rngs(0)), ids, **kw).assert_ok()
     d = P.check(net, port(nnx.Rngs(0), slip=slip), ids, **kw).first_divergence
     assert d is not None and (d.torch_name, d.where) == where, str(d)
+    return d
 
 
 # --- HF LLaMA (grouped-query attention, RoPE, SwiGLU, RMSNorm) -----------------------------------

@@ -65,7 +65,8 @@ class Kind:
         train-mode step updates (BatchNorm); the step part judges them as statistics.
       training_note: why training steps cannot agree for a port of this kind (said in the
         report's notes when a check trains), or "".
-      hint: what to check first when this layer is where a port parts from torch.
+      hint: what to check first when this layer is where a port parts from torch: text, or
+        ``(torch layer, nnx layer) -> text`` built from the two layers' own settings.
     """
 
     name: str
@@ -82,7 +83,11 @@ class Kind:
     compares_gradient: Callable[[str], bool] | None = None
     batch_stats: Mapping[str, str] | None = None
     training_note: str = ""
-    hint: str = ""
+    hint: str | Callable[[object, object], str] = ""
+
+    def hint_for(self, torch_layer, flax_layer) -> str:
+        """The hint for this pair of layers."""
+        return self.hint(torch_layer, flax_layer) if callable(self.hint) else self.hint
 
     def matches_torch(self, module) -> bool:
         return isinstance(module, _resolve(self.torch_classes))

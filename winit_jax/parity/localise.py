@@ -12,6 +12,7 @@ def first_divergence(rows: list, paired: list) -> Divergence | None:
     """The first call, in torch's order, whose input or output is off; with none, the last
     call whose output gradient is off (the backward pass runs in reverse)."""
     kinds = {p.torch_name: p.kind for p in paired}
+    layers = {p.torch_name: (p.torch_module, p.flax_layer) for p in paired}
     recorded = {r.torch_name for r in rows}
     unrecorded = [n for n in kinds if n not in recorded]
     for i, r in reversed(list(enumerate(rows)) if all(r.forward_ok for r in rows) else []):
@@ -42,5 +43,5 @@ def first_divergence(rows: list, paired: list) -> Divergence | None:
             return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "before", r.input_gap,
                               r.input_tol, hint)
         return Divergence(r.torch_name, r.flax_path, r.kind, r.call, "inside", r.output_gap,
-                          r.output_tol, kind.hint)
+                          r.output_tol, kind.hint_for(*layers[r.torch_name]))
     return None

@@ -9,23 +9,30 @@ import numpy as np
 from winit_jax.kinds import np_copy
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits, labels, *, ignore_index: int = -100):
     """Mean softmax cross-entropy of integer ``labels``, in whichever framework ``logits``
     come from (``torch.nn.functional.cross_entropy`` or optax's), so one loss serves both.
     Logits (..., V) with labels (...): a sequence model's (B, T, V) and (B, T) too (torch's
-    own function wants the classes on axis 1; the positions are flattened for it).
+    own function wants the classes on axis 1; the positions are flattened for it). Labels
+    equal to ``ignore_index`` (torch's default -100: a masked LM's unmasked positions) count
+    for nothing, the mean taken over the others, as torch does.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 4)  # log 4
       1.3863
+      >>> round(float(cross_entropy(jnp.array([[0., 0.], [9., 0.]]), jnp.array([0, -100]))), 4)
+      0.6931
     """
     if _is_torch(logits):
         import torch
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 labels.reshape(-1))
+                                                 labels.reshape(-1), ignore_index=ignore_index)
+    import jax.numpy as jnp
     import optax
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    keep = labels != ignore_index
+    per = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(keep, labels, 0))
+    return jnp.sum(jnp.where(keep, per, 0)) / jnp.sum(keep).astype(per.dtype)
 
 
 def accuracy(logits, labels) -> float:
