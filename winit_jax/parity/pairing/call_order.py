@@ -20,26 +20,23 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     eval mode without gradients (forward pre-hooks), the port run abstractly
     (``jax.eval_shape``: a port built as shapes works, nothing is computed)."""
     named = dict(torch_module.named_modules())
+    layers = {name for name, _ in torch_layers(torch_module)}
     t_order, t_input = [], {}
-    running: list[str] = []  # the torch modules whose forward is running, outermost first
-
-    def seen(mod, inp, name):
-        t_order.append(name)
-        t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
+    running: list[tuple[str, object]] = []  # the modules whose forward runs, outermost first
 
     def enter(mod, inp, name):
-        running.append(name)
+        running.append((name, mod))
+        if name in layers:
+            t_order.append(name)
+            t_input.setdefault(name, inp[0] if inp else None)  # kept: ids of freed ones recur
 
     def leave(mod, inp, out, name):
-        if running and running[-1] == name:
+        if running and running[-1][0] == name:
             running.pop()
     try:
         batch.torch_eval(
             torch_module,
-            [(m, lambda mod, inp, name=name: enter(mod, inp, name))
-             for name, m in named.items()]
-            + [(named[name], lambda mod, inp, name=name: seen(mod, inp, name))
-               for name, _ in torch_layers(torch_module) if name in named],
+            [(m, lambda mod, inp, name=name: enter(mod, inp, name)) for name, m in named.items()],
             [(m, lambda mod, inp, out, name=name: leave(mod, inp, out, name))
              for name, m in named.items()])
     except Exception as e:
@@ -48,14 +45,14 @@ def call_orders(torch_module, model, batch) -> tuple[list[str], list[str], dict,
     return list(dict.fromkeys(t_order)), list(dict.fromkeys(f_order)), t_input, f_input
 
 
-def torch_error(e: Exception, batch, torch_module, running: list[str]) -> ParityError:
+def torch_error(e: Exception, batch, torch_module, running: list) -> ParityError:
     """The error of torch's forward pass on the inputs, named by the innermost module that
-    was running; on the meta device (a skeleton), one that needs values (``.item()``,
-    data-dependent control flow) says so and what to do instead."""
+    was running (``running``: ``(name, module)``, outermost first); on the meta device (a
+    skeleton), one that needs values (``.item()``, data-dependent control flow) says so and
+    what to do instead."""
     where = ""
     if running:
-        name = running[-1]
-        module = dict(torch_module.named_modules())[name]
+        name, module = running[-1]
         where = f" (inside torch {name or '<root>'} ({type(module).__name__}))"
     on_meta = any(p.is_meta for p in torch_module.parameters())
     if on_meta:
@@ -151,8 +148,7 @@ def by_call_order(t_left: dict, f_left: dict, orders) -> list[tuple[str, str]]:
             (f_seq, f_left, f_input, t_seq, t_left, "nnx")):
         sep = "." if side == "torch" else "/"
         for i, a in enumerate(seq[:len(other_seq)]):
-            twins = [b for b in seq[:len(other_seq)] if b != a and inputs.get(b) is not None
-                     and inputs.get(b) is inputs.get(a) and not _nested(a, b, sep)]
+            twins = _branches(seq[:len(other_seq)], inputs, a, sep)
             partner = other_seq[i]
             role = projection_role(partner)
             if role is not None and projection_role(a) == role and all(
@@ -191,6 +187,14 @@ def _nested(a: str, b: str, sep: str) -> bool:
     return a == "" or b == "" or b.startswith(a + sep) or a.startswith(b + sep)
 
 
+def _branches(seq: list, inputs: dict, a: str, sep: str) -> list:
+    """The layers of ``seq`` that are parallel branches of ``a``: they take the same input
+    (the same object) and neither holds the other."""
+    x = inputs.get(a)
+    return [b for b in seq if b != a and x is not None and inputs.get(b) is x
+            and not _nested(a, b, sep)]
+
+
 def _align_parallel(t_seq: list, f_seq: list, t_left: dict, f_left: dict, t_input: dict,
                     f_input: dict) -> None:
     """Reorders ``f_seq`` in place where the port runs parallel branches (layers that take
@@ -200,15 +204,13 @@ def _align_parallel(t_seq: list, f_seq: list, t_left: dict, f_left: dict, t_inpu
     refused by ``by_call_order``."""
     for i, a in enumerate(t_seq[:len(f_seq)]):
         here = f_seq[i]
-        branches = [j for j in range(i + 1, len(f_seq)) if f_input.get(f_seq[j]) is not None
-                    and f_input.get(f_seq[j]) is f_input.get(here)
-                    and not _nested(here, f_seq[j], "/")]
+        later = set(_branches(f_seq[i + 1:], f_input, here, "/"))
+        branches = [j for j in range(i + 1, len(f_seq)) if f_seq[j] in later]
         if not branches:
             continue
         role = projection_role(a)
         if role is not None and projection_role(here) != role:
-            twins_t = [b for b in t_seq if b != a and t_input.get(b) is not None
-                       and t_input.get(b) is t_input.get(a)]
+            twins_t = _branches(t_seq, t_input, a, ".")
             named = [j for j in branches if projection_role(f_seq[j]) == role]
             if len(named) == 1 and any(projection_role(b) == projection_role(here)
                                        for b in twins_t):

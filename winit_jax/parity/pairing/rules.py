@@ -307,12 +307,17 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
         raise ParityError(stack_hints[0])
     ties = torch_ties(torch_module)
 
+    def pairs() -> list[Pair]:
+        """What is paired so far, in torch's definition order."""
+        return [Pair(tn, t, found[tn][0], f_all[found[tn][0]], found[tn][1], found[tn][2],
+                     owners[tn], stack_of.get(found[tn][0]))
+                for tn, t in t_all.items() if tn in found]
+
     def untied():
         """Pairing is failing: a port that unties what torch ties is named first, whatever
         else is ambiguous (two pairs holding one torch tensor, or a tied layer left that an
         nnx layer with tensors of its own fits)."""
-        refuse_untied([Pair(tn, t_all[tn], fp, f_all[fp], kind, rule, owners[tn])
-                       for tn, (fp, kind, rule) in found.items()], ties)
+        refuse_untied(pairs(), ties)
         refuse_untied_left(t_left, f_left, owners, ties)
     orders = None
     if order is not None and (t_left or f_left or any(r == "mapping"
@@ -334,13 +339,7 @@ def _pair(torch_module, model, mapping, order=None) -> Pairing:
         hint = ("; pass the inputs (pair(..., inputs=x), or check's) to pair what is left by "
                 "call order" if order is None else "")
         raise ParityError(_unpaired_message(t_left, f_left) + hint)
-    out = []
-    for tn, t in t_all.items():
-        if tn not in found:
-            continue
-        fpath, kind, rule = found[tn]
-        out.append(Pair(tn, t, fpath, f_all[fpath], kind, rule, owners[tn],
-                        stack_of.get(fpath)))
+    out = pairs()
     refuse_untied(out, ties)
     return Pairing(out, torch_module, model, held)
 

@@ -5,7 +5,7 @@ refused."""
 from __future__ import annotations
 
 from winit_jax.kinds import ParityError, torch_tensor_names
-from winit_jax.parity.pairing.layers import tensor_prefix
+from winit_jax.parity.pairing.layers import fits, label, tensor_prefix
 
 
 def torch_ties(torch_module) -> dict[str, str]:
@@ -60,8 +60,6 @@ def refuse_untied_left(t_left: dict, f_left: dict, owners: dict, ties: dict) -> 
     decoder: its weight is the word embeddings', its bias the head's ``bias``) that an nnx
     layer left fits, with tensors of its own: the port unties what torch ties. One error
     naming the ties and the nnx layer(s), whatever else is ambiguous; else nothing."""
-    from winit_jax.parity.pairing.layers import fits, label
-
     for tname, t in t_left.items():
         names = [_full(tname, owners.get(tname), n) for n in torch_tensor_names(t)]
         tied = [n for n in names if n in ties]
