@@ -57,13 +57,18 @@ class Plan:
         Path(path).write_text(json.dumps({"version": PLAN_VERSION, **dataclasses.asdict(self)}))
 
     @classmethod
+    def from_json(cls, raw: dict) -> Plan:
+        """A plan from its JSON object (``dataclasses.asdict`` of one)."""
+        return cls(**{**raw, "torch_tensors": {k: (tuple(s), d) for k, (s, d)
+                                               in raw["torch_tensors"].items()}})
+
+    @classmethod
     def load(cls, path) -> Plan:
         try:
             raw = json.loads(Path(path).read_text())
             if raw.pop("version") != PLAN_VERSION:
                 raise ValueError("another version")
-            raw["torch_tensors"] = {k: (tuple(s), d) for k, (s, d) in raw["torch_tensors"].items()}
-            return cls(**raw)
+            return cls.from_json(raw)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ParityError(f"plan: {path} is not a checkpoint plan ({e})") from None
 

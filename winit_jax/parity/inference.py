@@ -136,6 +136,15 @@ def _candidates(x: np.ndarray) -> list[tuple[str, dict, object]]:
     return out
 
 
+def zero_rows(draws: list[np.ndarray]) -> tuple[int, ...]:
+    """Rows (axis 0) zero in every draw of a 2-d or larger tensor, where others are not (a
+    ``padding_idx``): structure, not a law."""
+    if draws[0].ndim < 2:
+        return ()
+    zero = np.logical_and.reduce([~d.reshape(d.shape[0], -1).any(axis=1) for d in draws])
+    return tuple(int(r) for r in np.flatnonzero(zero)) if not zero.all() else ()
+
+
 def identify(draws: list[np.ndarray], level: float) -> Law:
     """The law of one tensor from its draws (each in torch's layout)."""
     from scipy import stats
@@ -143,16 +152,14 @@ def identify(draws: list[np.ndarray], level: float) -> Law:
     first = draws[0]
     if _constant(draws):
         return Law("constant", {"value": float(first.ravel()[0])}, n=first.size * len(draws))
-    zero_rows: tuple[int, ...] = ()
-    if first.ndim >= 2:
-        rows = [r for r in range(first.shape[0]) if all(not np.any(d[r]) for d in draws)]
-        if 0 < len(rows) < first.shape[0]:
-            zero_rows = tuple(rows)
-    keep = np.ones(first.shape[0], bool)
-    keep[list(zero_rows)] = False
-    x = np.concatenate([(d[keep] if zero_rows else d).ravel() for d in draws]).astype(np.float64)
+    rows = zero_rows(draws)
+    if rows:
+        keep = np.ones(first.shape[0], bool)
+        keep[list(rows)] = False
+        draws = [d[keep] for d in draws]
+    x = np.concatenate([d.ravel() for d in draws]).astype(np.float64)
     if len(x) < MIN_VALUES:
-        return Law("default", {}, zero_rows, n=len(x),
+        return Law("default", {}, rows, n=len(x),
                    note=f"{len(x)} values, too few to tell the family (< {MIN_VALUES})")
     if len(x) > KS_VALUES:
         x = np.random.default_rng(0).choice(x, KS_VALUES, replace=False)
@@ -160,9 +167,9 @@ def identify(draws: list[np.ndarray], level: float) -> Law:
               for family, params, law in _candidates(x)]
     for family, params, p in tested:
         if p >= level:
-            return Law(family, params, zero_rows, p=p, n=len(x))
+            return Law(family, params, rows, p=p, n=len(x))
     best = max(tested, key=lambda t: t[2])
-    return Law("default", {}, zero_rows, p=best[2], n=len(x),
+    return Law("default", {}, rows, p=best[2], n=len(x),
                note=f"no family fits (best: {best[0]}, KS p = {best[2]:.2g})")
 
 
@@ -237,12 +244,9 @@ class InitRecipe:
             raw = json.loads(Path(path).read_text())
             if raw.get("version") != RECIPE_VERSION:
                 raise ValueError("another version")
-            plan = raw["plan"]
-            plan["torch_tensors"] = {k: (tuple(s), d) for k, (s, d) in
-                                     plan["torch_tensors"].items()}
             laws = {k: Law(v["family"], v["params"], tuple(v["zero_rows"]), v["p"], v["n"],
                            v["note"]) for k, v in raw["laws"].items()}
-            return cls(laws, Plan(**plan), raw["source"], list(raw["notes"]))
+            return cls(laws, Plan.from_json(raw["plan"]), raw["source"], list(raw["notes"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ParityError(f"recipe: {path} is not an init recipe ({e})") from None
 
@@ -322,31 +326,35 @@ def infer_recipe(torch_module, model, *, draws: int = 4, fresh_torch: Callable |
         notes.append(f"{how}: the law of each tensor is read from this one instance")
     else:
         rng = torch.random.get_rng_state()
+
+        def collect(seed, keys):
+            torch.manual_seed(seed)
+            state = factory().state_dict()
+            for k in keys:
+                if k not in state:
+                    raise ParityError(f"fresh_torch: its model has no tensor {k!r}")
+                samples[k].append(state[k].detach().float().cpu().numpy())
         try:
-            seed = 0
-            while True:
-                torch.manual_seed(seed)
-                state = factory().state_dict()
-                for k in wanted:
-                    if k not in state:
-                        raise ParityError(f"fresh_torch: its model has no tensor {k!r}")
-                    samples[k].append(state[k].detach().float().cpu().numpy())
-                seed += 1
-                # a small random tensor is drawn again until it has MIN_VALUES values
-                # (one that cannot reach it within MAX_DRAWS is left to its kind)
-                short = [k for k in wanted if not _constant(samples[k])
-                         and sum(d.size for d in samples[k]) < MIN_VALUES
-                         <= samples[k][0].size * MAX_DRAWS]
-                if seed >= draws and (not short or seed >= MAX_DRAWS):
-                    break
+            for seed in range(draws):
+                collect(seed, wanted)
+            # a small random tensor is drawn again until it has MIN_VALUES values (one that
+            # cannot reach it within MAX_DRAWS is left to its kind); only those are kept
+            short = [k for k in wanted if not _constant(samples[k])
+                     and samples[k][0].size * draws < MIN_VALUES
+                     <= samples[k][0].size * MAX_DRAWS]
+            builds = max((math.ceil(MIN_VALUES / samples[k][0].size) for k in short),
+                         default=draws)
+            for seed in range(draws, builds):
+                collect(seed, short)
         finally:
             torch.random.set_rng_state(rng)
-        source = f"{how}, {draws} draws ({seed} for the smallest random tensors)" \
-            if seed > draws else f"{how}, {draws} draws"
+        source = f"{how}, {draws} draws ({builds} for the smallest random tensors)" \
+            if builds > draws else f"{how}, {draws} draws"
     random = sum(1 for v in samples.values() if not _constant(v))
     level = LEVEL / max(1, random)
     laws = {k: identify(samples[k], level) for k in wanted}
     return InitRecipe(laws, plan, source, notes)
 
 
-__all__ = ["LEVEL", "MIN_VALUES", "InitRecipe", "Law", "identify", "infer_recipe", "rebuild"]
+__all__ = ["LEVEL", "MIN_VALUES", "InitRecipe", "Law", "identify", "infer_recipe", "rebuild",
+           "zero_rows"]

@@ -38,15 +38,15 @@ def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
     at zero in every draw (``padding_idx``) zero in the port's too.
 
     The port's draws: an ``InitRecipe`` given as ``overrides``; without a hand recipe
-    (``overrides``), where torch's model can be
-    built again (Hugging Face, diffusers) or ``fresh_torch`` builds it, the recipe inferred
-    from torch's own draws (``inference.infer_recipe``); else ``torch_like.init`` with the
+    (``overrides``), where torch's model can be built again (Hugging Face, diffusers, timm)
+    or ``fresh_torch`` builds it, the recipe inferred from torch's own draws
+    (``inference.infer_recipe``); else ``torch_like.init`` with the
     kinds' defaults and ``overrides``. Torch's draws: that factory's model, else each
     module's ``reset_parameters``. A failure names the law torch showed and the port's."""
     import torch
 
     from winit_jax import torch_like
-    from winit_jax.parity.inference import InitRecipe, infer_recipe, rebuild
+    from winit_jax.parity.inference import InitRecipe, infer_recipe, rebuild, zero_rows
 
     found = Findings()
     ours, theirs = {}, {}
@@ -98,7 +98,7 @@ def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
         found.checks.append(Check("init", d.name, Outcome.PASSED if d.ok else Outcome.FAILED,
                                   threshold, p_value=d.p, how=how))
     for k, draws in theirs.items():
-        rows = _zero_rows(draws)
+        rows = zero_rows(draws)
         if rows:
             kept = all(not np.any(x[list(rows)]) for x in ours[k])
             found.checks.append(Check(
@@ -108,15 +108,6 @@ def init_stage(run: Run, seeds, overrides, fresh_torch) -> Findings:
                     f"the port's {'do' if kept else 'do not'}"))
     run.torch_module.load_state_dict(saved)
     return found
-
-
-def _zero_rows(draws) -> tuple[int, ...]:
-    """Rows (axis 0) zero in every draw of a 2-d or larger tensor, where others are not."""
-    first = draws[0]
-    if first.ndim < 2:
-        return ()
-    rows = tuple(r for r in range(first.shape[0]) if all(not np.any(d[r]) for d in draws))
-    return rows if len(rows) < first.shape[0] else ()
 
 
 def _law(draws, recipe=None, name=None) -> str:
